@@ -1,0 +1,1 @@
+"""liftwatch agent: config, runtime, uplink, commands, CLI."""

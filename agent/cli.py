@@ -1,0 +1,74 @@
+"""The ``liftwatch`` command: one subcommand per job, each in the module named for it.
+
+Subcommand modules expose ``add_arguments(parser)`` and ``run(args) -> int`` and are
+imported only when used, so ``liftwatch config check`` starts fast on a Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("liftwatch.agent.runtime", "run the agent (live, or from a recorded trace)"),
+    "replay": ("liftwatch.agent.replay", "run the detection pipeline over a trace"),
+    "config": ("liftwatch.agent.config_cli", "check or show terminal config files"),
+    "record": ("liftwatch.agent.record", "record the live inputs into a trace"),
+    "check": ("liftwatch.agent.commissioning", "commissioning self-test with pass/fail table"),
+    "monitor": ("liftwatch.agent.monitor", "live view of the lift as the agent sees it"),
+    "calibrate": ("liftwatch.agent.calibrate", "record the mounting orientation at rest"),
+    "outbox": ("liftwatch.agent.outbox_cli", "what is waiting to be sent"),
+    "events": ("liftwatch.agent.events_cli", "the event journal"),
+    "plot": ("liftwatch.agent.plot", "plot a trip's ride quality to a PNG"),
+    "demo": ("liftwatch.agent.demo", "simulated lift, agent and platform view on this machine"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="liftwatch", description="Agent for lift remote-monitoring terminals.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            p.set_defaults(_missing=module)
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def setup_logging(verbose: int) -> None:
+    """Plain lines on stderr: journald adds its own timestamps on a terminal."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if not args.command:
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", None):
+        print(f"liftwatch {args.command}: not available in this build", file=sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Settings owned by the agent: the terminal's identity and the uplink to the platform."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TerminalSettings:
+    """Who this terminal is."""
+
+    lift_id: str = field(
+        metadata={"doc": "The lift's registration code (used in topics and the client id)."}
+    )
+    name: str = field(default="", metadata={"doc": "Free text for technicians (address, car)."})
+
+
+@dataclass(frozen=True)
+class UplinkSettings:
+    """MQTT connection to the city platform (platform-protocol.md)."""
+
+    broker: str = field(metadata={"doc": "Broker host name or address."})
+    port: int = field(default=8883, metadata={"doc": "Broker port.", "min": 1, "max": 65535})
+    protocol: str = field(
+        default="mqtt5", metadata={"doc": "MQTT protocol version.",
+                                   "choices": ["mqtt5", "mqtt311"]},
+    )
+    tls: bool = field(
+        default=True,
+        metadata={"doc": "TLS with server verification. false sends in plaintext and is "
+                  "warned about at every start."},
+    )
+    ca_file: str = field(default="", metadata={"doc": "CA bundle for the broker's certificate "
+                                               "(empty: the system's)."})
+    cert_file: str = field(default="", metadata={"doc": "Client certificate (mutual TLS)."})
+    key_file: str = field(default="", metadata={"doc": "Client private key (mutual TLS).",
+                                                "secret": True})
+    credentials_file: str = field(
+        default="",
+        metadata={"doc": "TOML file with username and password; must not be readable by "
+                  "other users.", "secret": True},
+    )
+    topic_prefix: str = field(default="lift", metadata={"doc": "First level of every topic."})
+    platform_profile: str = field(
+        default="shanghai",
+        metadata={"doc": "Platform code profile: a file firmware_config/platforms/NAME.toml."},
+    )
+    keepalive_s: int = field(default=60, metadata={"doc": "MQTT keep-alive.", "unit": "s",
+                                                   "min": 5})
+    session_expiry_s: int = field(
+        default=86400, metadata={"doc": "Persistent session expiry (MQTT 5).", "unit": "s",
+                                 "min": 0},
+    )
+    heartbeat_s: float = field(
+        default=60.0, metadata={"doc": "status is sent at least this often.", "unit": "s",
+                                "gt": 0, "remote": True},
+    )
+    status_min_interval_s: float = field(
+        default=1.0, metadata={"doc": "status on change at most this often.", "unit": "s",
+                               "gt": 0, "remote": True},
+    )
+    health_s: float = field(
+        default=300.0, metadata={"doc": "health is sent this often and on change.",
+                                 "unit": "s", "gt": 0, "remote": True},
+    )
+    inflight_max: int = field(
+        default=20, metadata={"doc": "QoS 1 messages awaiting PUBACK at once.", "min": 1,
+                              "max": 1000},
+    )
+    reconnect_min_s: float = field(
+        default=1.0, metadata={"doc": "First reconnect back-off (full jitter).", "unit": "s",
+                               "gt": 0},
+    )
+    reconnect_max_s: float = field(
+        default=120.0, metadata={"doc": "Longest reconnect back-off.", "unit": "s", "gt": 0},
+    )

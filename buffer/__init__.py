@@ -1,0 +1,1 @@
+"""liftwatch durable outbox and event journal."""

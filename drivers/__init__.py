@@ -1,0 +1,1 @@
+"""liftwatch drivers: controller link, digital inputs, accelerometer, traces."""

@@ -1,0 +1,259 @@
+"""Reader and writer for the trace format of trace-format.md (JSON Lines, optional gzip).
+
+Both stream: a day-long trace is read and written in constant memory. A malformed
+line never stops a replay: the reader reports it with its line number through
+``on_error`` (default: a log warning), counts it in ``bad_lines`` and goes on, the
+python-can reader/logger model of "a recorded bus replays exactly".
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+log = logging.getLogger(__name__)
+
+KINDS = ("di", "ctl", "acc", "pwr")
+INPUT_LEVELS = (0, 1)
+CTL_FIELDS = ("mode", "run", "dir", "floor", "door", "zone", "speed", "safety", "lock",
+              "overload", "fault")
+
+
+class Record(NamedTuple):
+    """One sample line: ``kind`` is di, ctl, acc or pwr; ``data`` its value."""
+
+    t: float
+    kind: str
+    data: Any
+
+
+@dataclass
+class TraceHeader:
+    """Line 1 of a trace. ``lift`` and ``accel`` may be absent (the config holds them)."""
+
+    start: str = ""
+    lift: dict[str, Any] | None = None
+    accel: dict[str, Any] | None = None
+    controller_present: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"trace": 1, "start": self.start}
+        if self.lift is not None:
+            out["lift"] = self.lift
+        if self.accel is not None:
+            out["accel"] = self.accel
+        out["controller"] = {"present": self.controller_present}
+        return out
+
+
+class TraceError(ValueError):
+    """A trace line that does not follow trace-format.md."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+def _open_text(path: str | Path, mode: str) -> IO[str]:
+    p = str(path)
+    if p.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(p, mode + "b"), encoding="utf-8", newline="\n")
+    return open(p, mode, encoding="utf-8", newline="\n")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_di(d: Any) -> dict[str, int]:
+    if not isinstance(d, dict) or not d:
+        raise ValueError("di must be a non-empty object of input: 0|1")
+    for k, v in d.items():
+        if isinstance(v, bool) or v not in INPUT_LEVELS:
+            raise ValueError(f"di input {k!r} must be 0 or 1, found {v!r}")
+    return {k: int(v) for k, v in d.items()}
+
+
+def _check_ctl(d: Any) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ValueError("ctl must be an object or null")
+    for k, v in d.items():
+        if k == "floor":
+            if v is not None and not isinstance(v, str | int):
+                raise ValueError(f"ctl floor must be a label, found {v!r}")
+        elif k in CTL_FIELDS and not _is_num(v):
+            raise ValueError(f"ctl {k} must be a number, found {v!r}")
+    if "floor" in d and isinstance(d["floor"], int):
+        d = dict(d, floor=str(d["floor"]))
+    return d
+
+
+def _check_acc(d: Any) -> list[list[int]]:
+    if not isinstance(d, list) or not d:
+        raise ValueError("acc must be a non-empty list of [x, y, z] counts")
+    for s in d:
+        if (not isinstance(s, list) or len(s) != 3
+                or not all(isinstance(c, int) and not isinstance(c, bool) for c in s)):
+            raise ValueError(f"acc sample must be three integers, found {s!r}")
+    return d
+
+
+def _check_pwr(d: Any) -> dict[str, Any]:
+    if not isinstance(d, dict) or d.get("src") not in (0, 1):
+        raise ValueError("pwr must be an object with src 0 or 1")
+    batt = d.get("batt")
+    if batt is not None and (not _is_num(batt) or not 0 <= batt <= 100):
+        raise ValueError(f"pwr batt must be 0..100, found {batt!r}")
+    return d
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "di": _check_di, "ctl": _check_ctl, "acc": _check_acc, "pwr": _check_pwr,
+}
+
+
+def parse_header(obj: Any) -> TraceHeader:
+    """Validate line 1; raise ValueError naming what is wrong."""
+    if not isinstance(obj, dict) or obj.get("trace") != 1:
+        raise ValueError('the first line must be a header object with "trace": 1')
+    lift, accel = obj.get("lift"), obj.get("accel")
+    if lift is not None and not isinstance(lift, dict):
+        raise ValueError("header lift must be an object")
+    if accel is not None:
+        if not isinstance(accel, dict) or not _is_num(accel.get("fs")) or accel["fs"] <= 0:
+            raise ValueError("header accel.fs must be a positive number")
+        if not _is_num(accel.get("lsb_per_g", 256)) or accel.get("lsb_per_g", 256) <= 0:
+            raise ValueError("header accel.lsb_per_g must be a positive number")
+    ctl = obj.get("controller") or {}
+    present = ctl.get("present", True) if isinstance(ctl, dict) else True
+    known = {"trace", "start", "lift", "accel", "controller"}
+    return TraceHeader(start=str(obj.get("start", "")), lift=lift, accel=accel,
+                       controller_present=bool(present),
+                       extra={k: v for k, v in obj.items() if k not in known})
+
+
+def parse_record(obj: Any, last_t: float) -> Record:
+    """Validate one sample line; raise ValueError naming what is wrong."""
+    if not isinstance(obj, dict):
+        raise ValueError("a sample line must be a JSON object")
+    t = obj.get("t")
+    if not _is_num(t) or t < 0:
+        raise ValueError(f"t must be a non-negative number, found {t!r}")
+    if t < last_t:
+        raise ValueError(f"t goes backwards ({t} after {last_t})")
+    kinds = [k for k in KINDS if k in obj]
+    if len(kinds) != 1:
+        raise ValueError(f"exactly one of di, ctl, acc, pwr expected, found {kinds or 'none'}")
+    kind = kinds[0]
+    return Record(float(t), kind, _CHECKS[kind](obj[kind]))
+
+
+class TraceReader:
+    """Iterate the records of a trace file; the header is read on open.
+
+    ``bad_lines`` counts malformed lines (reported and skipped); ``errors`` keeps the
+    first ``max_kept_errors`` of them as :class:`TraceError`.
+    """
+
+    def __init__(self, path: str | Path, on_error: Callable[[TraceError], None] | None = None,
+                 max_kept_errors: int = 1000) -> None:
+        self.path = Path(path)
+        self.bad_lines = 0
+        self.errors: list[TraceError] = []
+        self.lines_read = 0
+        self._max_kept = max_kept_errors
+        self._on_error = on_error or (lambda e: log.warning("%s: %s", self.path, e))
+        self._fh = _open_text(self.path, "r")
+        first = self._fh.readline()
+        self.lines_read = 1
+        try:
+            self.header = parse_header(json.loads(first))
+        except (ValueError, TypeError) as exc:
+            self._fh.close()
+            raise TraceError(1, f"bad header: {exc}") from exc
+
+    def _bad(self, line: int, reason: str) -> None:
+        err = TraceError(line, reason)
+        self.bad_lines += 1
+        if len(self.errors) < self._max_kept:
+            self.errors.append(err)
+        self._on_error(err)
+
+    def __iter__(self) -> Iterator[Record]:
+        last_t = 0.0
+        lineno = 1
+        try:
+            while True:
+                try:
+                    raw = self._fh.readline()
+                except (OSError, EOFError, UnicodeDecodeError) as exc:
+                    # A gzip file cut short (power loss while recording) ends the trace here.
+                    self._bad(lineno + 1, f"unreadable: {exc}")
+                    break
+                if not raw:
+                    break
+                lineno += 1
+                self.lines_read = lineno
+                if not raw.strip():
+                    continue
+                try:
+                    rec = parse_record(json.loads(raw), last_t)
+                except (ValueError, TypeError, RecursionError) as exc:
+                    self._bad(lineno, str(exc))
+                    continue
+                last_t = rec.t
+                yield rec
+        finally:
+            self._fh.close()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> TraceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TraceWriter:
+    """Write a trace: header first, then one compact line per record."""
+
+    def __init__(self, path: str | Path, header: TraceHeader) -> None:
+        self.path = Path(path)
+        self._fh = _open_text(self.path, "w")
+        self._write(header.to_json())
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(obj, separators=(",", ":")) + "\n")
+
+    def write(self, t: float, kind: str, data: Any) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown record kind {kind!r}")
+        self._write({"t": round(t, 6), kind: data})
+
+    def write_record(self, rec: Record) -> None:
+        self.write(rec.t, rec.kind, rec.data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
