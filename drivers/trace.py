@@ -63,11 +63,13 @@ class TraceError(ValueError):
         self.reason = reason
 
 
-def _open_text(path: str | Path, mode: str) -> IO[str]:
-    p = str(path)
-    if p.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(p, mode + "b"), encoding="utf-8", newline="\n")
-    return open(p, mode, encoding="utf-8", newline="\n")
+def _open_text(path: str | Path, mode: str) -> tuple[IO[str], IO[bytes]]:
+    """The text stream and the raw file under it (whose position gives progress)."""
+    raw = open(path, mode + "b")  # noqa: SIM115 - closed with the text stream
+    if str(path).endswith(".gz"):
+        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode=mode + "b"), encoding="utf-8",
+                                newline="\n"), raw
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="\n"), raw
 
 
 def _is_num(v: Any) -> bool:
@@ -174,13 +176,14 @@ class TraceReader:
         self.lines_read = 0
         self._max_kept = max_kept_errors
         self._on_error = on_error or (lambda e: log.warning("%s: %s", self.path, e))
-        self._fh = _open_text(self.path, "r")
+        self._fh, self._raw = _open_text(self.path, "r")
+        self.size = self.path.stat().st_size
         first = self._fh.readline()
         self.lines_read = 1
         try:
             self.header = parse_header(json.loads(first))
         except (ValueError, TypeError) as exc:
-            self._fh.close()
+            self.close()
             raise TraceError(1, f"bad header: {exc}") from exc
 
     def _bad(self, line: int, reason: str) -> None:
@@ -215,10 +218,18 @@ class TraceReader:
                 last_t = rec.t
                 yield rec
         finally:
-            self._fh.close()
+            self.close()
+
+    def progress(self) -> float:
+        """Fraction of the file read so far (of the compressed bytes for .gz)."""
+        try:
+            return min(1.0, self._raw.tell() / self.size) if self.size else 1.0
+        except (OSError, ValueError):
+            return 1.0
 
     def close(self) -> None:
         self._fh.close()
+        self._raw.close()
 
     def __enter__(self) -> TraceReader:
         return self
@@ -232,7 +243,7 @@ class TraceWriter:
 
     def __init__(self, path: str | Path, header: TraceHeader) -> None:
         self.path = Path(path)
-        self._fh = _open_text(self.path, "w")
+        self._fh, self._raw = _open_text(self.path, "w")
         self._write(header.to_json())
 
     def _write(self, obj: dict[str, Any]) -> None:
@@ -251,6 +262,7 @@ class TraceWriter:
 
     def close(self) -> None:
         self._fh.close()
+        self._raw.close()
 
     def __enter__(self) -> TraceWriter:
         return self

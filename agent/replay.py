@@ -1,0 +1,173 @@
+"""``liftwatch replay``: run the agent's pipeline over a recorded trace on the trace's clock.
+
+The same Pipeline as a live run (architecture.md principle 5), fed from the trace;
+timers are advanced on a 0.1 s grid of trace time, as the live runtime's tick does,
+so an event's ``t`` is the trace time at which the live agent would have decided.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from liftwatch.drivers.trace import TraceError, TraceHeader, TraceReader
+from liftwatch.signal.pipeline import Pipeline
+from liftwatch.signal.settings import DetectionParams, LiftParams
+
+#: Timer resolution of the live runtime; replay advances timers on the same grid.
+TICK_S = 0.1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trace", type=Path, help="trace file (.jsonl or .jsonl.gz)")
+    p.add_argument("--config", type=Path, help="terminal config (lift, accelerometer, timers)")
+    p.add_argument("--out", type=Path, help="write the results here instead of stdout")
+    p.add_argument("--format", choices=["jsonl", "text"], default="jsonl",
+                   help="jsonl (trace-format.md, default) or text for people")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def lift_from(header: TraceHeader, cfg: Any | None) -> LiftParams:
+    """The trace header's lift, else the config's; one of them must describe it."""
+    if header.lift:
+        h = header.lift
+        return LiftParams(landings=[str(x) for x in h["landings"]],
+                          landing_heights_m=[float(x) for x in h["landing_heights_m"]],
+                          rated_speed=float(h.get("rated_speed", 1.0)),
+                          door_zone_m=float(h.get("door_zone_m", 0.2)))
+    if cfg is not None:
+        return cfg.lift
+    raise SystemExit("replay: the trace has no lift in its header; give --config")
+
+
+def build_pipeline(header: TraceHeader, cfg: Any | None, id_prefix: str = "e") -> Pipeline:
+    """A pipeline for this trace: lift and accelerometer from the header or the config."""
+    lift = lift_from(header, cfg)
+    detection = cfg.detection if cfg is not None else DetectionParams()
+    fs = lsb = None
+    if header.accel:
+        fs, lsb = float(header.accel["fs"]), float(header.accel.get("lsb_per_g", 256))
+    rotation = None
+    if cfg is not None and cfg.accel.orientation == "fixed":
+        rotation = cfg.accel.rotation
+    return Pipeline(lift, detection, accel_fs=fs, lsb_per_g=lsb,
+                    controller_present=header.controller_present, rotation=rotation,
+                    event_id_prefix=id_prefix)
+
+
+def replay_records(reader: TraceReader, pipeline: Pipeline,
+                   on_tick: Callable[[float], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Feed every record, advancing timers on the tick grid; yield the pipeline's outputs."""
+    next_tick = TICK_S
+    t = 0.0
+    for rec in reader:
+        while next_tick <= rec.t:
+            yield from pipeline.advance(next_tick)
+            next_tick = round(next_tick + TICK_S, 6)
+            if on_tick is not None:
+                on_tick(next_tick)
+        t = rec.t
+        yield from pipeline.feed(rec.t, rec.kind, rec.data)
+    yield from pipeline.advance(t)
+    yield from pipeline.finish(t)
+
+
+def _mmss(t: float) -> str:
+    return f"{int(t // 60):3d}:{t % 60:05.2f}"
+
+
+def describe(rec: dict[str, Any]) -> str:
+    """One line for a person reading the replay."""
+    t = _mmss(float(rec.get("t", 0.0)))
+    if rec["type"] == "event":
+        what = f"{rec['code']} {rec['state'].upper()}"
+        where = f" at floor {rec['floor']}" if rec.get("floor") is not None else ""
+        dur = f" after {rec['duration_s']:.1f} s" if "duration_s" in rec else ""
+        return f"{t}  EVENT {what}{where}{dur} [{rec.get('sev', '')}]"
+    if rec["type"] == "trip":
+        figs = ""
+        if rec.get("v_max") is not None:
+            figs = (f": {rec.get('distance_m', 0):.1f} m, v_max {rec['v_max']:.2f} m/s, "
+                    f"a_max {rec.get('a_max', 0):.2f} m/s², jerk {rec.get('jerk_max', 0):.2f} m/s³")
+        return f"{t}  trip {rec.get('from')} -> {rec.get('to')}{figs}"
+    if rec["type"] == "door":
+        def s(v: Any) -> str:
+            return "-" if v is None else f"{v:.1f} s"
+        return (f"{t}  door at {rec.get('floor')}: open {s(rec.get('open_s'))}, "
+                f"close {s(rec.get('close_s'))}, reopens {rec.get('reopens', 0)}")
+    return f"{t}  {json.dumps(rec)}"
+
+
+class Progress:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, reader: TraceReader, enabled: bool) -> None:
+        self.reader = reader
+        self.enabled = enabled and sys.stderr.isatty()
+        self._last = 0.0
+
+    def __call__(self, _t: float) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.2:
+            return
+        self._last = now
+        frac = self.reader.progress()
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\rreplay [{bar:<30}] {frac * 100:5.1f} %")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 50 + "\r")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = None
+    if args.config is not None:
+        from liftwatch.agent.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                print(f"replay: {issue}", file=sys.stderr)
+            return 2
+
+    def report(err: TraceError) -> None:
+        print(f"replay: {args.trace}: {err}", file=sys.stderr)
+
+    try:
+        reader = TraceReader(args.trace, on_error=report)
+    except (OSError, TraceError) as exc:
+        print(f"replay: {args.trace}: {exc}", file=sys.stderr)
+        return 2
+    pipeline = build_pipeline(reader.header, cfg)
+    progress = Progress(reader, not args.quiet)
+    out: IO[str] = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    counts: Counter[str] = Counter()
+    t0 = time.monotonic()
+    last_t = 0.0
+    try:
+        for rec in replay_records(reader, pipeline, progress):
+            counts[rec["type"]] += 1
+            last_t = max(last_t, float(rec.get("t", 0.0)))
+            if args.format == "text":
+                out.write(describe(rec) + "\n")
+            else:
+                out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    finally:
+        progress.done()
+        if out is not sys.stdout:
+            out.close()
+    elapsed = time.monotonic() - t0
+    if not args.quiet:
+        parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing found"
+        print(f"replay: {reader.lines_read} lines, {reader.bad_lines} malformed (skipped); "
+              f"{parts}; {elapsed:.1f} s", file=sys.stderr)
+    return 0
