@@ -36,8 +36,10 @@ class LiftParams:
     door_zone_m: float = field(
         default=0.2,
         metadata={
-            "doc": "Length of the leveling (door) zone around each sill: both leveling "
-            "sensors are active within ±door_zone_m/2 of it.",
+            "doc": "Half-width of the leveling (door) zone: the car is level (both leveling "
+            "sensors active) while its sill is within ±door_zone_m of the landing sill. "
+            "Each sensor alone reaches a few cm further, zone_up below and zone_down above "
+            "(measured on the example traces).",
             "unit": "m",
             "gt": 0,
         },
