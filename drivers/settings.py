@@ -44,6 +44,15 @@ class InputsSettings:
         default=200.0, metadata={"doc": "Rate at which the inputs are sampled.", "unit": "Hz",
                                  "gt": 0, "max": 2000},
     )
+    backend: str = field(
+        default="blinka",
+        metadata={"doc": "blinka: the terminal's GPIO through Blinka; simulated: pins driven "
+                  "by another process through sim_feed (HIL rig, tests, demo).",
+                  "choices": ["blinka", "simulated"]},
+    )
+    sim_feed: str = field(
+        default="", metadata={"doc": "Feed of the simulated backend (backend = simulated)."}
+    )
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,15 @@ class AccelSettings:
     chip: str = field(
         default="none", metadata={"doc": "Accelerometer chip, or none for a terminal "
                                   "without one.", "choices": ["adxl345", "lis3dh", "none"]},
+    )
+    backend: str = field(
+        default="blinka",
+        metadata={"doc": "blinka: the chip on the terminal's I2C bus; simulated: a chip model "
+                  "fed through sim_feed (HIL rig, tests, demo).",
+                  "choices": ["blinka", "simulated"]},
+    )
+    sim_feed: str = field(
+        default="", metadata={"doc": "Feed of the simulated chip (backend = simulated)."}
     )
     i2c_bus: int = field(default=1, metadata={"doc": "I2C bus number.", "min": 0})
     address: int = field(

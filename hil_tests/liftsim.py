@@ -1,0 +1,397 @@
+"""A lift simulator for the hardware-in-the-loop rig: one car, doors, passengers, faults.
+
+It steps the physics at the accelerometer rate and produces what the terminal's
+inputs would see, as records of trace-format.md: ``di`` changes of the leveling,
+door, lock, presence, alarm, safety, mains and run contacts, a ``ctl`` snapshot at
+every controller poll (what a register map decodes to), ``acc`` FIFO blocks of the
+car accelerometer (ride vibration and sensor noise included, mounting tilt
+optional) and ``pwr`` changes. The rig plays these over real interfaces (Modbus
+server, simulated input and chip backends); tests can also write them to a trace.
+
+Scenarios drive it with a few verbs (``trip``, ``door_cycle``, ``board``, ``press_alarm``,
+``fault_stop``, ``cut_mains``, …); each verb advances simulated time and records the
+*onset* of what it provokes, which the scenario suite scores the agent against.
+
+Physics choices: jerk-limited S-curve trips (the profile the example traces show);
+leveling vane geometry as measured on the example traces (docs/interfaces.md): level
+while the sill is within ±door_zone_m, zone_up reaching `sensor_offset_m` further
+below, zone_down further above.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+G = 9.80665
+
+# Controller door states of trace-format.md.
+DOOR_CLOSING, DOOR_CLOSED, DOOR_OPENING, DOOR_OPEN, DOOR_LOCKED = 1, 2, 3, 4, 5
+
+
+@dataclass
+class SimLift:
+    """The building and the car: what a technician would write in the config."""
+
+    landings: list[str] = field(default_factory=lambda: ["B1", "1", "2", "3", "4", "5"])
+    heights: list[float] = field(default_factory=lambda: [0.0, 3.3, 6.4, 9.5, 12.6, 15.7])
+    rated_speed: float = 1.6
+    door_zone_m: float = 0.2
+    accel: float = 0.8
+    jerk: float = 1.0
+    fs: int = 400
+    lsb_per_g: int = 256
+    block: int = 32
+    poll_s: float = 0.2
+    sensor_offset_m: float = 0.06
+    door_open_s: float = 2.8
+    door_close_s: float = 3.0
+    noise_counts: float = 1.2
+    vib_ms2: float = 0.05
+    tilt_deg: float = 0.0
+    controller: bool = True
+
+    def header(self, lift_id: str = "31100000000000000099") -> dict[str, Any]:
+        return {"trace": 1, "start": "2026-11-23T08:00:00Z",
+                "lift": {"id": lift_id, "landings": self.landings,
+                         "landing_heights_m": self.heights, "rated_speed": self.rated_speed,
+                         "door_zone_m": self.door_zone_m},
+                "accel": {"fs": self.fs, "lsb_per_g": self.lsb_per_g, "axes": "xyz"},
+                "controller": {"present": self.controller}}
+
+
+def s_curve(distance: float, v_max: float, a_max: float, j_max: float) -> list[tuple[float, float]]:
+    """Jerk segments [(duration, jerk), …] of a rest-to-rest move over ``distance`` metres.
+
+    Symmetric S-curve: the peak speed is the highest ≤ v_max for which the speed-up
+    and slow-down fit in the distance (bisection), so short trips never reach rated
+    speed, and very short ones never reach full acceleration.
+    """
+
+    def ramp(v: float) -> tuple[float, float, float]:
+        # time at constant jerk, time at constant acceleration, distance to reach v
+        if v >= a_max * a_max / j_max:
+            tj, ta = a_max / j_max, v / a_max - a_max / j_max
+        else:
+            tj, ta = math.sqrt(v / j_max), 0.0
+        return tj, ta, v * (2 * tj + ta) / 2
+
+    lo, hi = 0.0, v_max
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if 2 * ramp(mid)[2] <= distance:
+            lo = mid
+        else:
+            hi = mid
+    v = lo
+    tj, ta, d_ramp = ramp(v)
+    cruise = (distance - 2 * d_ramp) / v if v > 0 else 0.0
+    up = [(tj, j_max), (ta, 0.0), (tj, -j_max)]
+    down = [(tj, -j_max), (ta, 0.0), (tj, j_max)]
+    return [s for s in up + [(max(cruise, 0.0), 0.0)] + down if s[0] > 1e-9]
+
+
+@dataclass
+class Onset:
+    """When a scenario provoked a condition; the suite expects the agent's event after it."""
+
+    what: str
+    t: float
+
+
+class LiftSim:
+    """Step the lift and yield trace records; verbs script what happens."""
+
+    def __init__(self, lift: SimLift | None = None, seed: int = 1, start_floor: int = 1) -> None:
+        self.lift = lift or SimLift()
+        self.rng = random.Random(seed)
+        self.t = 0.0
+        self.dt = 1.0 / self.lift.fs
+        self.pos = self.lift.heights[start_floor]
+        self.vel = 0.0
+        self.acc = 0.0
+        self.jerk = 0.0
+        self.floor_label = self.lift.landings[start_floor]
+        self.door = 0.0  # 0 closed .. 1 fully open
+        self.door_motion = 0  # +1 opening, -1 closing
+        self.locked = True
+        self.passengers = 0
+        self.alarm = False
+        self.safety_ok = True
+        self.mains_ok = True
+        self.battery = 100.0
+        self.on_battery = False
+        self.mode = 1
+        self.run = False
+        self.ctl_answers = True
+        self._dir = 0
+        self.onsets: list[Onset] = []
+        self._di: dict[str, int] = {}
+        self._acc_buf: list[list[int]] = []
+        self._acc_t0 = 0.0
+        self._next_poll = 0.0
+        self._out: list[tuple[float, str, Any]] = []
+        tilt = math.radians(self.lift.tilt_deg)
+        self._rot = (math.cos(tilt), math.sin(tilt))
+        self._vib_phase = [self.rng.random() * 6.28 for _ in range(3)]
+        self._emit_inputs(force=True)
+        self._out.append((0.0, "pwr", {"src": 0, "batt": 100}))
+
+    # ---------------------------------------------------------------- observation
+
+    def level_index(self) -> int | None:
+        """Landing whose level window (±door_zone_m) holds the car, else None."""
+        for i, h in enumerate(self.lift.heights):
+            if abs(self.pos - h) <= self.lift.door_zone_m:
+                return i
+        return None
+
+    def inputs(self) -> dict[str, int]:
+        """Levels of every digital input, named as in trace-format.md."""
+        off = self.lift.sensor_offset_m
+        return {
+            "door_closed": int(self.door <= 0.0),
+            "door_lock": int(self.locked),
+            "zone_up": self._zone_up(off),
+            "zone_down": self._zone_down(off),
+            "presence": int(self.passengers > 0),
+            "alarm_button": int(self.alarm),
+            "safety_ok": int(self.safety_ok),
+            "mains_ok": int(self.mains_ok),
+            "inspection": int(self.mode == 2),
+            "run": int(self.run),
+        }
+
+    def _zone_up(self, off: float) -> int:
+        # active from off below the level window up to its top edge
+        return int(any(-self.lift.door_zone_m - off <= self.pos - h <= self.lift.door_zone_m
+                       for h in self.lift.heights))
+
+    def _zone_down(self, off: float) -> int:
+        return int(any(-self.lift.door_zone_m <= self.pos - h <= self.lift.door_zone_m + off
+                       for h in self.lift.heights))
+
+    def door_state(self) -> int:
+        if self.door_motion > 0:
+            return DOOR_OPENING
+        if self.door_motion < 0:
+            return DOOR_CLOSING
+        if self.door >= 1.0:
+            return DOOR_OPEN
+        if self.door <= 0.0:
+            return DOOR_LOCKED if self.locked else DOOR_CLOSED
+        return 6
+
+    def controller_view(self) -> dict[str, Any]:
+        """What the controller's registers say right now (trace-format.md fields)."""
+        direction = (1 if self._dir > 0 else 2) if self.run else 0
+        return {"mode": self.mode, "run": int(self.run), "dir": direction,
+                "floor": self.floor_label, "door": self.door_state(),
+                "zone": int(self.level_index() is not None), "speed": round(abs(self.vel), 3),
+                "safety": int(not self.safety_ok), "lock": int(not self.locked),
+                "overload": 0, "fault": 0}
+
+    # ---------------------------------------------------------------- stepping
+
+    def _emit_inputs(self, force: bool = False) -> None:
+        now = self.inputs()
+        changed = now if force else {k: v for k, v in now.items() if self._di.get(k) != v}
+        if changed:
+            self._out.append((round(self.t, 4), "di", changed))
+            self._di.update(changed)
+
+    def _accel_sample(self) -> list[int]:
+        lift = self.lift
+        vib = lift.vib_ms2 if abs(self.vel) > 0.05 else lift.vib_ms2 * 0.1
+        ph = self._vib_phase
+        ax = vib * math.sin(2 * math.pi * 7.0 * self.t + ph[0])
+        ay = vib * math.sin(2 * math.pi * 5.5 * self.t + ph[1])
+        az = G + self.acc + vib * math.sin(2 * math.pi * 11.0 * self.t + ph[2])
+        c, s = self._rot  # mounting tilt about the y axis
+        sx, sz = c * ax + s * az, -s * ax + c * az
+        k = lift.lsb_per_g / G
+        n = lift.noise_counts
+        return [round(sx * k + self.rng.gauss(0, n)), round(ay * k + self.rng.gauss(0, n)),
+                round(sz * k + self.rng.gauss(0, n))]
+
+    def step(self) -> None:
+        """Advance one accelerometer sample period."""
+        self.t += self.dt
+        self.acc += self.jerk * self.dt
+        self.vel += self.acc * self.dt
+        self.pos += self.vel * self.dt
+        if self.door_motion:
+            span = self.lift.door_open_s if self.door_motion > 0 else self.lift.door_close_s
+            self.door = min(1.0, max(0.0, self.door + self.door_motion * self.dt / span))
+            if self.door in (0.0, 1.0):
+                self.door_motion = 0
+        idx = self.level_index()
+        if idx is not None:
+            self.floor_label = self.lift.landings[idx]
+        if self.on_battery:
+            self.battery = max(0.0, self.battery - self.dt * 0.05)
+        if not self._acc_buf:
+            self._acc_t0 = self.t
+        self._acc_buf.append(self._accel_sample())
+        if len(self._acc_buf) >= self.lift.block:
+            self._out.append((round(self._acc_t0, 4), "acc", self._acc_buf))
+            self._acc_buf = []
+        if self.lift.controller and self.t >= self._next_poll:
+            self._next_poll += self.lift.poll_s
+            self._out.append((round(self.t, 4), "ctl",
+                              self.controller_view() if self.ctl_answers else None))
+        self._emit_inputs()
+
+    def wait(self, seconds: float) -> None:
+        end = self.t + seconds
+        while self.t < end - 1e-9:
+            self.step()
+
+    def drain(self) -> list[tuple[float, str, Any]]:
+        """Records produced so far, in time order (acc blocks stamped with their first sample)."""
+        out, self._out = self._out, []
+        out.sort(key=lambda r: r[0])
+        return out
+
+    def records(self) -> Iterator[tuple[float, str, Any]]:
+        yield from self.drain()
+
+    def mark(self, what: str) -> None:
+        self.onsets.append(Onset(what, self.t))
+
+    # ---------------------------------------------------------------- verbs
+
+    def _move(self, segments: list[tuple[float, float]]) -> None:
+        for duration, jerk in segments:
+            self.jerk = jerk * self._dir
+            self.wait(duration)
+        self.jerk = 0.0
+        self.acc = 0.0
+
+    def trip(self, to: str, *, stop_after_s: float | None = None) -> None:
+        """Run to landing ``to`` (doors must be closed); ``stop_after_s`` stalls the car."""
+        target = self.lift.heights[self.lift.landings.index(to)]
+        distance = target - self.pos
+        self._dir = 1 if distance > 0 else -1
+        self.run = True
+        self.wait(0.6)  # brake lift and start delay
+        segments = s_curve(abs(distance), self.lift.rated_speed, self.lift.accel,
+                           self.lift.jerk)
+        if stop_after_s is None:
+            self._move(segments)
+            self.vel = 0.0
+            self.pos = target
+        else:
+            elapsed = 0.0
+            for duration, jerk in segments:
+                take = min(duration, stop_after_s - elapsed)
+                if take <= 0:
+                    break
+                self.jerk = jerk * self._dir
+                self.wait(take)
+                elapsed += take
+            self._emergency_stop()
+        self.wait(0.5)
+        self.run = False
+        self.mark("stopped")
+
+    def _emergency_stop(self) -> None:
+        """Brake at about 1.5 m/s² with a short jerk-limited ramp, as a drive trip does."""
+        decel = -1.5 * (1 if self.vel > 0 else -1)
+        self.jerk = 0.0
+        self.acc = decel
+        while abs(self.vel) > abs(decel) * self.dt and self.vel * decel < 0:
+            self.step()
+        self.acc = 0.0
+        self.vel = 0.0
+
+    def open_door(self) -> None:
+        self.wait(0.2)
+        self.locked = False
+        self.wait(0.12)
+        self.door_motion = 1
+        self.wait(self.lift.door_open_s + self.dt)
+
+    def close_door(self, reopens: int = 0) -> None:
+        for _ in range(reopens):
+            self.door_motion = -1
+            self.wait(self.lift.door_close_s * 0.4)
+            self.door_motion = 1
+            self.wait(self.lift.door_open_s * 0.4 + self.dt)
+            self.wait(1.0)
+        self.door_motion = -1
+        self.wait(self.lift.door_close_s + self.dt)
+        self.wait(0.3)
+        self.locked = True
+        self.wait(0.1)
+
+    def door_cycle(self, dwell_s: float = 4.0, reopens: int = 0, board: int = 0,
+                   leave: int = 0) -> None:
+        self.open_door()
+        self.passengers = max(0, self.passengers - leave)
+        self.wait(dwell_s / 2)
+        self.passengers += board
+        self.wait(dwell_s / 2)
+        self.close_door(reopens)
+
+    def service(self, to: str, board: int = 1, leave: int = 1, dwell_s: float = 4.0) -> None:
+        """An ordinary call: passengers board, ride to ``to``, leave."""
+        self.door_cycle(dwell_s=dwell_s, board=board)
+        self.wait(1.0)
+        self.trip(to)
+        self.door_cycle(dwell_s=dwell_s, leave=leave)
+
+    def press_alarm(self, hold_s: float) -> None:
+        self.alarm = True
+        self.mark("alarm_pressed")
+        self.wait(hold_s)
+        self.alarm = False
+
+    def cut_mains(self, seconds: float, controller_silent: bool = True) -> None:
+        self.mains_ok = False
+        self.on_battery = True
+        self._out.append((round(self.t, 4), "pwr", {"src": 1, "batt": round(self.battery)}))
+        if controller_silent:
+            self.ctl_answers = False
+        self.mark("mains_lost")
+        self.wait(seconds)
+        self.mains_ok = True
+        self.on_battery = False
+        self.ctl_answers = True
+        self._out.append((round(self.t, 4), "pwr", {"src": 0, "batt": round(self.battery)}))
+        self.mark("mains_back")
+
+    def open_safety(self, seconds: float) -> None:
+        self.safety_ok = False
+        self.mark("safety_open")
+        self.wait(seconds)
+        self.safety_ok = True
+        self.mark("safety_made")
+
+    def set_mode(self, mode: int) -> None:
+        self.mode = mode
+        self.mark(f"mode_{mode}")
+
+    def controller_silent(self, seconds: float) -> None:
+        self.ctl_answers = False
+        self.mark("ctl_silent")
+        self.wait(seconds)
+        self.ctl_answers = True
+        self.mark("ctl_back")
+
+    def relevel(self, to: str) -> None:
+        """Rescue: the car is moved to a landing at creep speed (0.3 m/s) with doors closed."""
+        target = self.lift.heights[self.lift.landings.index(to)]
+        self._dir = 1 if target > self.pos else -1
+        self.run = True
+        self.wait(0.5)
+        segments = s_curve(abs(target - self.pos), 0.3, 0.3, 0.5)
+        self._move(segments)
+        self.vel = 0.0
+        self.pos = target
+        self.wait(0.5)
+        self.run = False
+        self.mark("relevelled")
