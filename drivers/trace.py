@@ -63,10 +63,20 @@ class TraceError(ValueError):
         self.reason = reason
 
 
-def _open_text(path: str | Path, mode: str) -> tuple[IO[str], IO[bytes]]:
-    """The text stream and the raw file under it (whose position gives progress)."""
+def _open_text(path: str | Path, mode: str,
+               compress: bool | None = None) -> tuple[IO[str], IO[bytes]]:
+    """The text stream and the raw file under it (whose position gives progress).
+
+    Reading sniffs the gzip magic, so a compressed trace under another name still
+    reads; writing compresses when the name ends in .gz unless ``compress`` says.
+    """
     raw = open(path, mode + "b")  # noqa: SIM115 - closed with the text stream
-    if str(path).endswith(".gz"):
+    if mode == "r":
+        compress = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+    elif compress is None:
+        compress = str(path).endswith(".gz")
+    if compress:
         return io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode=mode + "b"), encoding="utf-8",
                                 newline="\n"), raw
     return io.TextIOWrapper(raw, encoding="utf-8", newline="\n"), raw
@@ -104,9 +114,11 @@ def _check_ctl(d: Any) -> dict[str, Any] | None:
 def _check_acc(d: Any) -> list[list[int]]:
     if not isinstance(d, list) or not d:
         raise ValueError("acc must be a non-empty list of [x, y, z] counts")
-    for s in d:
-        if (not isinstance(s, list) or len(s) != 3
-                or not all(isinstance(c, int) and not isinstance(c, bool) for c in s)):
+    for s in d:  # the hot loop of a replay: plain type checks (bool is not int here)
+        if type(s) is not list or len(s) != 3:
+            raise ValueError(f"acc sample must be three integers, found {s!r}")
+        x, y, z = s
+        if type(x) is not int or type(y) is not int or type(z) is not int:
             raise ValueError(f"acc sample must be three integers, found {s!r}")
     return d
 
@@ -241,9 +253,10 @@ class TraceReader:
 class TraceWriter:
     """Write a trace: header first, then one compact line per record."""
 
-    def __init__(self, path: str | Path, header: TraceHeader) -> None:
+    def __init__(self, path: str | Path, header: TraceHeader,
+                 compress: bool | None = None) -> None:
         self.path = Path(path)
-        self._fh, self._raw = _open_text(self.path, "w")
+        self._fh, self._raw = _open_text(self.path, "w", compress)
         self._write(header.to_json())
 
     def _write(self, obj: dict[str, Any]) -> None:

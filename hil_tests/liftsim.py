@@ -252,8 +252,13 @@ class LiftSim:
 
     def drain(self) -> list[tuple[float, str, Any]]:
         """Records produced so far, in time order (acc blocks stamped with their first sample)."""
-        out, self._out = self._out, []
-        out.sort(key=lambda r: r[0])
+        out, self._out = sorted(self._out, key=lambda r: r[0]), []
+        if self._acc_buf:
+            # an accelerometer block still filling starts at _acc_t0: hold back what
+            # follows it, so the records stay in time order across drains
+            keep = [r for r in out if r[0] >= self._acc_t0]
+            out = [r for r in out if r[0] < self._acc_t0]
+            self._out = keep
         return out
 
     def records(self) -> Iterator[tuple[float, str, Any]]:
