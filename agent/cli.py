@@ -27,7 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (the others stay unloaded)."""
     parser = argparse.ArgumentParser(
         prog="liftwatch", description="Agent for lift remote-monitoring terminals.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name != command:
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -47,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    return next((a for a in argv if a in COMMANDS), None)
+
+
 def setup_logging(verbose: int) -> None:
     """Plain lines on stderr: journald adds its own timestamps on a terminal."""
     level = logging.WARNING - 10 * min(verbose, 2)
@@ -55,7 +62,8 @@ def setup_logging(verbose: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     if not args.command:

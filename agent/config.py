@@ -1,0 +1,513 @@
+"""Load and validate a technician's terminal config (one TOML file per terminal).
+
+Every problem is collected before anything is reported, so a technician on a car
+roof fixes the whole file in one pass; each names the file, the dotted key, what
+was expected and what was found. The schema comes from the settings dataclasses
+(``liftwatch.agent.schema``); this module adds the cross-checks between keys and
+the checks of the files a config refers to (profiles, credentials).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liftwatch.agent.credentials import permission_problem, read_credentials
+from liftwatch.agent.profiles import (
+    NAME_RE,
+    PlatformProfile,
+    ProfileError,
+    find_profile,
+    load_profile,
+    search_dirs,
+)
+from liftwatch.agent.schema import (
+    INPUTS_SECTION,
+    SECTIONS,
+    WIRING,
+    FieldSpec,
+    article,
+    coerce,
+    field_specs,
+    in_bounds,
+    remote_keys,
+    secret_keys,
+    section_keys,
+    show,
+)
+from liftwatch.agent.settings import TerminalSettings, UplinkSettings
+from liftwatch.buffer.settings import StorageSettings
+from liftwatch.drivers.settings import (
+    INPUT_NAMES,
+    AccelSettings,
+    ControllerSettings,
+    InputsSettings,
+    InputWiring,
+)
+from liftwatch.signal.settings import DetectionParams, LiftParams
+
+__all__ = ["ConfigError", "ConfigIssue", "TerminalConfig", "find_profile", "load_config",
+           "load_credentials", "remote_keys", "validate_dict"]
+
+REDACTED = "***"
+#: Keys holding file paths: a relative path is relative to the config file's folder.
+PATH_KEYS = frozenset({"uplink.ca_file", "uplink.cert_file", "uplink.key_file",
+                       "uplink.credentials_file", "storage.data_dir"})
+#: 7-bit addresses each accelerometer chip can answer on (its address pin).
+CHIP_ADDRESSES = {"adxl345": (0x53, 0x1D), "lis3dh": (0x18, 0x19)}
+ROTATION_TOL = 0.02
+PLAINTEXT_WARNING = ("uplink.tls = false: messages, and any username and password, go to "
+                     "the broker unencrypted")
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config file: where it is, what was expected, what was found."""
+
+    file: str
+    key: str
+    expected: str
+    found: str
+    line: int | None = None
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        if self.key:
+            where += f": {self.key}"
+        text = f"{where}: expected {self.expected}, found {self.found}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+@dataclass
+class TerminalConfig:
+    """A validated terminal config: one settings object per section (docs/interfaces.md)."""
+
+    path: Path
+    terminal: TerminalSettings
+    lift: LiftParams
+    inputs: dict[str, InputWiring]
+    inputs_settings: InputsSettings
+    accel: AccelSettings
+    controller: ControllerSettings
+    register_map_path: Path | None
+    detection: DetectionParams
+    uplink: UplinkSettings
+    platform: PlatformProfile
+    storage: StorageSettings
+    raw: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def redacted(self) -> dict[str, Any]:
+        """``raw`` with every secret value replaced by "***": safe to log or send."""
+        return redact(self.raw)
+
+
+def redact(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an effective config dict with secret (and password) values hidden."""
+    out = copy.deepcopy(raw)
+    secrets = secret_keys()
+
+    def walk(table: dict[str, Any], prefix: str) -> None:
+        for key, value in table.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, dotted + ".")
+            elif (dotted in secrets or "password" in key.lower()) and value not in ("", None):
+                table[key] = REDACTED
+
+    walk(out, "")
+    return out
+
+
+# --------------------------------------------------------------------------- checking
+
+
+class _Checker:
+    """Collects the issues of one config dict and the values it would build."""
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.path = path
+        self.label = label
+        self.base = path.resolve().parent
+        self.issues: list[ConfigIssue] = []
+        self.bad: set[str] = set()  # keys already reported: cross-checks skip them
+        self.values: dict[str, dict[str, Any]] = {}
+        self.wiring: dict[str, dict[str, Any]] = {}
+        self.register_map_path: Path | None = None
+        self.platform: PlatformProfile | None = None
+        self.warnings: list[str] = []
+
+    def add(self, key: str, expected: str, found: str, hint: str = "",
+            line: int | None = None) -> None:
+        self.issues.append(ConfigIssue(self.label, key, expected, found, line, hint))
+        self.bad.add(key.split("[")[0])
+
+    def ok(self, *keys: str) -> bool:
+        return not any(k in self.bad for k in keys)
+
+    # ---- structure and types
+
+    def run(self, data: dict[str, Any]) -> None:
+        for key, value in data.items():
+            if key not in SECTIONS:
+                self._unknown_section(key, value)
+        for section, cls in SECTIONS.items():
+            table = data.get(section, {})
+            if not isinstance(table, dict):
+                self.add(section, f"a table [{section}]", show(table))
+                table = {}
+            extra = set(INPUT_NAMES) if section == INPUTS_SECTION else set()
+            self.values[section] = self._table(section, field_specs(cls), table, extra)
+            if section == INPUTS_SECTION:
+                self._inputs(table)
+        self._cross_checks()
+
+    def _unknown_section(self, key: str, value: Any) -> None:
+        hint = _belongs_in(key) or _did_you_mean(key, list(SECTIONS))
+        self.add(key, "one of the sections " + ", ".join(f"[{s}]" for s in SECTIONS),
+                 f"unknown {'section' if isinstance(value, dict) else 'top-level key'} "
+                 f"{key!r}", hint)
+
+    def _table(self, prefix: str, specs: list[FieldSpec], table: dict[str, Any],
+               extra: set[str]) -> dict[str, Any]:
+        known = {s.name for s in specs}
+        for key in table:
+            if key not in known and key not in extra:
+                hint = _belongs_in(key) or _did_you_mean(key, sorted(known | extra))
+                self.add(f"{prefix}.{key}", f"a key of [{prefix}]", "an unknown key", hint)
+        values: dict[str, Any] = {}
+        for spec in specs:
+            key = f"{prefix}.{spec.name}"
+            if spec.name not in table:
+                if spec.required:
+                    self.add(key, f"{article(spec.type)} (a required key)", "nothing")
+                values[spec.name] = spec.default
+                continue
+            value, problems = coerce(table[spec.name], spec.type, key)
+            for k, expected, found in problems:
+                if spec.choices is not None or spec.min is not None or spec.gt is not None \
+                        or spec.max is not None:
+                    expected = spec.expected()
+                self.add(k, expected, show(found))
+            if not problems and not in_bounds(spec, value):
+                self.add(key, spec.expected(), show(table[spec.name]))
+            if problems or key in self.bad:
+                value = spec.default
+            if key in PATH_KEYS and value:
+                value = str(self.base / os.path.expanduser(value))
+            values[spec.name] = value
+        return values
+
+    def _inputs(self, table: dict[str, Any]) -> None:
+        specs = field_specs(WIRING)
+        for name in INPUT_NAMES:
+            if name not in table:
+                continue
+            wiring = table[name]
+            if not isinstance(wiring, dict):
+                self.add(f"inputs.{name}", f"a table [inputs.{name}] with at least pin",
+                         show(wiring))
+                continue
+            self.wiring[name] = self._table(f"inputs.{name}", specs, wiring, set())
+
+    # ---- cross-checks between keys and with other files
+
+    def _cross_checks(self) -> None:
+        self._terminal()
+        self._lift()
+        self._pins()
+        self._accel()
+        self._controller()
+        self._detection()
+        self._uplink()
+        if not self.values["storage"]["data_dir"] and self.ok("storage.data_dir"):
+            self.add("storage.data_dir", "a directory", '""')
+        if not self.values["controller"]["enabled"] and not self.wiring:
+            self.warnings.append("no lift data source: controller.enabled = false and no "
+                                 "[inputs.NAME] table: only the accelerometer is read")
+
+    def _terminal(self) -> None:
+        lift_id = self.values["terminal"]["lift_id"]
+        if self.ok("terminal.lift_id") and (not lift_id or re.search(r"[\s/+#]", lift_id)):
+            self.add("terminal.lift_id", "a registration code without spaces, /, + or # "
+                     "(it is part of every MQTT topic)", show(lift_id))
+
+    def _lift(self) -> None:
+        lift = self.values["lift"]
+        labels, heights = lift["landings"], lift["landing_heights_m"]
+        if self.ok("lift.landings"):
+            if len(labels) < 2:
+                self.add("lift.landings", "at least 2 landing labels, bottom to top",
+                         show(labels))
+            seen: dict[str, int] = {}
+            for i, label in enumerate(labels):
+                if not label.strip():
+                    self.add(f"lift.landings[{i}]", "a floor label", show(label))
+                elif label in seen:
+                    self.add(f"lift.landings[{i}]", "a label no other landing has",
+                             f"{show(label)} (also lift.landings[{seen[label]}])")
+                seen.setdefault(label, i)
+        if not self.ok("lift.landing_heights_m"):
+            return
+        if self.ok("lift.landings") and len(heights) != len(labels):
+            self.add("lift.landing_heights_m",
+                     f"{len(labels)} heights, one per label of lift.landings",
+                     f"{len(heights)}: {show(heights)}")
+        if heights and heights[0] != 0:
+            self.add("lift.landing_heights_m[0]",
+                     "0 (heights are measured from the lowest landing's sill)", show(heights[0]))
+        for i in range(1, len(heights)):
+            if not heights[i] > heights[i - 1]:
+                self.add(f"lift.landing_heights_m[{i}]",
+                         f"a height > {show(heights[i - 1])} (strictly increasing, bottom "
+                         "to top)", show(heights[i]))
+
+    def _pins(self) -> None:
+        used: dict[str, str] = {}
+        for name, wiring in self.wiring.items():
+            key = f"inputs.{name}.pin"
+            if not self.ok(key):
+                continue
+            pin = wiring["pin"]
+            if not pin.strip():
+                self.add(key, 'a pin name such as "D17"', show(pin))
+            elif pin in used:
+                self.add(key, "a pin no other input uses", f"{show(pin)} (also {used[pin]})")
+            else:
+                used[pin] = key
+
+    def _accel(self) -> None:
+        accel = self.values["accel"]
+        chip, address = accel["chip"], accel["address"]
+        if chip in CHIP_ADDRESSES and self.ok("accel.chip", "accel.address") \
+                and address not in CHIP_ADDRESSES[chip]:
+            self.add("accel.address",
+                     " or ".join(f"0x{a:02X}" for a in CHIP_ADDRESSES[chip]) + f" for {chip}",
+                     f"0x{address:02X}")
+        if self.ok("accel.rotation"):
+            problem = _rotation_problem(accel["rotation"])
+            if problem:
+                self.add("accel.rotation", problem, show(accel["rotation"]))
+
+    def _controller(self) -> None:
+        ctl = self.values["controller"]
+        if not ctl["enabled"]:
+            return
+        if ctl["transport"] == "tcp" and not ctl["host"] and self.ok("controller.host"):
+            self.add("controller.host", 'a host name or address (required when transport '
+                     '= "tcp")', show(ctl["host"]))
+        if ctl["transport"] == "rtu" and not ctl["port"] and self.ok("controller.port"):
+            self.add("controller.port", 'a serial device such as "/dev/ttyUSB0" (required '
+                     'when transport = "rtu")', show(ctl["port"]))
+        if self.ok("controller.register_map"):
+            self.register_map_path = self._profile("controllers", "controller.register_map",
+                                                   ctl["register_map"])
+        if self.register_map_path is not None:
+            for problem in _register_map_problems(self.register_map_path):
+                self.add("controller.register_map", "a valid register map",
+                         f"{self.register_map_path}: {problem}")
+
+    def _detection(self) -> None:
+        d = self.values["detection"]
+        pairs = [  # (smaller, larger, strict)
+            ("battery_low_pct", "battery_clear_pct", True),
+            ("gravity_min_g", "gravity_max_g", True),
+            ("anomaly_hits", "anomaly_window", False),
+            ("alarm_press_s", "alarm_hold_bypass_s", False),
+        ]
+        for low, high, strict in pairs:
+            if self.ok(f"detection.{low}", f"detection.{high}") and (
+                    d[high] <= d[low] if strict else d[high] < d[low]):
+                self.add(f"detection.{high}",
+                         f"a value {'>' if strict else '>='} detection.{low} ({show(d[low])})",
+                         show(d[high]))
+
+    def _uplink(self) -> None:
+        up = self.values["uplink"]
+        if self.ok("uplink.broker") and not up["broker"].strip():
+            self.add("uplink.broker", "a broker host name or address", show(up["broker"]))
+        prefix = up["topic_prefix"]
+        if self.ok("uplink.topic_prefix") and (
+                not prefix or re.search(r"[+#\s]", prefix) or prefix.startswith("/")
+                or prefix.endswith("/") or "//" in prefix):
+            self.add("uplink.topic_prefix", "topic levels without spaces, + or #, no empty "
+                     "level", show(prefix))
+        if self.ok("uplink.reconnect_min_s", "uplink.reconnect_max_s") \
+                and up["reconnect_min_s"] > up["reconnect_max_s"]:
+            self.add("uplink.reconnect_max_s",
+                     f"a value >= uplink.reconnect_min_s ({show(up['reconnect_min_s'])})",
+                     show(up["reconnect_max_s"]))
+        if bool(up["cert_file"]) != bool(up["key_file"]):
+            missing = "uplink.key_file" if up["cert_file"] else "uplink.cert_file"
+            self.add(missing, "a file path (mutual TLS needs both cert_file and key_file)",
+                     '""')
+        if self.ok("uplink.platform_profile"):
+            path = self._profile("platforms", "uplink.platform_profile", up["platform_profile"])
+            if path is not None:
+                try:
+                    self.platform = load_profile(path)
+                except ProfileError as exc:
+                    for problem in exc.problems:
+                        self.add("uplink.platform_profile", "a valid platform profile",
+                                 f"{path}: {problem}")
+        if up["credentials_file"] and self.ok("uplink.credentials_file"):
+            _, problems = read_credentials(Path(up["credentials_file"]))
+            for expected, found in problems:
+                self.add("uplink.credentials_file", expected, found)
+        if up["key_file"] and self.ok("uplink.key_file"):
+            try:
+                problem = permission_problem(Path(up["key_file"]))
+            except FileNotFoundError:
+                problem = None  # not there yet: the commissioning check reports it
+            except (OSError, ValueError) as exc:
+                problem = f"cannot check it: {exc}"
+            if problem:
+                self.add("uplink.key_file", "a file only its owner can read", problem)
+        if not up["tls"]:
+            self.warnings.append(PLAINTEXT_WARNING)
+
+    def _profile(self, kind: str, key: str, name: str) -> Path | None:
+        if not NAME_RE.match(name):
+            self.add(key, "a profile name (letters, digits, _ and -; not a path)", show(name))
+            return None
+        path = find_profile(kind, name, self.path)  # type: ignore[arg-type]
+        if path is None:
+            dirs = ", ".join(str(d / kind) for d in search_dirs(self.path))
+            self.add(key, f"the name of a file {kind}/NAME.toml", f"no {kind}/{name}.toml",
+                     f"searched {dirs}")
+        return path
+
+
+def _belongs_in(key: str) -> str:
+    """A key written in the wrong section (or above every section header)."""
+    owners = [f"[{s}]" for s in SECTIONS if key in section_keys(s)]
+    return f"{key} belongs in {' or '.join(owners)}" if owners else ""
+
+
+def _did_you_mean(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    return f"did you mean {close[0]}?" if close else ""
+
+
+def _rotation_problem(rot: list[list[float]]) -> str | None:
+    if len(rot) != 3 or any(len(row) != 3 for row in rot):
+        return "a 3×3 matrix: three rows of three numbers"
+    for i in range(3):
+        for j in range(3):
+            dot = sum(rot[i][k] * rot[j][k] for k in range(3))
+            if abs(dot - (1.0 if i == j else 0.0)) > ROTATION_TOL:
+                return "a rotation matrix (orthonormal rows)"
+    det = (rot[0][0] * (rot[1][1] * rot[2][2] - rot[1][2] * rot[2][1])
+           - rot[0][1] * (rot[1][0] * rot[2][2] - rot[1][2] * rot[2][0])
+           + rot[0][2] * (rot[1][0] * rot[2][1] - rot[1][1] * rot[2][0]))
+    if det < 0:
+        return "a rotation matrix (determinant +1, not a mirror image)"
+    return None
+
+
+def _register_map_problems(path: Path) -> list[str]:
+    """Problems the register-map loader finds, when that driver module is installed."""
+    try:
+        registermap = importlib.import_module("liftwatch.drivers.registermap")
+    except ModuleNotFoundError as exc:
+        if exc.name != "liftwatch.drivers.registermap":
+            raise
+        return []
+    try:
+        registermap.load_register_map(path)
+    except registermap.RegisterMapError as exc:
+        return [str(p) for p in exc.problems] or [str(exc)]
+    except Exception as exc:  # a loader bug must not crash config check
+        return [f"the register map could not be read: {type(exc).__name__}: {exc}"]
+    return []
+
+
+def _checked(data: dict[str, Any], path: Path, label: str) -> _Checker:
+    checker = _Checker(path, label)
+    checker.run(data)
+    return checker
+
+
+def validate_dict(data: dict[str, Any], path: str | os.PathLike[str]) -> list[ConfigIssue]:
+    """Every issue of a parsed config as if it were the file ``path`` (which need not be
+    written yet): lets config_set check a patched config before writing it."""
+    return _checked(data, Path(path), str(path)).issues
+
+
+def _syntax_issue(label: str, exc: tomllib.TOMLDecodeError) -> ConfigIssue:
+    text = str(exc)
+    m = re.search(r"\s*\(at line (\d+), column (\d+)\)", text)
+    if m:
+        message = text[:m.start()] + text[m.end():]
+        return ConfigIssue(label, "", "valid TOML",
+                           f"{message[:1].lower()}{message[1:]} at column {m.group(2)}",
+                           line=int(m.group(1)))
+    return ConfigIssue(label, "", "valid TOML", text)
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a config file; raises ConfigError naming the file (and line) on failure."""
+    label = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(label, "", "a readable config file",
+                                       exc.strerror or str(exc))]) from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        found = f"byte 0x{exc.object[exc.start]:02x}"
+        raise ConfigError([ConfigIssue(label, "", "UTF-8 text", found, line=line)]) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_issue(label, exc)]) from exc
+
+
+def load_config(path: str | os.PathLike[str]) -> TerminalConfig:
+    """Read, validate and build a terminal config; raises ConfigError with every issue."""
+    data = read_toml(path)
+    checker = _checked(data, Path(path), str(path))
+    if checker.issues:
+        raise ConfigError(checker.issues)
+    v = checker.values
+    try:
+        inputs = {name: InputWiring(**w) for name, w in checker.wiring.items()}
+        built = {section: cls(**v[section]) for section, cls in SECTIONS.items()}
+    except (TypeError, ValueError) as exc:  # a settings class refusing values it declared
+        raise ConfigError([ConfigIssue(str(path), "", "values the settings accept",
+                                       str(exc))]) from exc
+    raw: dict[str, Any] = copy.deepcopy(v)  # not shared with the settings objects' lists
+    raw[INPUTS_SECTION].update(copy.deepcopy(checker.wiring))
+    assert checker.platform is not None  # a missing profile is an issue above
+    return TerminalConfig(
+        path=Path(path), terminal=built["terminal"], lift=built["lift"], inputs=inputs,
+        inputs_settings=built["inputs"], accel=built["accel"],
+        controller=built["controller"],
+        register_map_path=checker.register_map_path, detection=built["detection"],
+        uplink=built["uplink"], platform=checker.platform, storage=built["storage"],
+        raw=raw, warnings=checker.warnings)
+
+
+def load_credentials(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """(username, password) of a credentials file, checked again at load time (its mode
+    may have changed since the config was validated). Raises ConfigError."""
+    data, problems = read_credentials(Path(path))
+    if data is None:
+        raise ConfigError([ConfigIssue(str(path), "", e, f) for e, f in problems])
+    return data["username"], data["password"]
