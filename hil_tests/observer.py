@@ -119,15 +119,25 @@ class Score:
     late: list[str] = field(default_factory=list)
     duplicates_with_other_content: int = 0
     delivered: int = 0
+    trips_expected: int | None = None
+    trips_delivered: int = 0
+
+    @property
+    def lost_trips(self) -> int:
+        if self.trips_expected is None:
+            return 0
+        return max(0, self.trips_expected - self.trips_delivered)
 
     @property
     def passed(self) -> bool:
-        return not (self.missed or self.false or self.late or self.duplicates_with_other_content)
+        return not (self.missed or self.false or self.late or self.duplicates_with_other_content
+                    or self.lost_trips)
 
     def as_dict(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "passed": self.passed, "rows": self.rows,
                 "missed": self.missed, "false": self.false, "late": self.late,
-                "delivered": self.delivered,
+                "delivered": self.delivered, "trips_expected": self.trips_expected,
+                "trips_delivered": self.trips_delivered,
                 "duplicates_with_other_content": self.duplicates_with_other_content}
 
     def table(self) -> str:
@@ -139,19 +149,26 @@ class Score:
                          f"{r['limit_s']:7.1f} {lat:>8}  {r['result']}")
         for f in self.false:
             lines.append(f"  FALSE EVENT {f['code']} {f['state']} at +{f['t']:.1f} s")
-        lines.append(f"  messages delivered: {self.delivered}")
+        lines.append(f"  messages delivered: {self.delivered}; trips delivered "
+                     f"{self.trips_delivered} of {self.trips_expected}")
         return "\n".join(lines)
 
 
 def score(name: str, arrivals: list[Arrival], t_start: float, expects: list[Expect],
-          allowed: set[str] | frozenset[str] = frozenset()) -> Score:
+          allowed: set[str] | frozenset[str] = frozenset(),
+          outages: list[tuple[float, float]] | None = None,
+          trips_expected: int | None = None) -> Score:
     """Compare the event messages that arrived with the scenario's ground truth.
 
     ``t_start`` is the monotonic time at which scenario time 0 was played. An event
     code that is neither expected nor in ``allowed`` is a false event. Messages with
-    the same ``id`` must be byte-identical apart from transport (at-least-once).
+    the same ``id`` must be byte-identical apart from transport (at-least-once). An
+    event whose deadline falls inside a broker outage cannot reach the broker before
+    the outage ends: its deadline then counts from the end of the outage.
     """
-    sc = Score(name, delivered=len(arrivals))
+    sc = Score(name, delivered=len(arrivals), trips_expected=trips_expected)
+    sc.trips_delivered = len({a.payload.get("id") for a in arrivals
+                              if a.topic.endswith("/trip") and isinstance(a.payload, dict)})
     by_id: dict[str, Any] = {}
     for a in arrivals:
         if isinstance(a.payload, dict) and "id" in a.payload and not a.retained:
@@ -162,6 +179,9 @@ def score(name: str, arrivals: list[Arrival], t_start: float, expects: list[Expe
     used: set[int] = set()
     for e in expects:
         limit = e.timer + e.slack
+        for a_, b_ in outages or []:
+            if a_ <= e.onset + e.timer < b_:
+                limit = b_ - e.onset + e.slack
         hit = None
         for i, a in enumerate(events):
             p = a.payload

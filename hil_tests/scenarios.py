@@ -36,6 +36,12 @@ class Scenario:
     outages: list[tuple[float, float]] = field(default_factory=list)
     ack_alarms_after_s: float | None = None
     onsets: dict[str, float] = field(default_factory=dict)
+    trips: int = 0
+
+
+def _trips(sim: LiftSim) -> int:
+    """Trips the simulated lift made: each run from start of motion to stop."""
+    return sum(1 for o in sim.onsets if o.what in ("stopped", "relevelled"))
 
 
 def _onset(sim: LiftSim, what: str) -> float:
@@ -83,7 +89,8 @@ def story(outage: tuple[float, float] | None = (8.0, 38.0), quick: bool = False)
     return Scenario("story", lift, sim.drain(), sim.t, expects,
                     allowed=frozenset({"mode_change"}), outages=outages,
                     ack_alarms_after_s=3.0, onsets={"stall": stall, "press": press,
-                                                    "door_open": door_open})
+                                                    "door_open": door_open},
+                    trips=_trips(sim))
 
 
 def faults() -> Scenario:
@@ -114,7 +121,8 @@ def faults() -> Scenario:
     # the controller stops answering during the mains outage: link loss may be reported
     # then too (events.md conventions)
     return Scenario("faults", lift, sim.drain(), sim.t, expects,
-                    allowed=frozenset({"controller_link_lost", "mode_change"}))
+                    allowed=frozenset({"controller_link_lost", "mode_change"}),
+                    trips=_trips(sim))
 
 
 def sensors_only_level() -> Scenario:
@@ -138,7 +146,7 @@ def sensors_only_level() -> Scenario:
     expects = [Expect("entrapment_level", stop, ENTRAP_LEVEL_S),
                Expect("entrapment_level", door_open, 0.0, state="cleared")]
     return Scenario("sensors_only_level", lift, sim.drain(), sim.t, expects,
-                    allowed=frozenset(), ack_alarms_after_s=3.0)
+                    allowed=frozenset(), ack_alarms_after_s=3.0, trips=_trips(sim))
 
 
 ALL: dict[str, Callable[[], Scenario]] = {

@@ -9,95 +9,31 @@ from __future__ import annotations
 import os
 import pty
 import shutil
-import socket
 import subprocess
+import sys
 import time
 import tty
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TRACES = REPO.parent / "shared" / "traces"
+sys.path.insert(0, str(REPO / "hil_tests"))
 
+from mosquitto import Broker, free_port, wait_port  # noqa: E402
+from mosquitto import mosquitto_path as _mosquitto_path  # noqa: E402
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+__all__ = ["Broker", "free_port", "wait_port", "REPO", "SHARED_TRACES"]
 
 
 def mosquitto_path() -> str:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.path.exists(exe):
-        pytest.fail("mosquitto is not installed: run the README's test command, which installs "
-                    "it with apt-get")
-    return exe
-
-
-@dataclass
-class Broker:
-    """A Mosquitto process on 127.0.0.1:port. ``stop()``/``start()`` simulate an outage."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    extra_conf: str = ""
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
-
-    def conf_path(self) -> Path:
-        conf = self.workdir / f"mosquitto-{self.port}.conf"
-        persistence = self.workdir / "mosq-data"
-        persistence.mkdir(exist_ok=True)
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {persistence}/\n"
-            "max_queued_messages 100000\n"
-            "log_type error\nlog_type warning\n"
-            f"log_dest file {self.workdir / 'mosquitto.log'}\n" + self.extra_conf
-        )
-        return conf
-
-    def start(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            return
-        self.proc = subprocess.Popen([mosquitto_path(), "-c", str(self.conf_path())],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_port(self.port)
-        except TimeoutError:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """Stop the broker abruptly (SIGKILL), as a crashed or unplugged broker would."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def log_text(self) -> str:
-        p = self.workdir / "mosquitto.log"
-        return p.read_text(errors="replace") if p.exists() else ""
+    try:
+        return _mosquitto_path()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
