@@ -1,0 +1,354 @@
+"""The live inputs as one async iterator of trace records.
+
+:class:`LiveSource` builds the drivers from a :class:`~liftwatch.agent.config.TerminalConfig`
+and yields :class:`~liftwatch.drivers.trace.Record` ``(t, kind, data)`` with ``t`` =
+monotonic seconds since :meth:`LiveSource.start`, the same records a trace holds, so the
+pipeline runs the same live and replayed (architecture.md principle 5).
+
+- digital inputs (``di``): :class:`~liftwatch.drivers.inputs.DigitalInputs`, sampled in a
+  worker thread;
+- accelerometer (``acc``): :class:`~liftwatch.drivers.accel.AccelReader` draining the FIFO
+  in a worker thread (blocking I2C never runs on the event loop); a chip that cannot be
+  opened is retried every ``accel_retry_s`` and reported in :meth:`health` meanwhile;
+- controller (``ctl``): ``await link.poll()`` every ``poll_interval_s`` on the loop
+  (pymodbus is async); ``None`` for a failed poll.
+
+**Backends.** By default (``backend=None``) each device follows its config: ``[inputs]
+backend`` and ``[accel] backend`` (``blinka`` or ``simulated``, the simulated ones
+listening on the feed directory ``sim_feed``), and the controller is the real Modbus
+link (the HIL rig plays the controller over real Modbus). ``backend="real"`` forces
+Blinka pins and I2C and the Modbus controller; ``backend="simulated"`` forces
+:class:`~liftwatch.drivers.pins.SimulatedPins`, a simulated chip on a
+:class:`~liftwatch.drivers.simchips.SimI2C` and
+:class:`~liftwatch.drivers.controller.SimulatedController` (``liftwatch record
+--backend simulated``, tests). Simulated devices are driven from another process
+through :mod:`liftwatch.drivers.simfeed` (one socket per feed directory; ``sim_dir``
+overrides the config's). The
+simulated chip adds ``sim_noise_lsb`` counts rms of noise, as a real one does (a
+noiseless output would rightly be reported stuck).
+
+**Order.** Debounced inputs are stamped when the contact moved and FIFO blocks with their
+first sample's time, both in the past when they arrive; records are therefore held for
+``reorder_s`` (by default the longest debounce plus two FIFO reads plus 0.1 s) and
+yielded in time order. A record that still arrives later than that is yielded at the
+last yielded time and counted in ``health()["late_records"]``. The queue between the
+threads and the loop is bounded: a record that does not fit is counted
+(``dropped_records``), never blocking acquisition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from liftwatch.drivers.accel import (
+    AccelBlock,
+    AccelError,
+    AccelReader,
+    make_accelerometer,
+    open_blinka_i2c,
+)
+from liftwatch.drivers.inputs import DigitalInputs
+from liftwatch.drivers.pins import BlinkaPins, PinBackend, SimulatedPins
+from liftwatch.drivers.simchips import QueueSource, SimChip, SimI2C, make_sim_chip
+from liftwatch.drivers.simfeed import SimFeedReceiver
+from liftwatch.drivers.trace import Record
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("real", "simulated")
+
+
+class LiveSource:
+    """Live records from the terminal's inputs (see the module docstring)."""
+
+    def __init__(self, config: Any, *, backend: str | None = None,
+                 sim_dir: str | Path | None = None,
+                 controller: Any | None = None, pins: PinBackend | None = None,
+                 i2c: Any | None = None, clock: Callable[[], float] = time.monotonic,
+                 reorder_s: float | None = None, queue_max: int = 20_000,
+                 accel_retry_s: float = 5.0, sim_noise_lsb: float = 1.0) -> None:
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, found {backend!r}")
+        self.config = config
+        self.backend = backend
+        self.sim_dir = Path(sim_dir) if sim_dir is not None else None
+        self.clock = clock
+        self.queue_max = queue_max
+        self.accel_retry_s = accel_retry_s
+        self.sim_noise_lsb = sim_noise_lsb
+        self._reorder_s = reorder_s
+        self._controller = controller
+        self._pins = pins
+        self._i2c = i2c
+        self.inputs: DigitalInputs | None = None
+        self.accel: AccelReader | None = None
+        self.sim_chip: SimChip | None = None
+        self.sim_source: QueueSource | None = None
+        self.feeds: list[SimFeedReceiver] = []
+        self.t_start = 0.0
+        self.late_records = 0
+        self.dropped_records = 0
+        self.poll_errors = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[Record | None] | None = None
+        self._ctl_task: asyncio.Task[None] | None = None
+        self._started = False
+
+    # -- set-up --------------------------------------------------------------------------
+    @property
+    def controller(self) -> Any | None:
+        return self._controller
+
+    @property
+    def controller_present(self) -> bool:
+        return bool(self.config.controller.enabled)
+
+    def accel_header(self) -> dict[str, Any] | None:
+        """The trace header's ``accel`` object, or None for a terminal without one."""
+        return self.accel.header() if self.accel is not None else None
+
+    @property
+    def reorder_s(self) -> float:
+        if self._reorder_s is not None:
+            return self._reorder_s
+        hold = 0.1
+        if self.inputs is not None:
+            hold += self.inputs.max_debounce_s
+        if self.accel is not None:
+            hold += 2 * self.accel.read_interval_s
+        return hold
+
+    def _device_backend(self, settings: Any) -> tuple[bool, Path | None]:
+        """(simulated?, feed directory) of the inputs or the accelerometer."""
+        if self.backend is not None:
+            sim = self.backend == "simulated"
+        else:
+            sim = getattr(settings, "backend", "blinka") == "simulated"
+        feed = self.sim_dir
+        if feed is None and sim and getattr(settings, "sim_feed", ""):
+            feed = Path(settings.sim_feed)
+        return sim, feed if sim else None
+
+    def _build(self) -> None:
+        cfg = self.config
+        feeds: dict[Path, dict[str, Any]] = {}
+        if cfg.inputs:
+            sim, feed = self._device_backend(cfg.inputs_settings)
+            if self._pins is None:
+                self._pins = SimulatedPins() if sim else BlinkaPins()
+            self.inputs = DigitalInputs(cfg.inputs, cfg.inputs_settings, self._pins, self.clock)
+            self.inputs.open()
+            if feed is not None and isinstance(self._pins, SimulatedPins):
+                feeds.setdefault(feed, {})["pins"] = self._pins
+        if cfg.accel.chip != "none":
+            sim, feed = self._device_backend(cfg.accel)
+            if self._i2c is None and sim:
+                self.sim_source = QueueSource()
+                self.sim_chip = make_sim_chip(cfg.accel.chip, self.sim_source, self.clock,
+                                              cfg.accel.address, self.sim_noise_lsb)
+                self._i2c = SimI2C(self.sim_chip)
+                if feed is not None:
+                    feeds.setdefault(feed, {}).update(accel=self.sim_source, chip=self.sim_chip)
+            self.accel = AccelReader(make_accelerometer(self._i2c, cfg.accel), self.clock)
+        if cfg.controller.enabled and self._controller is None:
+            self._controller = self._make_controller(self.backend == "simulated")
+        if self.backend == "simulated":
+            feed = self.sim_dir or next(iter(feeds), None)
+            if feed is not None:
+                feeds.setdefault(feed, {})["controller"] = self._controller
+        self.feeds = [SimFeedReceiver(d, **parts) for d, parts in feeds.items()]
+
+    def _make_controller(self, sim: bool) -> Any:
+        cfg = self.config
+        from liftwatch.drivers import controller as ctl
+        link_lost_s = cfg.detection.link_lost_s
+        if sim:
+            return ctl.SimulatedController(link_lost_s=link_lost_s, clock=self.clock)
+        from liftwatch.drivers.registermap import load_register_map
+        if cfg.register_map_path is None:
+            raise ValueError("controller.enabled = true needs a register map")
+        regmap = load_register_map(cfg.register_map_path)
+        return ctl.ModbusController(cfg.controller, regmap, cfg.lift.landings,
+                                    link_lost_s=link_lost_s, clock=self.clock)
+
+    async def start(self) -> None:
+        """Build the drivers and start acquiring; ``t`` = 0 is now."""
+        if self._started:
+            return
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue(self.queue_max)
+        self._build()
+        self.t_start = self.clock()
+        for feed in self.feeds:
+            feed.start()
+        if self.inputs is not None:
+            self._spawn("inputs", self.inputs.run, self._emit_di, self._stop)
+        if self.accel is not None:
+            self._spawn("accel", self._accel_loop)
+        if self._controller is not None:
+            self._ctl_task = asyncio.create_task(self._poll_controller())
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        th = threading.Thread(target=self._guard, args=(name, target, *args),
+                              name=f"live-{name}", daemon=True)
+        self._threads.append(th)
+        th.start()
+
+    def _guard(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        try:
+            target(*args)
+        except Exception:  # a dead acquisition thread must be visible, never silent
+            log.exception("live source: %s thread failed", name)
+
+    # -- acquisition (worker threads) ------------------------------------------------------
+    def _put(self, rec: Record) -> None:
+        loop, q = self._loop, self._queue
+        if loop is None or q is None:
+            return
+
+        def put() -> None:
+            try:
+                q.put_nowait(rec)
+            except asyncio.QueueFull:
+                self.dropped_records += 1
+
+        with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
+            loop.call_soon_threadsafe(put)
+
+    def _emit_di(self, t: float, levels: dict[str, int]) -> None:
+        self._put(Record(t - self.t_start, "di", levels))
+
+    def _emit_acc(self, block: AccelBlock) -> None:
+        self._put(Record(block.t - self.t_start, "acc", block.samples))
+
+    def _accel_loop(self) -> None:
+        assert self.accel is not None
+        while not self._stop.is_set():
+            try:
+                if self.accel.chip.bus.i2c is None:  # real backend: the bus opens here
+                    self.accel.chip.bus.i2c = open_blinka_i2c(self.config.accel.i2c_bus)
+                self.accel.open()
+            except AccelError as exc:
+                if str(exc) != self.accel.open_error:  # log each new reason once
+                    log.error("accelerometer: %s (retrying every %g s)", exc,
+                              self.accel_retry_s)
+                self.accel.open_error = str(exc)
+                self._stop.wait(self.accel_retry_s)
+                continue
+            self.accel.run(self._emit_acc, self._stop)
+
+    async def _poll_controller(self) -> None:
+        assert self._controller is not None
+        interval = self.config.controller.poll_interval_s
+        next_t = self.clock()
+        while not self._stop.is_set():
+            try:
+                data = await self._controller.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a driver bug must not stop the other inputs
+                self.poll_errors += 1
+                log.warning("controller poll failed: %s", exc)
+                data = None
+            self._put_now(Record(self.clock() - self.t_start, "ctl", data))
+            next_t += interval
+            now = self.clock()
+            if next_t < now:
+                next_t = now
+            await asyncio.sleep(next_t - now)
+
+    def _put_now(self, rec: Record) -> None:
+        assert self._queue is not None
+        try:
+            self._queue.put_nowait(rec)
+        except asyncio.QueueFull:
+            self.dropped_records += 1
+
+    # -- consumption -------------------------------------------------------------------
+    def __aiter__(self) -> AsyncIterator[Record]:
+        return self._records()
+
+    async def _records(self) -> AsyncIterator[Record]:
+        await self.start()
+        assert self._queue is not None
+        heap: list[tuple[float, int, Record]] = []
+        seq = itertools.count()
+        last_t = 0.0
+        stopping = False
+        while not stopping:
+            try:
+                rec = await asyncio.wait_for(self._queue.get(), timeout=0.05)
+            except TimeoutError:
+                rec = None
+            if rec is not None:
+                heapq.heappush(heap, (rec.t, next(seq), rec))
+            elif self._stop.is_set():
+                stopping = True
+                while not self._queue.empty():  # what the threads sent before stopping
+                    late = self._queue.get_nowait()
+                    if late is not None:
+                        heapq.heappush(heap, (late.t, next(seq), late))
+            horizon = float("inf") if stopping else self.clock() - self.t_start - self.reorder_s
+            while heap and heap[0][0] <= horizon:
+                _, _, out = heapq.heappop(heap)
+                if out.t < last_t:
+                    self.late_records += 1
+                    out = out._replace(t=last_t)
+                last_t = out.t
+                yield out
+
+    def stop(self) -> None:
+        """End acquisition; the iterator yields what it holds, then ends."""
+        self._stop.set()
+        if self._loop is not None and self._queue is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed already
+                self._loop.call_soon_threadsafe(self._put_now, None)  # wake the consumer
+
+    async def close(self) -> None:
+        """Stop, join the worker threads, release the hardware."""
+        self.stop()
+        if self._ctl_task is not None:
+            self._ctl_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # closing anyway
+                await self._ctl_task
+        for th in self._threads:
+            await asyncio.to_thread(th.join, 2.0)
+        for feed in self.feeds:
+            feed.stop()
+        if self.inputs is not None:
+            self.inputs.close()
+        if self.accel is not None:
+            self.accel.close()
+        if self._controller is not None:
+            try:
+                await self._controller.close()
+            except Exception as exc:  # closing a broken link must not hide the recording
+                log.warning("controller close failed: %s", exc)
+
+    def health(self) -> dict[str, Any]:
+        """Every input's health, plus what the source itself dropped or reordered."""
+        out: dict[str, Any] = {"backend": self.backend or "config",
+                               "late_records": self.late_records,
+                               "dropped_records": self.dropped_records,
+                               "poll_errors": self.poll_errors}
+        if self.inputs is not None:
+            out["inputs"] = self.inputs.health()
+        if self.accel is not None:
+            out["accel"] = self.accel.health()
+        if self._controller is not None:
+            out["controller"] = self._controller.health()
+        if self.feeds:
+            out["feed"] = {str(f.path): f.stats() for f in self.feeds}
+        return out

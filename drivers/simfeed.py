@@ -1,0 +1,247 @@
+"""How another process drives the simulated inputs and accelerometer: the simulation feed.
+
+The agent (``backend="simulated"``) listens on a Unix datagram socket
+``<directory>/simfeed.sock``; the HIL rig or a test sends it JSON objects, one per
+datagram (at most 64 KiB). Datagrams keep their boundaries and order, need no framing
+and no connection, and a full receive queue blocks the sender instead of losing data.
+Keys, all optional, applied in this order:
+
+```
+{"pins":     {"D17": 1, "D27": 0}}              electrical pin levels (1 = high)
+{"acc":      [[gx, gy, gz], ...]}               samples in g, queued; the chip takes one
+                                                per sample period, and when the queue runs
+                                                dry it holds the last value
+{"acc_hold": [gx, gy, gz]}                      drop the queue, hold this value
+{"chip":     {"frozen": true, "io_error": "…"}}  chip faults (io_error null: heal)
+{"ctl":      {"floor": "2", "door": 2, ...}}     the simulated controller's fields
+                                                (trace-format.md ctl); null: it stops
+                                                answering, an object: it answers again
+```
+
+Pin levels are electrical, as a rig's relay board drives them; :meth:`SimFeed.set_inputs`
+turns input levels of trace-format.md into pin levels with the terminal's wiring.
+A message that is not valid JSON or breaks these rules is counted in
+``SimFeedReceiver.bad_messages`` with the reason in ``last_error``, logged once, and
+ignored whole: the feed never crashes the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from liftwatch.drivers.pins import SimulatedPins
+from liftwatch.drivers.settings import InputWiring
+from liftwatch.drivers.simchips import QueueSource, SimChip
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "simfeed.sock"
+MAX_DATAGRAM = 65536
+CHUNK_SAMPLES = 1000
+
+
+class SimFeedError(ValueError):
+    """A feed message that breaks the rules, or a feed that cannot be reached."""
+
+
+def socket_path(directory: str | Path) -> Path:
+    path = Path(directory) / SOCKET_NAME
+    if len(os.fsencode(path)) > 107:
+        raise SimFeedError(f"socket path {path} is too long for a Unix socket (max 107 bytes)")
+    return path
+
+
+def _g3(v: Any, what: str) -> tuple[float, float, float]:
+    if (not isinstance(v, list) or len(v) != 3
+            or not all(isinstance(c, int | float) and not isinstance(c, bool)
+                       and math.isfinite(c) for c in v)):
+        raise SimFeedError(f"{what} must be [gx, gy, gz] finite numbers, found {v!r}")
+    return (float(v[0]), float(v[1]), float(v[2]))
+
+
+def parse_message(data: bytes) -> dict[str, Any]:
+    """Decode and validate one datagram; raise SimFeedError naming the problem."""
+    try:
+        msg = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise SimFeedError(f"not a JSON object: {exc}") from exc
+    if not isinstance(msg, dict):
+        raise SimFeedError("a feed message must be a JSON object")
+    unknown = set(msg) - {"pins", "acc", "acc_hold", "chip", "ctl"}
+    if unknown:
+        raise SimFeedError(f"unknown keys {sorted(unknown)}: pins, acc, acc_hold, chip, ctl")
+    out: dict[str, Any] = {}
+    if "pins" in msg:
+        pins = msg["pins"]
+        if not isinstance(pins, dict) or not all(
+                isinstance(k, str) and v in (0, 1) and not isinstance(v, float)
+                for k, v in pins.items()):
+            raise SimFeedError(f"pins must be an object of pin: 0|1, found {pins!r}")
+        out["pins"] = {k: bool(v) for k, v in pins.items()}
+    if "acc" in msg:
+        acc = msg["acc"]
+        if not isinstance(acc, list):
+            raise SimFeedError("acc must be a list of [gx, gy, gz]")
+        out["acc"] = [_g3(s, "an acc sample") for s in acc]
+    if "acc_hold" in msg:
+        out["acc_hold"] = _g3(msg["acc_hold"], "acc_hold")
+    if "chip" in msg:
+        chip = msg["chip"]
+        if not isinstance(chip, dict) or set(chip) - {"frozen", "io_error"}:
+            raise SimFeedError('chip must be an object with "frozen" and/or "io_error"')
+        if "frozen" in chip and not isinstance(chip["frozen"], bool):
+            raise SimFeedError("chip.frozen must be true or false")
+        if chip.get("io_error") is not None and not isinstance(chip["io_error"], str):
+            raise SimFeedError("chip.io_error must be a text or null")
+        out["chip"] = chip
+    if "ctl" in msg:
+        if msg["ctl"] is not None and not isinstance(msg["ctl"], dict):
+            raise SimFeedError("ctl must be an object of controller fields or null")
+        out["ctl"] = msg["ctl"]
+    return out
+
+
+class SimFeedReceiver:
+    """Applies feed messages to the simulated pins, sample queue and chip (a thread)."""
+
+    def __init__(self, directory: str | Path, pins: SimulatedPins | None = None,
+                 accel: QueueSource | None = None, chip: SimChip | None = None,
+                 controller: Any | None = None) -> None:
+        """``controller``: a SimulatedController (``set(**fields)``, ``answering``)."""
+        self.path = socket_path(directory)
+        self.pins, self.accel, self.chip = pins, accel, chip
+        self.controller = controller
+        self.messages = 0
+        self.bad_messages = 0
+        self.last_error = ""
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a stale socket of an earlier run
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(self.path))
+        sock.settimeout(0.1)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="simfeed", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(MAX_DATAGRAM)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            self.handle(data)
+
+    def handle(self, data: bytes) -> bool:
+        """Apply one datagram; False (counted, logged) when it is refused."""
+        try:
+            msg = parse_message(data)
+            if msg.get("ctl") and self.controller is not None:
+                self.controller.set(**msg["ctl"])  # validates every field first
+        except (SimFeedError, ValueError, TypeError) as exc:
+            self.bad_messages += 1
+            self.last_error = str(exc)
+            if self.bad_messages == 1 or self.bad_messages % 100 == 0:
+                log.warning("simulation feed: message refused (%d so far): %s",
+                            self.bad_messages, exc)
+            return False
+        self.messages += 1
+        if "pins" in msg and self.pins is not None:
+            self.pins.set_levels(msg["pins"])
+        if self.accel is not None:
+            if "acc" in msg:
+                self.accel.push(msg["acc"])
+            if "acc_hold" in msg:
+                self.accel.hold(msg["acc_hold"])
+        if "chip" in msg and self.chip is not None:
+            if "frozen" in msg["chip"]:
+                self.chip.freeze(msg["chip"]["frozen"])
+            if "io_error" in msg["chip"]:
+                self.chip.fail_io(msg["chip"]["io_error"])
+        if "ctl" in msg and self.controller is not None:
+            self.controller.answering = msg["ctl"] is not None
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return {"messages": self.messages, "bad_messages": self.bad_messages,
+                "last_error": self.last_error}
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._sock is not None:
+            self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class SimFeed:
+    """The sending side, for the HIL rig and the tests."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = socket_path(directory)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def send(self, msg: Mapping[str, Any]) -> None:
+        data = json.dumps(msg, separators=(",", ":")).encode()
+        if len(data) > MAX_DATAGRAM:
+            raise SimFeedError(f"message of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+        try:
+            self._sock.sendto(data, str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise SimFeedError(f"no simulated terminal listens on {self.path}: {exc}") from exc
+
+    def set_pins(self, levels: Mapping[str, int | bool]) -> None:
+        self.send({"pins": {k: int(bool(v)) for k, v in levels.items()}})
+
+    def set_inputs(self, levels: Mapping[str, int], wiring: Mapping[str, InputWiring]) -> None:
+        """Input levels (1 = active, trace-format.md) to pin levels through the wiring."""
+        pins = {}
+        for name, level in levels.items():
+            if name not in wiring:
+                raise SimFeedError(f"input {name!r} is not wired on this terminal")
+            w = wiring[name]
+            pins[w.pin] = int(bool(level)) ^ int(w.active_low)
+        self.set_pins(pins)
+
+    def push_accel(self, samples_g: list[list[float]] | list[tuple[float, float, float]]) -> None:
+        """Queue samples (in g) for the simulated chip, in datagrams of 1000."""
+        for i in range(0, len(samples_g), CHUNK_SAMPLES):
+            self.send({"acc": [list(s) for s in samples_g[i:i + CHUNK_SAMPLES]]})
+
+    def hold_accel(self, g: tuple[float, float, float]) -> None:
+        self.send({"acc_hold": list(g)})
+
+    def chip_fault(self, *, frozen: bool | None = None, io_error: str | None = "") -> None:
+        """Freeze/unfreeze the chip, or make its I/O fail (text) or heal (None)."""
+        chip: dict[str, Any] = {}
+        if frozen is not None:
+            chip["frozen"] = frozen
+        if io_error != "":
+            chip["io_error"] = io_error
+        self.send({"chip": chip})
+
+    def set_controller(self, fields: Mapping[str, Any] | None) -> None:
+        """Set fields of the simulated controller, or stop its answers (``None``)."""
+        self.send({"ctl": None if fields is None else dict(fields)})
+
+    def close(self) -> None:
+        self._sock.close()
