@@ -318,6 +318,7 @@ class LiftSim:
         self.locked = False
         self.wait(0.12)
         self.door_motion = 1
+        self.mark("door_opening")
         self.wait(self.lift.door_open_s + self.dt)
 
     def close_door(self, reopens: int = 0) -> None:

@@ -75,7 +75,7 @@ def story(outage: tuple[float, float] | None = (8.0, 38.0), quick: bool = False)
     rescue_to = lift.landings[lift.heights.index(min(floors, key=lambda h: abs(h - sim.pos)))]
     sim.relevel(rescue_to)
     sim.open_door()
-    door_open = sim.t
+    door_open = _onset(sim, "door_opening")
     sim.passengers = 0
     sim.wait(3.0)
     sim.close_door()
@@ -138,7 +138,7 @@ def sensors_only_level() -> Scenario:
     stop = _onset(sim, "stopped")
     sim.wait(ENTRAP_LEVEL_S + 6.0)
     sim.open_door()
-    door_open = sim.t
+    door_open = _onset(sim, "door_opening")
     sim.passengers = 0
     sim.wait(3.0)
     sim.close_door()
