@@ -1,0 +1,482 @@
+"""``liftwatch check``: the commissioning self-test a technician runs on the car roof.
+
+    liftwatch check --config FILE [--watch S] [--backend real|simulated] [--sim-dir DIR]
+
+Prints one row per check (name, PASS / WARN / FAIL, detail) and exits 0 when nothing
+failed, 1 otherwise (2: the config could not be read at all). The inputs are read
+through the same drivers the agent runs (:mod:`liftwatch.agent.live_source`) for
+``--watch`` seconds, so what passes here is what the agent will see; the broker check
+makes a real MQTT connection with the configured TLS files and credentials.
+
+Verdicts that are not obvious:
+
+- an input that did not change during the window still passes (a door need not move
+  in three seconds); its level and "changed"/"no change" are shown so the technician
+  can operate the contact and watch it; an input whose pin is absent or fails is FAIL;
+- an unsynchronised clock is WARN, not FAIL: the agent is built to run so (messages
+  carry ``tq`` = 0 and are corrected when NTP answers), but the technician should fix
+  NTP before leaving;
+- ``uplink.tls = false`` is WARN even when the broker answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import shutil
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liftwatch.agent.techtools import (
+    add_source_arguments,
+    fmt_ctl,
+    link_name,
+    load_config_reported,
+    make_source,
+)
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+DEFAULT_WATCH_S = 3.0
+RATE_TOLERANCE = 0.10  # measured vs configured sample rate
+WARMUP_S = 0.5  # before the sample-rate measurement starts (FIFO set-up, first reads)
+STILL_STD_G = 0.05  # above: the car was moving, the gravity figure is not a rest value
+DISK_MARGIN_MB = 50.0  # journal, baselines, logs beside the outbox bound
+OLD_BACKLOG_S = 3600.0
+
+
+@dataclass
+class Row:
+    name: str
+    status: str
+    detail: str
+
+
+@dataclass
+class Observed:
+    """What the watch window saw on the live inputs."""
+
+    first_levels: dict[str, int] = field(default_factory=dict)
+    levels: dict[str, int] = field(default_factory=dict)
+    changes: dict[str, int] = field(default_factory=dict)
+    ctl_polls: int = 0
+    ctl_answers: int = 0
+    ctl_last: dict[str, Any] | None = None
+    acc_samples: list[list[int]] = field(default_factory=list)
+    rate_hz: float | None = None
+    health: dict[str, Any] = field(default_factory=dict)
+    identity: str = ""
+
+
+# ---------------------------------------------------------------- the watch window
+
+async def observe(source: Any, watch_s: float, clock: Callable[[], float] = time.monotonic
+                  ) -> Observed:
+    """Run ``source`` (a LiveSource) for ``watch_s`` seconds and collect what it gave."""
+    obs = Observed()
+    await source.start()
+    t0 = clock()
+    rate_start: tuple[float, int] | None = None
+
+    def accel_samples() -> int:
+        acc = source.accel
+        return acc.health()["samples"] if acc is not None else 0
+
+    async def stopper() -> None:
+        nonlocal rate_start
+        await asyncio.sleep(min(WARMUP_S, watch_s / 4))
+        rate_start = (clock(), accel_samples())
+        await asyncio.sleep(max(0.0, watch_s - (clock() - t0)))
+        if source.accel is not None and rate_start is not None:
+            dt = clock() - rate_start[0]
+            n = accel_samples() - rate_start[1]
+            obs.rate_hz = n / dt if dt > 0 and n > 0 else 0.0
+        obs.identity = await asyncio.to_thread(_read_identity, source.accel)
+        obs.health = source.health()
+        source.stop()
+
+    task = asyncio.create_task(stopper())
+    try:
+        async for rec in source:
+            if rec.kind == "di":
+                for name, level in rec.data.items():
+                    if name not in obs.first_levels:
+                        obs.first_levels[name] = level
+                    elif level != obs.levels.get(name):
+                        obs.changes[name] = obs.changes.get(name, 0) + 1
+                    obs.levels[name] = level
+            elif rec.kind == "ctl":
+                obs.ctl_polls += 1
+                if rec.data is not None:
+                    obs.ctl_answers += 1
+                    obs.ctl_last = rec.data
+            elif rec.kind == "acc":
+                obs.acc_samples.extend(rec.data)
+        await task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await source.close()
+    return obs
+
+
+def _read_identity(reader: Any) -> str:
+    """The chip's identity register, read now (the chip may have gone since it opened)."""
+    if reader is None or not reader.opened:
+        return ""
+    chip = reader.chip
+    if chip.chip == "adxl345":
+        from liftwatch.drivers.adxl345 import DEVID as reg
+        name = "DEVID"
+    else:
+        from liftwatch.drivers.lis3dh import WHO_AM_I as reg
+        name = "WHO_AM_I"
+    try:
+        return f"{name} 0x{chip.bus.read_u8(reg):02X}"
+    except OSError as exc:
+        return f"{name} unreadable: {exc}"
+
+
+# ---------------------------------------------------------------- verdicts
+
+def input_rows(cfg: Any, obs: Observed, watch_s: float) -> list[Row]:
+    health = obs.health.get("inputs", {}).get("inputs", {})
+    rows = []
+    for name, wiring in cfg.inputs.items():
+        h = health.get(name, {})
+        where = f"pin {wiring.pin}"
+        if h.get("state") in ("absent", "failing"):
+            rows.append(Row(f"input {name}", FAIL, f"{where} {h['state']}: {h.get('error')}"))
+            continue
+        if name not in obs.levels:
+            rows.append(Row(f"input {name}", FAIL, f"{where}: no level read in {watch_s:g} s"))
+            continue
+        level = obs.levels[name]
+        n = obs.changes.get(name, 0)
+        moved = f"changed {n}x" if n else "no change"
+        rows.append(Row(f"input {name}", PASS,
+                        f"{where}: {level} ({'active' if level else 'inactive'}), {moved} "
+                        f"in {watch_s:g} s"))
+    return rows
+
+
+def controller_rows(cfg: Any, obs: Observed) -> list[Row]:
+    if not cfg.controller.enabled:
+        return [Row("controller link", PASS, "none configured (sensors-only terminal)")]
+    where = link_name(cfg)
+    ctl_health = obs.health.get("controller", {})
+    if obs.ctl_answers == 0:
+        return [Row("controller link", FAIL, f"{where}: no answer to {obs.ctl_polls} polls"
+                    + _link_why(ctl_health, obs.health.get("poll_errors", 0)))]
+    status = PASS if obs.ctl_answers == obs.ctl_polls else WARN
+    return [Row("controller link", status,
+                f"{where}: {obs.ctl_answers}/{obs.ctl_polls} polls answered"),
+            Row("controller values", PASS, fmt_ctl(obs.ctl_last))]
+
+
+def _link_why(h: dict[str, Any], poll_errors: int) -> str:
+    """Why a link does not answer, from the driver's counters (connected? timeouts? ...)."""
+    if not h:
+        return ""
+    parts = []
+    if "connected" in h:
+        parts.append("connected" if h["connected"] else "not connected")
+    for key, label in (("timeouts", "timeouts"), ("crc_errors", "CRC errors"),
+                       ("framing_errors", "framing errors"), ("exceptions", "Modbus exceptions"),
+                       ("decode_errors", "decode errors")):
+        if h.get(key):
+            parts.append(f"{h[key]} {label}")
+    if h.get("last_decode_error"):
+        parts.append(f"last decode error: {h['last_decode_error']}")
+    if poll_errors:
+        parts.append(f"{poll_errors} poll errors")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def accel_rows(cfg: Any, obs: Observed) -> list[Row]:
+    a = cfg.accel
+    if a.chip == "none":
+        return [Row("accelerometer", PASS, "none configured")]
+    where = f"{a.chip} on I2C bus {a.i2c_bus} address 0x{a.address:02X}"
+    h = obs.health.get("accel", {})
+    state = h.get("state", "absent")
+    if state in ("absent", "failing") or not obs.identity or "unreadable" in obs.identity:
+        why = h.get("error") or obs.identity or "no answer"
+        return [Row("accel identity", FAIL, f"{where} {state}: {why}")]
+    rows = [Row("accel identity", PASS, f"{where}: {obs.identity}")]
+    fs = float(h.get("fs") or 0.0)
+    rate = obs.rate_hz or 0.0
+    if fs and abs(rate - fs) <= RATE_TOLERANCE * fs:
+        rows.append(Row("accel rate", PASS, f"{rate:.0f} Hz measured, {fs:g} Hz configured "
+                        f"(rate_hz = {a.rate_hz})"))
+    else:
+        rows.append(Row("accel rate", FAIL, f"{rate:.0f} Hz measured, {fs:g} Hz configured "
+                        f"(rate_hz = {a.rate_hz}, tolerance {RATE_TOLERANCE:.0%}); "
+                        f"state {state}, overruns {h.get('overruns', 0)}"))
+    rows.append(gravity_row(cfg, obs.acc_samples, float(h.get("lsb_per_g") or 0.0), state))
+    return rows
+
+
+def gravity_row(cfg: Any, samples: list[list[int]], lsb_per_g: float, state: str) -> Row:
+    lo, hi = cfg.detection.gravity_min_g, cfg.detection.gravity_max_g
+    if not samples or not lsb_per_g:
+        return Row("accel gravity", FAIL, f"no samples ({state})")
+    n = len(samples)
+    mean = [sum(s[i] for s in samples) / n / lsb_per_g for i in range(3)]
+    mags = [math.sqrt(sum(c * c for c in s)) / lsb_per_g for s in samples]
+    mag = math.sqrt(sum(c * c for c in mean))
+    m_avg = sum(mags) / n
+    std = math.sqrt(sum((m - m_avg) ** 2 for m in mags) / n)
+    detail = (f"|g| = {mag:.3f} g (expected {lo:g}..{hi:g} at rest), "
+              f"mean ({mean[0]:+.3f}, {mean[1]:+.3f}, {mean[2]:+.3f}) g, "
+              f"noise {std * 1000:.1f} mg rms over {n} samples")
+    if not lo <= mag <= hi:
+        return Row("accel gravity", FAIL, detail)
+    if std > STILL_STD_G:
+        return Row("accel gravity", WARN, detail + " (car moving? repeat at rest)")
+    if state != "ok":
+        return Row("accel gravity", WARN, detail + f" (sensor state {state})")
+    return Row("accel gravity", PASS, detail)
+
+
+# ---------------------------------------------------------------- broker, clock, disk
+
+def broker_row(cfg: Any, timeout_s: float = 5.0) -> Row:
+    """A real MQTT connection with the configured TLS and credentials, then disconnect."""
+    import paho.mqtt.client as mqtt
+    from liftwatch.agent.config import ConfigError, load_credentials
+    from liftwatch.agent.uplink import UplinkError, make_tls_context
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    up = cfg.uplink
+    where = f"{up.broker}:{up.port}"
+    try:
+        tls = make_tls_context(up) if up.tls else None
+        creds = load_credentials(up.credentials_file) if up.credentials_file else None
+    except (UplinkError, ConfigError) as exc:
+        return Row("broker", FAIL, f"{where}: {exc}")
+    v5 = up.protocol == "mqtt5"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                         client_id=f"lw-{cfg.terminal.lift_id}-check-{os.getpid()}",
+                         protocol=MQTTProtocolVersion.MQTTv5 if v5 else
+                         MQTTProtocolVersion.MQTTv311, reconnect_on_failure=False)
+    client.connect_timeout = timeout_s
+    if tls is not None:
+        client.tls_set_context(tls)
+    if creds is not None:
+        client.username_pw_set(*creds)
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        result["rc"] = rc
+        done.set()
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        result.setdefault("closed", str(rc))
+        done.set()
+
+    def on_log(_c: Any, _u: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            result.setdefault("error", text.replace("failed to receive on socket: ", ""))
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.on_log = on_log
+    t0 = time.monotonic()
+    try:
+        client.connect(up.broker, up.port, keepalive=max(10, up.keepalive_s))
+    except ssl.SSLCertVerificationError as exc:
+        return Row("broker", FAIL, f"{where}: TLS: the broker's certificate is not trusted "
+                   f"({exc.verify_message})")
+    except ssl.SSLError as exc:
+        return Row("broker", FAIL, f"{where}: TLS handshake failed ({exc.reason or exc})")
+    except socket.gaierror as exc:
+        return Row("broker", FAIL, f"{where}: host name not resolved ({exc.strerror})")
+    except ConnectionRefusedError:
+        return Row("broker", FAIL, f"{where}: connection refused (broker down or wrong port)")
+    except TimeoutError:
+        return Row("broker", FAIL, f"{where}: no answer within {timeout_s:g} s")
+    except OSError as exc:
+        return Row("broker", FAIL, f"{where}: {exc.strerror or exc}")
+    sock = client.socket()
+    tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+    client.loop_start()
+    try:
+        done.wait(timeout_s)
+    finally:
+        with contextlib.suppress(Exception):  # best effort: we are leaving anyway
+            client.disconnect()
+        client.loop_stop()
+    dt = time.monotonic() - t0
+    rc = result.get("rc")
+    if rc is None:
+        why = result.get("error") or result.get("closed")
+        if not why:
+            return Row("broker", FAIL, f"{where}: no CONNACK within {timeout_s:g} s")
+        hint = ""
+        if tls is not None:
+            hint = ("; the broker closed the TLS connection: does it accept "
+                    "this terminal's client certificate (uplink.cert_file)?" if up.cert_file
+                    else "; the broker closed the TLS connection: does it require a client "
+                    "certificate (uplink.cert_file, uplink.key_file)?")
+        return Row("broker", FAIL, f"{where}: closed before CONNACK ({why}){hint}")
+    if rc.is_failure:
+        return Row("broker", FAIL, f"{where}: connection refused by the broker: {rc}")
+    if tls_version is None:
+        return Row("broker", WARN, f"{where}: connected in {dt:.2f} s WITHOUT TLS "
+                   "(uplink.tls = false)")
+    return Row("broker", PASS, f"{where}: connected over {tls_version} in {dt:.2f} s")
+
+
+def clock_row(probe: Callable[[], Any] | None = None) -> Row:
+    from liftwatch.agent.timebase import kernel_clock_state
+
+    st = (probe or kernel_clock_state)()
+    if st.state < 0:
+        return Row("clock", WARN, "kernel clock state unavailable (adjtimex): messages "
+                   "will carry tq = 0")
+    if st.synced:
+        return Row("clock", PASS, f"synchronised (estimated error {st.esterror_us} us)")
+    return Row("clock", WARN, "NOT synchronised (adjtimex: no NTP discipline): messages carry "
+               "tq = 0 until it is; check chrony / systemd-timesyncd and the network")
+
+
+def disk_row(cfg: Any) -> Row:
+    data = Path(cfg.storage.data_dir)
+    note = ""
+    where = data
+    if not data.is_dir():
+        if data.exists():
+            return Row("disk", FAIL, f"storage.data_dir {data} is not a directory")
+        # Before the first start it may not exist: systemd's StateDirectory= creates it.
+        where = next((p for p in data.parents if p.is_dir()), Path("/"))
+        note = f" (does not exist yet: created when the service starts; measured on {where})"
+    elif not os.access(data, os.W_OK | os.X_OK):
+        return Row("disk", FAIL, f"storage.data_dir {data} is not writable by this user "
+                   f"(uid {os.getuid()})")
+    usage = shutil.disk_usage(where)
+    free_mb = usage.free / 1e6
+    need = cfg.storage.outbox_max_mb + DISK_MARGIN_MB
+    detail = (f"{data}: {free_mb:.0f} MB free of {usage.total / 1e6:.0f} MB; needs "
+              f"{need:.0f} MB (outbox_max_mb {cfg.storage.outbox_max_mb:g} + {DISK_MARGIN_MB:g})"
+              + note)
+    if free_mb < need:
+        return Row("disk", FAIL, detail)
+    return Row("disk", WARN if note else PASS, detail)
+
+
+def outbox_row(cfg: Any) -> Row:
+    from liftwatch.agent.outbox_view import OutboxViewError, outbox_stats
+
+    try:
+        st, source = outbox_stats(Path(cfg.storage.data_dir) / "outbox")
+    except OutboxViewError as exc:
+        return Row("outbox", FAIL, str(exc))
+    if st is None:
+        return Row("outbox", PASS, "empty (not created yet)")
+    lanes = st["lanes"]
+    parts = []
+    oldest = 0.0
+    for lane, s in lanes.items():
+        parts.append(f"{lane} {s['depth']}")
+        oldest = max(oldest, s["oldest_age_s"] or 0.0)
+    detail = ", ".join(parts) + f" waiting ({st['bytes']} B)"
+    if oldest:
+        detail += f", oldest {oldest:.0f} s"
+    warn = []
+    if any(st["dropped"].values()):
+        warn.append("dropped " + ", ".join(f"{k} {v}" for k, v in st["dropped"].items() if v))
+    if st["quarantined"]:
+        warn.append(f"{len(st['quarantined'])} quarantined file(s)")
+    if oldest > OLD_BACKLOG_S:
+        warn.append("backlog older than 1 h")
+    if source != "outbox":
+        detail += f" [{source}]"
+    if warn:
+        return Row("outbox", WARN, detail + "; " + "; ".join(warn))
+    return Row("outbox", PASS, detail)
+
+
+# ---------------------------------------------------------------- the whole check
+
+async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str | None = None,
+                     sim_dir: str | Path | None = None, pins: Any | None = None,
+                     i2c: Any | None = None, controller: Any | None = None,
+                     clock_probe: Callable[[], Any] | None = None,
+                     broker_timeout_s: float = 5.0) -> list[Row]:
+    """Every check on a loaded config; the inputs are watched while the broker is tried."""
+    rows = [Row("config", PASS, f"{cfg.path}: valid ({len(cfg.inputs)} inputs, accelerometer "
+                f"{cfg.accel.chip}, controller {'on' if cfg.controller.enabled else 'off'})")]
+    rows += [Row("config", WARN, w) for w in cfg.warnings]
+    broker_task = asyncio.create_task(asyncio.to_thread(broker_row, cfg, broker_timeout_s))
+    try:
+        source = make_source(cfg, backend=backend, sim_dir=sim_dir, pins=pins, i2c=i2c,
+                             controller=controller)
+        obs = await observe(source, watch_s)
+    except Exception as exc:  # a driver that cannot even be built is a failed check
+        rows.append(Row("inputs", FAIL, f"the terminal's inputs could not be opened: "
+                        f"{type(exc).__name__}: {exc}"))
+    else:
+        rows += controller_rows(cfg, obs)
+        rows += input_rows(cfg, obs, watch_s)
+        rows += accel_rows(cfg, obs)
+        for where, feed in (obs.health.get("feed") or {}).items():
+            if feed.get("bad_messages"):
+                rows.append(Row("simulation feed", WARN, f"{where}: {feed['bad_messages']} "
+                                f"message(s) refused: {feed['last_error']}"))
+    rows.append(await broker_task)
+    rows.append(clock_row(clock_probe))
+    rows.append(disk_row(cfg))
+    rows.append(outbox_row(cfg))
+    return rows
+
+
+def format_table(rows: list[Row], color: bool = False) -> str:
+    width = max(len(r.name) for r in rows)
+    paint = {PASS: "\x1b[32m", WARN: "\x1b[33m", FAIL: "\x1b[31;1m"}
+    out = []
+    for r in rows:
+        status = f"{paint[r.status]}{r.status}\x1b[0m" if color else r.status
+        out.append(f"{r.name:<{width}}  {status}  {r.detail}")
+    return "\n".join(out)
+
+
+def verdict(rows: list[Row]) -> int:
+    return 1 if any(r.status == FAIL for r in rows) else 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_source_arguments(p)
+    p.add_argument("--watch", type=float, default=DEFAULT_WATCH_S, metavar="S",
+                   help=f"seconds to watch the inputs (default {DEFAULT_WATCH_S:g}); operate "
+                   "contacts meanwhile to see them change")
+    p.add_argument("--broker-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for the broker (default 5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.watch > 0 and math.isfinite(args.watch)):
+        print(f"liftwatch check: --watch must be > 0 s, found {args.watch}", file=sys.stderr)
+        return 2
+    cfg = load_config_reported(args.config, "liftwatch check")
+    if cfg is None:
+        print(format_table([Row("config", FAIL, f"{args.config}: see the problems above")]))
+        return 1
+    rows = asyncio.run(run_checks(cfg, watch_s=args.watch, backend=args.backend,
+                                  sim_dir=args.sim_dir, broker_timeout_s=args.broker_timeout))
+    print(format_table(rows, color=sys.stdout.isatty()))
+    failed = sum(r.status == FAIL for r in rows)
+    print(f"\n{'FAIL' if failed else 'PASS'}: {failed} check(s) failed, "
+          f"{sum(r.status == WARN for r in rows)} warning(s)")
+    return verdict(rows)

@@ -1,0 +1,125 @@
+"""``liftwatch events``: the event journal the agent keeps on the terminal.
+
+    liftwatch events --config FILE [--code C] [--since WHEN] [--limit N] [--export FILE.jsonl]
+
+``--since`` takes an ISO 8601 time (``2026-11-26T03:00``, UTC when no zone is given),
+a span back from now (``90s``, ``30m``, ``2h``, ``7d``) or UTC milliseconds. The journal
+is read where the agent writes it (``storage.data_dir``/journal); the agent may run
+meanwhile (every journal file is replaced atomically). ``--export`` writes the selected
+events as JSON Lines, oldest first, exactly as stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from liftwatch.agent.techtools import load_config_reported
+
+SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+SPAN_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> int:
+    """UTC milliseconds for ``--since``; ValueError naming the accepted forms."""
+    now = time.time() if now is None else now
+    m = SPAN.match(text)
+    if m:
+        return int((now - float(m.group(1)) * SPAN_S[m.group(2)]) * 1000)
+    if text.strip().isdigit():
+        return int(text.strip())
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--since: expected an ISO time (2026-11-26T03:00), a span back "
+                         f"from now (30m, 2h, 7d) or UTC milliseconds, found {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def iso_ms(ms: Any) -> str:
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return "?"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def describe(e: dict[str, Any]) -> str:
+    parts = [iso_ms(e.get("ts")), f"{e.get('code', '?'):<22}", f"{e.get('state', ''):<8}",
+             f"{e.get('sev', ''):<8}"]
+    if e.get("floor") is not None:
+        parts.append(f"floor {e['floor']}")
+    if e.get("duration_s") is not None:
+        parts.append(f"after {e['duration_s']:.1f} s")
+    if e.get("id"):
+        parts.append(f"id {e['id']}")
+    if e.get("detail"):
+        parts.append(json.dumps(e["detail"], separators=(",", ":"), ensure_ascii=False))
+    return "  ".join(parts)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="terminal config file (TOML)")
+    p.add_argument("--code", help="only events of this code (events.md), e.g. entrapment")
+    p.add_argument("--since", help="only events from then on: ISO time, 30m / 2h / 7d, or "
+                   "UTC milliseconds")
+    p.add_argument("--limit", type=int, help="only the newest N of them")
+    p.add_argument("--export", type=Path, metavar="FILE.jsonl",
+                   help="write the selected events as JSON Lines instead of listing them")
+
+
+def run(args: argparse.Namespace) -> int:
+    from liftwatch.buffer.journal import EventJournal, JournalError
+
+    prog = "liftwatch events"
+    try:
+        since = parse_since(args.since) if args.since is not None else None
+    except ValueError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    if args.limit is not None and args.limit < 0:
+        print(f"{prog}: --limit must be >= 0, found {args.limit}", file=sys.stderr)
+        return 2
+    cfg = load_config_reported(args.config, prog)
+    if cfg is None:
+        return 2
+    path = Path(cfg.storage.data_dir) / "journal"
+    if not path.is_dir():
+        print(f"{prog}: no event journal in {path} yet (the agent has not run here)")
+        events: list[dict[str, Any]] = []
+        quarantined: list[str] = []
+    else:
+        try:
+            journal = EventJournal(path, cfg.storage.journal_max_events)
+        except (OSError, JournalError) as exc:
+            print(f"{prog}: cannot open the event journal {path}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            events = journal.query(code=args.code, since=since, limit=args.limit)
+            quarantined = list(journal.quarantined)
+        finally:
+            journal.close()
+    for name in quarantined:
+        print(f"{prog}: warning: damaged journal file set aside as quarantine/{name}",
+              file=sys.stderr)
+    if args.export is not None:
+        try:
+            with open(args.export, "w", encoding="utf-8") as fh:
+                for e in events:
+                    fh.write(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n")
+        except OSError as exc:
+            print(f"{prog}: cannot write {args.export}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        print(f"{prog}: {len(events)} event(s) written to {args.export}")
+        return 0
+    for e in events:
+        print(describe(e))
+    print(f"{len(events)} event(s)" + (f" of code {args.code}" if args.code else "")
+          + (f" since {iso_ms(since)} UTC" if since is not None else ""))
+    return 0

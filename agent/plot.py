@@ -1,0 +1,284 @@
+"""``liftwatch plot``: one trip's ride quality as ride-quality analysers draw it.
+
+    liftwatch plot TRACE --trip N --out FILE.png [--config FILE] [--size 1600x1200]
+
+Stacked panels on one time axis (seconds from the trip's start): vertical acceleration
+(low-passed at 10 Hz), speed, jerk, vertical vibration (ISO 2631-1 Wk) and horizontal
+vibration (Wd, x and y), with the ISO 18738-1 figures of the trip annotated.
+
+The trip (its start, end and figures) is what the agent's own pipeline finds in the
+trace, replayed up to trip ``N`` (1 = the first); the curves come from the same
+fixed-point conditioning chain (:class:`~liftwatch.signal.chain.AccelChain`) over the
+accelerometer samples of the trip plus a few seconds of rest either side, shifted by
+each filter's group delay so they line up with the trip's times. Speed is the
+integral of the acceleration with the integration drift removed (the car is at rest
+before and after); jerk the derivative of the acceleration smoothed over 0.2 s.
+
+matplotlib is an optional extra (``pip install 'liftwatch[plot]'``): without it the
+command says so and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from liftwatch.drivers.trace import Record, TraceError, TraceReader
+
+PRE_S = 3.0  # rest before the trip: gravity, orientation and the filters settle
+POST_S = 2.0
+SETTLE_S = 0.5  # the first half second of the window is the filters settling: not drawn
+KEEP_S = 240.0  # accelerometer history kept while looking for the trip
+JERK_SMOOTH_S = 0.2
+G = 9.80665
+MISSING = ("liftwatch plot needs matplotlib, an optional extra: "
+           "pip install 'liftwatch[plot]'  (or: pip install 'matplotlib>=3.8,<4')")
+
+
+class PlotError(RuntimeError):
+    """The trace cannot give the plot asked for (no such trip, no accelerometer)."""
+
+
+@dataclass
+class TripSeries:
+    """The curves of one trip, times in seconds from the trip's start."""
+
+    trip: dict[str, Any]
+    number: int
+    t: np.ndarray  # for acc / speed / jerk / w_z
+    acc: np.ndarray  # m/s², up positive, gravity removed
+    speed: np.ndarray  # m/s, up positive
+    jerk: np.ndarray  # m/s³
+    t_wz: np.ndarray
+    w_z: np.ndarray  # m/s², Wk
+    t_wxy: np.ndarray
+    w_x: np.ndarray  # m/s², Wd
+    w_y: np.ndarray
+
+
+class _Tee:
+    """Iterates a trace, keeping the recent accelerometer records on the side."""
+
+    def __init__(self, reader: TraceReader) -> None:
+        self._it = iter(reader)
+        self.acc: deque[Record] = deque()
+        self.last_t = 0.0
+
+    def __iter__(self) -> Iterator[Record]:
+        return self
+
+    def __next__(self) -> Record:
+        rec = next(self._it)
+        self.last_t = rec.t
+        if rec.kind == "acc":
+            self.acc.append(rec)
+            while self.acc and self.acc[0].t < rec.t - KEEP_S:
+                self.acc.popleft()
+        return rec
+
+
+def find_trip(trace: str | Path, number: int, cfg: Any | None = None
+              ) -> tuple[dict[str, Any], list[Record], dict[str, Any]]:
+    """Trip ``number`` (1-based) of the trace as the pipeline reports it, the accelerometer
+    records around it, and the trace header's accel object."""
+    from liftwatch.agent.replay import build_pipeline, replay_records
+
+    if number < 1:
+        raise PlotError(f"--trip counts from 1, found {number}")
+    with TraceReader(trace) as reader:
+        if not reader.header.accel:
+            raise PlotError(f"{trace}: the trace has no accelerometer (header without accel)")
+        pipeline = build_pipeline(reader.header, cfg)
+        tee = _Tee(reader)
+        found = 0
+        trip = None
+        for out in replay_records(tee, pipeline):
+            if out.get("type") == "trip":
+                found += 1
+                if found == number:
+                    trip = out
+                    break
+        if trip is None:
+            raise PlotError(f"{trace}: trip {number} asked for, the trace has {found}")
+        t0, t1 = float(trip["t_start"]) - PRE_S, float(trip["t_end"]) + POST_S
+        if tee.last_t < t1:
+            for _rec in tee:
+                if tee.last_t > t1:
+                    break
+        window = [r for r in tee.acc if t0 <= r.t <= t1]
+        return trip, window, dict(reader.header.accel)
+
+
+def trip_series(trip: dict[str, Any], records: list[Record], accel: dict[str, Any],
+                rotation: list[list[float]] | None = None, number: int = 0) -> TripSeries:
+    """Run the conditioning chain over the trip's samples (see the module docstring)."""
+    from liftwatch.signal.chain import AccelChain, to_ms2
+    from liftwatch.signal.orientation import rotation_from_gravity
+
+    fs = float(accel["fs"])
+    lsb = float(accel.get("lsb_per_g", 256))
+    samples = [s for r in records for s in r.data]
+    if not records or len(samples) < int(fs * (PRE_S + 1)):
+        raise PlotError("too few accelerometer samples around the trip")
+    raw = np.asarray(samples, dtype=np.int64)
+    t_first = records[0].t
+    t_start = float(trip["t_start"])
+    n_rest = max(1, int((t_start - t_first - 0.5) * fs))
+    if rotation is None:  # the mounting as the car at rest before the trip shows it
+        rotation = rotation_from_gravity(raw[:n_rest].mean(axis=0).tolist())
+    if not float(fs).is_integer():
+        raise PlotError(f"the chain needs an integer sample rate, the trace has {fs} Hz")
+    chain = AccelChain(int(fs), lsb, rotation)
+    out = chain.process(raw)
+    out = _join(out, chain.flush())
+    times = out.times(t_first) - t_start
+
+    def shifted(name: str) -> np.ndarray:
+        return times - chain.delay_s[name]
+
+    t_a = shifted("a_z")
+    a = np.asarray(to_ms2(out.a_z))
+    rest = a[t_a < -0.5]
+    a = a - (float(np.median(rest)) if rest.size else G)
+    dt = 1.0 / out.fs
+    v = np.concatenate([[0.0], np.cumsum((a[1:] + a[:-1]) / 2 * dt)])
+    # integration drift: the car is at rest before and after, so v goes back to 0
+    after = t_a > float(trip["t_end"]) - t_start + 0.5
+    if after.any():
+        v_end = float(np.mean(v[after]))
+        span = float(np.mean(t_a[after]) - t_a[0])
+        v = v - v_end * (t_a - t_a[0]) / span
+    k = max(1, int(JERK_SMOOTH_S * out.fs))
+    smooth = np.convolve(a, np.ones(k) / k, mode="same")
+    jerk = np.gradient(smooth, dt)
+    t_wz, t_wxy = shifted("w_z"), shifted("w_x")
+    keep, keep_z, keep_xy = (x > x[0] + SETTLE_S for x in (t_a, t_wz, t_wxy))
+    return TripSeries(trip, number, t_a[keep], a[keep], v[keep], jerk[keep], t_wz[keep_z],
+                      np.asarray(to_ms2(out.w_z))[keep_z], t_wxy[keep_xy],
+                      np.asarray(to_ms2(out.w_x))[keep_xy], np.asarray(to_ms2(out.w_y))[keep_xy])
+
+
+def _join(a: Any, b: Any) -> Any:
+    if not len(b):
+        return a
+    from liftwatch.signal.chain import ChainOut
+    return ChainOut(*(np.concatenate([getattr(a, k), getattr(b, k)])
+                      for k in ("a_z", "w_z", "w_x", "w_y")), a.first, a.fs)
+
+
+def _fmt(v: Any, unit: str) -> str:
+    return "-" if v is None else f"{v:.3f} {unit}"
+
+
+def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1200),
+           dpi: int = 100, title: str = "") -> None:
+    """Draw the panels into a PNG of exactly ``size`` pixels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, trip = series, series.trip
+    dur = float(trip["t_end"]) - float(trip["t_start"])
+    fig, axes = plt.subplots(5, 1, sharex=True, figsize=(size[0] / dpi, size[1] / dpi),
+                             dpi=dpi, layout="constrained")
+    vib_max = trip.get("vib_pp_max") or {}
+    vib_a95 = trip.get("vib_pp_a95") or {}
+    panels = [
+        (axes[0], s.t, [(s.acc, "a (10 Hz)", "C0")], "acceleration\nm/s²",
+         [f"a_max {_fmt(trip.get('a_max'), 'm/s²')}", f"a95 {_fmt(trip.get('a95'), 'm/s²')}",
+          f"d_max {_fmt(trip.get('d_max'), 'm/s²')}", f"d95 {_fmt(trip.get('d95'), 'm/s²')}"]),
+        (axes[1], s.t, [(s.speed, "v", "C1")], "speed\nm/s",
+         [f"v_max {_fmt(trip.get('v_max'), 'm/s')}",
+          f"distance {_fmt(trip.get('distance_m'), 'm')}"]),
+        (axes[2], s.t, [(s.jerk, "jerk", "C2")], "jerk\nm/s³",
+         [f"jerk_max {_fmt(trip.get('jerk_max'), 'm/s³')}"]),
+        (axes[3], s.t_wz, [(s.w_z, "z (Wk)", "C3")], "vibration z\nWk m/s²",
+         [f"pk-pk max {_fmt(vib_max.get('z'), 'm/s²')}",
+          f"pk-pk A95 {_fmt(vib_a95.get('z'), 'm/s²')}"]),
+        (axes[4], s.t_wxy, [(s.w_x, "x (Wd)", "C4"), (s.w_y, "y (Wd)", "C5")],
+         "vibration x, y\nWd m/s²",
+         [f"x pk-pk max {_fmt(vib_max.get('x'), 'm/s²')}, A95 {_fmt(vib_a95.get('x'), 'm/s²')}",
+          f"y pk-pk max {_fmt(vib_max.get('y'), 'm/s²')}, A95 {_fmt(vib_a95.get('y'), 'm/s²')}"]),
+    ]
+    for ax, t, curves, label, notes in panels:
+        for y, name, color in curves:
+            ax.plot(t, y, color=color, linewidth=0.8, label=name)
+        ax.axvspan(0.0, dur, color="0.92", zorder=0)
+        ax.axhline(0.0, color="0.5", linewidth=0.5)
+        ax.set_ylabel(label)
+        ax.grid(True, linewidth=0.3)
+        ax.text(0.005, 0.95, "\n".join(notes), transform=ax.transAxes, va="top", ha="left",
+                fontsize=8, family="monospace",
+                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
+        if len(curves) > 1:
+            ax.legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("time from the trip's start (s); shaded: the trip as detected")
+    route = f"{trip.get('from') or '?'} → {trip.get('to') or '?'}"
+    fig.suptitle(title or (f"trip {series.number}: {route} ({trip.get('dir', '')}), "
+                           f"{dur:.1f} s — ISO 18738-1 figures"))
+    fig.savefig(out, dpi=dpi, format="png")
+    plt.close(fig)
+
+
+SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    m = SIZE.match(text)
+    if not m or not (200 <= int(m.group(1)) <= 10000 and 200 <= int(m.group(2)) <= 10000):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels (200..10000), "
+                                         f"found {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trace", type=Path, help="trace file (.jsonl or .jsonl.gz)")
+    p.add_argument("--trip", type=int, required=True, metavar="N",
+                   help="which trip of the trace (1 = the first)")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--config", type=Path,
+                   help="terminal config (lift, detection timers, fixed mounting rotation)")
+    p.add_argument("--size", type=parse_size, default=(1600, 1200), metavar="WxH",
+                   help="image size in pixels (default 1600x1200)")
+
+
+def run(args: argparse.Namespace) -> int:
+    prog = "liftwatch plot"
+    try:
+        import matplotlib  # noqa: F401 - only to say clearly that it is missing
+    except ImportError:
+        print(f"{prog}: {MISSING}", file=sys.stderr)
+        return 2
+    cfg = None
+    if args.config is not None:
+        from liftwatch.agent.techtools import load_config_reported
+        cfg = load_config_reported(args.config, prog)
+        if cfg is None:
+            return 2
+    rotation = cfg.accel.rotation if cfg is not None and cfg.accel.orientation == "fixed" \
+        else None
+    try:
+        trip, records, accel = find_trip(args.trace, args.trip, cfg)
+        series = trip_series(trip, records, accel, rotation, args.trip)
+    except (PlotError, TraceError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{prog}: {args.trace}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        render(series, args.out, args.size)
+    except OSError as exc:
+        print(f"{prog}: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"{prog}: trip {args.trip} ({trip.get('from') or '?'} -> {trip.get('to') or '?'}, "
+          f"{float(trip['t_end']) - float(trip['t_start']):.1f} s) drawn to {args.out}")
+    return 0
