@@ -76,9 +76,10 @@ def parse_message(data: bytes) -> dict[str, Any]:
         raise SimFeedError(f"not a JSON object: {exc}") from exc
     if not isinstance(msg, dict):
         raise SimFeedError("a feed message must be a JSON object")
-    unknown = set(msg) - {"pins", "acc", "acc_hold", "chip", "ctl"}
+    unknown = set(msg) - {"pins", "acc", "acc_hold", "chip", "ctl", "pins_fault"}
     if unknown:
-        raise SimFeedError(f"unknown keys {sorted(unknown)}: pins, acc, acc_hold, chip, ctl")
+        raise SimFeedError(f"unknown keys {sorted(unknown)}: pins, acc, acc_hold, chip, ctl, "
+                           "pins_fault")
     out: dict[str, Any] = {}
     if "pins" in msg:
         pins = msg["pins"]
@@ -103,6 +104,13 @@ def parse_message(data: bytes) -> dict[str, Any]:
         if chip.get("io_error") is not None and not isinstance(chip["io_error"], str):
             raise SimFeedError("chip.io_error must be a text or null")
         out["chip"] = chip
+    if "pins_fault" in msg:
+        faults = msg["pins_fault"]
+        if not isinstance(faults, dict) or not all(
+                isinstance(k, str) and (v is None or isinstance(v, str))
+                for k, v in faults.items()):
+            raise SimFeedError(f"pins_fault must be an object of pin: text|null, found {faults!r}")
+        out["pins_fault"] = faults
     if "ctl" in msg:
         if msg["ctl"] is not None and not isinstance(msg["ctl"], dict):
             raise SimFeedError("ctl must be an object of controller fields or null")
@@ -165,6 +173,9 @@ class SimFeedReceiver:
         self.messages += 1
         if "pins" in msg and self.pins is not None:
             self.pins.set_levels(msg["pins"])
+        if "pins_fault" in msg and self.pins is not None:
+            for pin, reason in msg["pins_fault"].items():
+                self.pins.fail(pin, reason)
         if self.accel is not None:
             if "acc" in msg:
                 self.accel.push(msg["acc"])
@@ -226,6 +237,10 @@ class SimFeed:
         """Queue samples (in g) for the simulated chip, in datagrams of 1000."""
         for i in range(0, len(samples_g), CHUNK_SAMPLES):
             self.send({"acc": [list(s) for s in samples_g[i:i + CHUNK_SAMPLES]]})
+
+    def pin_fault(self, pin: str, reason: str | None) -> None:
+        """Make reads of ``pin`` fail with ``reason`` (unplugged input), or heal with None."""
+        self.send({"pins_fault": {pin: reason}})
 
     def hold_accel(self, g: tuple[float, float, float]) -> None:
         self.send({"acc_hold": list(g)})

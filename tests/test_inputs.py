@@ -230,3 +230,16 @@ def test_feed_sets_the_simulated_controller_and_refuses_bad_fields(tmp_path: Pat
     assert "door" in rx.last_error
     assert rx.handle(b'{"ctl": null}')
     assert not ctl.answering
+
+
+def test_feed_unplugs_and_heals_an_input_from_another_process(tmp_path: Path) -> None:
+    pins = SimulatedPins()
+    pins.setup_input("D27", "up")
+    rx = SimFeedReceiver(tmp_path, pins)
+    assert rx.handle(b'{"pins_fault": {"D27": "wire cut"}}')
+    with pytest.raises(PinError, match="wire cut"):
+        pins.read("D27")
+    assert rx.handle(b'{"pins_fault": {"D27": null}}')
+    assert pins.read("D27") is True
+    assert not rx.handle(b'{"pins_fault": {"D27": 3}}')
+    assert "pins_fault must be" in rx.last_error
