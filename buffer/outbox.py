@@ -1,0 +1,711 @@
+"""The durable outbox: every message is on disk before it may be published.
+
+Design (architecture.md principle 2, platform-protocol.md "Delivery guarantees")
+-------------------------------------------------------------------------------
+TinyDB's JSONStorage rewrites its whole file on every insert, so its append cost
+grows with the backlog and a crash mid-write breaks the file. Messages therefore
+live in **append-only segment files** (``segments.py``): length-prefixed, CRC-32
+checked records, bounded files, one directory per queue. An append writes the
+record(s) and ``fdatasync``s the file (and fsyncs the directory when it created a
+segment) before returning, so its cost does not depend on how much is queued, and
+a torn write can only damage the record being written. ``append_many`` is a group
+commit: one write and one fdatasync per touched queue for the whole batch.
+
+Queues: lanes ``alarm`` and ``event`` have one each; lane ``record`` is split on
+disk into ``record`` (trips, health, anything else) and ``stats`` (topic ending in
+``/stats``) so that each can drop its oldest first. Sequence numbers are per lane,
+so the record lane is still delivered in append order (the two queues are merged
+by sequence number).
+
+Acks and drops only **release** records in memory: a queue's durable state is a
+watermark (every record below it is released) plus the few released records above
+it (out-of-order PUBACKs). That cursor document lives in ``cursors.json``, a TinyDB
+database on :class:`~liftwatch.buffer.atomic.AtomicJSONStorage` (temp file, fsync,
+rename, directory fsync). It is rewritten at most every ``cursor_flush_s`` seconds,
+on ``flush()``/``close()``, and before a fully released segment is deleted — not on
+every ack: SD cards wear out. A crash therefore loses only recent acks, which
+re-sends those messages after the restart; that is the at-least-once contract
+(duplicates carry the same ``id``), never a loss.
+
+Bound: the live bytes (framed records not yet released) stay within ``max_bytes``.
+After each write, while over the bound, the oldest record-lane message (trips,
+health) is dropped, then the oldest stats, then the oldest non-alarm event. Alarms
+are never dropped: an alarm appended when the outbox holds nothing but alarms is
+still stored and the outbox goes over its bound (``stats()["over_bound_bytes"]``).
+An incoming trip when only events and alarms are queued is thus itself the victim.
+Every drop is counted by lane (and by kind for the record lane). On disk the
+footprint is the live bytes plus at most the released head of one segment per queue.
+
+Damage found when opening: a torn tail of a queue's last segment (crash mid-append:
+nothing after it is valid) is cut off; any other damaged segment (truncated, garbage
+in the middle, a bad name) is quarantined — hard-linked into ``quarantine/`` as it
+was — and replaced by its valid records, so everything else is still delivered. An
+unreadable ``cursors.json`` is quarantined and every stored message is delivered
+again (duplicates, not losses).
+
+I/O errors on append (ENOSPC, EIO, ...) cut the partial write off again and raise
+:class:`OutboxWriteError`; the message is then NOT stored, the error is counted and
+kept in ``stats()``, and the outbox keeps working for the next append.
+
+Locking: one ``threading.Lock`` guards all state, so paho's network thread may call
+``ack`` while the asyncio thread calls ``append``/``pending``. It is held during an
+append's write + fdatasync (well under a millisecond to a few ms on an SD card), so
+an ack can wait that long; nothing else blocks under it. Another process is kept out
+of the directory with an ``flock`` on ``.lock``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import errno as errno_mod
+import fcntl
+import heapq
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from liftwatch.buffer.atomic import AtomicJSONStorage, CorruptFileError, fsync_dir, quarantine_file
+from liftwatch.buffer.segments import (
+    FRAMING,
+    SEGMENT_NAME,
+    RecordCorrupt,
+    ScanResult,
+    Segment,
+    encode,
+    scan,
+    segment_name,
+)
+from tinydb import TinyDB
+from tinydb.table import Document
+
+log = logging.getLogger(__name__)
+
+LANES = ("alarm", "event", "record")
+QUEUES = ("alarm", "event", "record", "stats")  # on-disk queues; stats belong to lane record
+LANE_OF = {"alarm": "alarm", "event": "event", "record": "record", "stats": "record"}
+DROP_ORDER = ("record", "stats", "event")  # alarms never
+MAX_TOPIC_BYTES = 0xFFFF
+CURSORS_FILE = "cursors.json"
+QUARANTINE_DIR = "quarantine"
+QUARANTINE_KEEP = 32  # newest quarantined files kept; older ones are deleted
+
+
+class Key(NamedTuple):
+    """Handle of one stored message: its lane and its sequence number in that lane."""
+
+    lane: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A message to publish. ``created`` is the wall time of the append."""
+
+    key: Key
+    lane: str
+    topic: str
+    payload: bytes
+    created: float
+
+
+class OutboxError(Exception):
+    """The outbox cannot be used as asked (bad argument, closed, directory in use)."""
+
+
+class OutboxWriteError(OutboxError):
+    """A message could not be made durable (disk full, I/O error); it was not stored."""
+
+    def __init__(self, message: str, errno: int | None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+@dataclass
+class _Queue:
+    """One on-disk queue: its segments, the release watermark and the sparse acks above it."""
+
+    name: str
+    directory: Path
+    segments: list[Segment] = field(default_factory=list)
+    head_seg: int = 0  # position of the first record not below the watermark
+    head_idx: int = 0
+    head: int = 0  # watermark: every record with seq < head is released
+    released: set[int] = field(default_factory=set)  # released records with seq >= head
+    live_count: int = 0
+    live_bytes: int = 0
+
+    def normalize(self) -> None:
+        """Move the head position off the end of a segment that has a successor."""
+        while (self.head_seg < len(self.segments) - 1
+               and self.head_idx >= len(self.segments[self.head_seg])):
+            self.head_seg += 1
+            self.head_idx = 0
+
+    def locate(self, seq: int) -> tuple[Segment, int] | None:
+        i = bisect.bisect_right([s.first_seq for s in self.segments], seq) - 1
+        if i < 0:
+            return None
+        seg = self.segments[i]
+        j = bisect.bisect_left(seg.seqs, seq)
+        if j < len(seg) and seg.seqs[j] == seq:
+            return seg, j
+        return None
+
+    def live(self) -> Iterator[tuple[int, Segment, int]]:
+        """Unreleased records from the head, oldest first: (seq, segment, index)."""
+        self.normalize()
+        si, ii = self.head_seg, self.head_idx
+        while si < len(self.segments):
+            seg = self.segments[si]
+            while ii < len(seg):
+                seq = seg.seqs[ii]
+                if seq not in self.released:
+                    yield seq, seg, ii
+                ii += 1
+            si += 1
+            ii = 0
+
+    def release(self, seq: int) -> bool:
+        """Mark one record released (acked or dropped). False if it was not live."""
+        if seq < self.head or seq in self.released:
+            return False
+        found = self.locate(seq)
+        if found is None:
+            return False
+        seg, idx = found
+        self.live_count -= 1
+        self.live_bytes -= seg.size(idx)
+        self.released.add(seq)
+        self._advance()
+        return True
+
+    def _advance(self) -> None:
+        self.normalize()
+        while self.head_seg < len(self.segments):
+            seg = self.segments[self.head_seg]
+            if self.head_idx >= len(seg):
+                if self.head_seg == len(self.segments) - 1:
+                    break
+                self.head_seg += 1
+                self.head_idx = 0
+                continue
+            seq = seg.seqs[self.head_idx]
+            if seq not in self.released:
+                self.head = seq
+                return
+            self.released.discard(seq)
+            self.head = seq + 1
+            self.head_idx += 1
+
+    def dead_segments(self) -> list[Segment]:
+        """Segments wholly below the head, except the one appends go to."""
+        self.normalize()
+        return [s for s in self.segments[:self.head_seg] if s is not self.segments[-1]]
+
+    def oldest_created(self) -> float | None:
+        for _seq, seg, idx in self.live():
+            return seg.created[idx]
+        return None
+
+
+class Outbox:
+    """Durable, bounded, prioritised message store between the agent and MQTT."""
+
+    def __init__(self, directory: str | Path, max_bytes: int, *,
+                 segment_bytes: int | None = None, cursor_flush_s: float = 10.0) -> None:
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
+            raise OutboxError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes or min(4 << 20, max(64 << 10, max_bytes // 64))
+        self.cursor_flush_s = cursor_flush_s
+        self._lock = threading.Lock()
+        self._closed = False
+        self._dropped = dict.fromkeys(LANES, 0)
+        self._dropped_kind = {"record": 0, "stats": 0}
+        self._next_seq = dict.fromkeys(LANES, 0)
+        self._trimmed_bytes = 0
+        self._corrupt_records = 0
+        self._write_errors = 0
+        self._last_error: str | None = None
+        self._dirty = False
+        self._last_flush = time.monotonic()
+        self._qdir = self.directory / QUARANTINE_DIR
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lockfd = self._take_dir_lock()
+        try:
+            self._queues = {name: _Queue(name, self.directory / name) for name in QUEUES}
+            self._db = self._open_cursors()
+            for q in self._queues.values():
+                self._load_queue(q)
+            for lane in LANES:
+                for q in self._queues.values():
+                    if LANE_OF[q.name] == lane:
+                        last = max((s.seqs[-1] + 1 for s in q.segments if len(s)), default=0)
+                        first = max((s.first_seq for s in q.segments), default=0)
+                        self._next_seq[lane] = max(self._next_seq[lane], q.head, last, first)
+            self._enforce_bound()
+            self._delete_dead(force_flush=True)
+        except BaseException:
+            self._close_files()
+            raise
+
+    # -- opening -----------------------------------------------------------------------
+
+    def _take_dir_lock(self) -> int:
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutboxError(f"outbox {self.directory} is in use by another process") from None
+        return fd
+
+    def _open_cursors(self) -> TinyDB:
+        path = self.directory / CURSORS_FILE
+        db = TinyDB(path, storage=AtomicJSONStorage)
+        try:
+            doc = db.get(doc_id=1) or {}
+            self._apply_cursor_doc(doc)
+        except (CorruptFileError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            db.close()
+            dest = quarantine_file(path, self._qdir)
+            log.error("outbox cursors unreadable (%s): quarantined as %s; every stored message "
+                      "will be delivered again", exc, dest.name)
+            for q in self._queues.values():
+                q.head, q.released = 0, set()
+            db = TinyDB(path, storage=AtomicJSONStorage)
+        return db
+
+    def _apply_cursor_doc(self, doc: dict) -> None:
+        if not isinstance(doc, dict):
+            raise ValueError("cursor document is not an object")
+        for name, cur in (doc.get("queues") or {}).items():
+            if name in self._queues:
+                q = self._queues[name]
+                q.head = int(cur["head"])
+                q.released = {int(s) for s in cur.get("released", ()) if int(s) >= q.head}
+        for lane, n in (doc.get("next_seq") or {}).items():
+            if lane in self._next_seq:
+                self._next_seq[lane] = int(n)
+        for lane, n in (doc.get("dropped") or {}).items():
+            if lane in self._dropped:
+                self._dropped[lane] = int(n)
+        for kind, n in (doc.get("dropped_kind") or {}).items():
+            if kind in self._dropped_kind:
+                self._dropped_kind[kind] = int(n)
+
+    def _load_queue(self, q: _Queue) -> None:
+        q.directory.mkdir(exist_ok=True)
+        files: list[tuple[int, Path]] = []
+        for path in q.directory.iterdir():
+            m = SEGMENT_NAME.match(path.name)
+            if m:
+                files.append((int(m.group(1)), path))
+            elif path.name.startswith(".") and path.name.endswith(".tmp"):
+                path.unlink()  # an interrupted salvage: the original is still in place
+            else:
+                self._quarantine(path, q.name, "not a segment file")
+        files.sort()
+        for n, (first_seq, path) in enumerate(files):
+            is_last = n == len(files) - 1
+            try:
+                data = path.read_bytes()
+            except OSError as exc:  # unreadable (EIO, permissions): set it aside, go on
+                self._quarantine(path, q.name, f"unreadable: {exc.strerror}")
+                continue
+            res = scan(data, first_seq)
+            if res.first_bad is not None:
+                if is_last and not res.good_after_bad:
+                    self._trim(path, res.clean_end, len(data))
+                else:
+                    self._salvage(path, data, res, q.name)
+                    res = scan(path.read_bytes(), first_seq)
+            if not res.seqs and not is_last:
+                path.unlink()
+                continue
+            seg = Segment.from_scan(path, first_seq, res)
+            if not is_last:
+                seg.sealed = True
+            q.segments.append(seg)
+        if q.segments:
+            fsync_dir(q.directory)
+        # position the head, count what is live
+        q.head_seg, q.head_idx = 0, 0
+        q.live_count, q.live_bytes = 0, 0
+        found_head = False
+        for si, seg in enumerate(q.segments):
+            for ii in range(len(seg)):
+                seq = seg.seqs[ii]
+                if seq < q.head:
+                    continue
+                if not found_head:
+                    q.head_seg, q.head_idx, found_head = si, ii, True
+                if seq not in q.released:
+                    q.live_count += 1
+                    q.live_bytes += seg.size(ii)
+        if not found_head:
+            q.head_seg = max(len(q.segments) - 1, 0)
+            q.head_idx = len(q.segments[-1]) if q.segments else 0
+        q.released = {s for s in q.released if q.locate(s) is not None}
+        q._advance()
+
+    def _trim(self, path: Path, clean_end: int, size: int) -> None:
+        """Cut the torn tail of the segment that was being appended when the process died."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.ftruncate(fd, clean_end)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._trimmed_bytes += size - clean_end
+        log.warning("outbox: cut a torn tail of %d bytes off %s", size - clean_end, path)
+
+    def _salvage(self, path: Path, data: bytes, res: ScanResult, queue: str) -> None:
+        """Quarantine a damaged segment and put back its valid records."""
+        good = b"".join(data[o:o + s] for o, s in zip(res.offsets, res.sizes, strict=True))
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.write(fd, good)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dest = self._quarantine_dest(path, queue)
+        os.link(path, dest)  # the damaged file as it was, for the technician
+        fsync_dir(self._qdir)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        log.error("outbox: segment %s/%s is damaged (%d valid records kept); quarantined as %s",
+                  queue, path.name, len(res.seqs), dest.name)
+        self._prune_quarantine()
+
+    def _quarantine_dest(self, path: Path, queue: str) -> Path:
+        self._qdir.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        dest = self._qdir / f"{queue}-{path.name}.{stamp}"
+        n = 1
+        while dest.exists():
+            dest = self._qdir / f"{queue}-{path.name}.{stamp}.{n}"
+            n += 1
+        return dest
+
+    def _quarantine(self, path: Path, queue: str, why: str) -> None:
+        dest = quarantine_file(path, self._qdir, f"{queue}-")
+        log.error("outbox: %s in %s (%s): quarantined as %s", path.name, queue, why, dest.name)
+        self._prune_quarantine()
+
+    def _prune_quarantine(self) -> None:
+        files = sorted(self._qdir.iterdir(), key=lambda p: p.stat().st_mtime)
+        for p in files[:-QUARANTINE_KEEP]:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+    # -- appending ---------------------------------------------------------------------
+
+    @staticmethod
+    def _queue_of(lane: str, topic: str) -> str:
+        if lane not in LANES:
+            raise OutboxError(f"unknown lane {lane!r}: expected one of {', '.join(LANES)}")
+        if lane == "record" and topic.endswith("/stats"):
+            return "stats"
+        return lane
+
+    @staticmethod
+    def _check(lane: object, topic: object, payload: object) -> tuple[str, bytes, bytes]:
+        if not isinstance(lane, str):
+            raise OutboxError(f"lane must be a string, got {type(lane).__name__}")
+        if not isinstance(topic, str) or not topic or "\x00" in topic:
+            raise OutboxError(f"topic must be a non-empty string without NUL, got {topic!r}")
+        topic_b = topic.encode("utf-8")
+        if len(topic_b) > MAX_TOPIC_BYTES:
+            raise OutboxError(f"topic is {len(topic_b)} bytes, at most {MAX_TOPIC_BYTES}")
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise OutboxError(f"payload must be bytes, got {type(payload).__name__}")
+        return lane, topic_b, bytes(payload)
+
+    def append(self, lane: str, topic: str, payload: bytes) -> Key:
+        """Store one message durably; it is on disk when this returns."""
+        return self.append_many([(lane, topic, payload)])[0]
+
+    def append_many(self, items: Iterable[tuple[str, str, bytes]]) -> list[Key]:
+        """Store a batch durably with one write and one fdatasync per touched queue.
+
+        All or nothing: on an I/O error none of the batch is stored and
+        :class:`OutboxWriteError` is raised.
+        """
+        checked = []
+        for item in items:
+            try:
+                lane, topic, payload = item
+            except (TypeError, ValueError):
+                raise OutboxError(f"an item must be (lane, topic, payload), got {item!r}") from None
+            lane, topic_b, payload_b = self._check(lane, topic, payload)
+            checked.append((lane, self._queue_of(lane, topic), topic_b, payload_b))
+        if not checked:
+            return []
+        with self._lock:
+            self._check_open()
+            created = time.time()
+            keys: list[Key] = []
+            batches: dict[str, tuple[list[bytes], list[int], list[int]]] = {}
+            next_seq = dict(self._next_seq)
+            for lane, qname, topic_b, payload_b in checked:
+                seq = next_seq[lane]
+                next_seq[lane] = seq + 1
+                rec = encode(seq, created, topic_b, payload_b)
+                blobs, seqs, sizes = batches.setdefault(qname, ([], [], []))
+                blobs.append(rec)
+                seqs.append(seq)
+                sizes.append(len(rec))
+                keys.append(Key(lane, seq))
+            self._next_seq = next_seq  # never reused, even if the write fails
+            self._write(batches, created)
+            self._enforce_bound()
+            self._maybe_flush()
+            return keys
+
+    def _active_segment(self, q: _Queue, first_seq: int) -> Segment:
+        seg = q.segments[-1] if q.segments else None
+        if seg is None or seg.sealed or seg.end >= self.segment_bytes:
+            if seg is not None:
+                seg.sealed = True
+            seg = Segment.create(q.directory, first_seq)
+            q.segments.append(seg)
+        return seg
+
+    def _write(self, batches: dict[str, tuple[list[bytes], list[int], list[int]]],
+               created: float) -> None:
+        touched: list[tuple[_Queue, Segment, list[int], list[int]]] = []
+        try:
+            for qname, (blobs, seqs, sizes) in batches.items():
+                q = self._queues[qname]
+                i = 0
+                while i < len(blobs):  # a large batch is split at segment boundaries
+                    seg = self._active_segment(q, seqs[i])
+                    room = self.segment_bytes - seg.end
+                    j, used = i + 1, sizes[i]
+                    while j < len(blobs) and used + sizes[j] <= room:
+                        used += sizes[j]
+                        j += 1
+                    touched.append((q, seg, seqs[i:j], sizes[i:j]))
+                    seg.write(b"".join(blobs[i:j]))
+                    if j < len(blobs):
+                        seg.sealed = True
+                    i = j
+            for _q, seg, _seqs, _sizes in touched:
+                os.fdatasync(seg.fd)
+        except OSError as exc:
+            for _q, seg, _seqs, _sizes in touched:
+                seg.rollback()
+            self._write_errors += 1
+            name = errno_mod.errorcode.get(exc.errno or 0, "EIO")
+            self._last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {name}: " \
+                               f"{exc.strerror or exc}"
+            log.error("outbox: append failed, message(s) not stored: %s", self._last_error)
+            raise OutboxWriteError(f"outbox append failed ({name}: {exc.strerror or exc}); "
+                                   "the message was not stored", exc.errno) from exc
+        for q, seg, seqs, sizes in touched:
+            seg.commit(seqs, sizes, created)
+            q.live_count += len(seqs)
+            q.live_bytes += sum(sizes)
+
+    def _enforce_bound(self) -> None:
+        """Drop oldest messages in the spec's order until the live bytes fit again."""
+        total = sum(q.live_bytes for q in self._queues.values())
+        for qname in DROP_ORDER:
+            q = self._queues[qname]
+            while total > self.max_bytes and q.live_count:
+                seq, seg, idx = next(q.live())
+                size = seg.size(idx)
+                q.release(seq)
+                total -= size
+                lane = LANE_OF[qname]
+                self._dropped[lane] += 1
+                if lane == "record":
+                    self._dropped_kind[qname] += 1
+                self._dirty = True
+            if total <= self.max_bytes:
+                return
+
+    # -- reading and acknowledging -----------------------------------------------------
+
+    def pending(self, limit: int, skip: Iterable[Key] = ()) -> list[Item]:
+        """Up to ``limit`` unacknowledged messages: alarm lane, then event, then record;
+        oldest first within a lane. Keys in ``skip`` (already in flight) are left out."""
+        if not isinstance(limit, int) or limit < 0:
+            raise OutboxError(f"limit must be a non-negative integer, got {limit!r}")
+        skip = skip if isinstance(skip, set | frozenset) else set(skip)
+        out: list[Item] = []
+        with self._lock:
+            self._check_open()
+            for lane in LANES:
+                if len(out) >= limit:
+                    break
+                queues = [q for q in self._queues.values() if LANE_OF[q.name] == lane]
+                streams = [self._tagged(q) for q in queues if q.live_count]
+                for seq, qname, seg, idx in heapq.merge(*streams, key=lambda r: r[0]):
+                    if len(out) >= limit:
+                        break
+                    key = Key(lane, seq)
+                    if key in skip:
+                        continue
+                    try:
+                        topic, payload = seg.read(idx)
+                    except (RecordCorrupt, OSError) as exc:
+                        self._corrupt_records += 1
+                        self._last_error = str(exc)
+                        log.error("outbox: unreadable record released: %s", exc)
+                        self._queues[qname].release(seq)
+                        self._dirty = True
+                        continue
+                    out.append(Item(key, lane, topic, payload, seg.created[idx]))
+            self._maybe_flush()
+        return out
+
+    @staticmethod
+    def _tagged(q: _Queue) -> Iterator[tuple[int, str, Segment, int]]:
+        for seq, seg, idx in q.live():
+            yield seq, q.name, seg, idx
+
+    def ack(self, key: Key) -> bool:
+        """Release a published message (on PUBACK). True if it was still pending."""
+        if (not isinstance(key, tuple) or len(key) != 2 or key[0] not in LANES
+                or not isinstance(key[1], int)):
+            raise OutboxError(f"not an outbox key: {key!r}")
+        lane, seq = key
+        with self._lock:
+            if self._closed:
+                return False  # a late PUBACK after shutdown: re-sent next run, never lost
+            done = any(self._queues[q].release(seq) for q in QUEUES if LANE_OF[q] == lane)
+            if done:
+                self._dirty = True
+                self._maybe_flush()
+            return done
+
+    # -- persistence of cursors, deletion of released segments ---------------------------
+
+    def flush(self) -> None:
+        """Persist acks now and delete wholly released segments (the agent may call this
+        from its housekeeping timer; it also happens on its own every cursor_flush_s)."""
+        with self._lock:
+            self._check_open()
+            self._delete_dead(force_flush=True)
+
+    def _maybe_flush(self) -> None:
+        due = time.monotonic() - self._last_flush >= self.cursor_flush_s
+        if (self._dirty and due) or any(q.dead_segments() for q in self._queues.values()):
+            self._delete_dead(force_flush=self._dirty)
+
+    def _delete_dead(self, force_flush: bool) -> None:
+        """Save the cursors, then delete the segments they show wholly released."""
+        dead = [(q, s) for q in self._queues.values() for s in q.dead_segments()]
+        if not (force_flush or dead):
+            return
+        try:
+            self._save_cursors()
+        except OSError as exc:
+            self._write_errors += 1
+            self._last_error = f"cursor save failed: {exc}"
+            log.error("outbox: %s", self._last_error)
+            return  # keep the segments: without the saved cursors they would come back
+        for q, seg in dead:
+            try:
+                seg.delete()
+            except OSError as exc:  # left on disk: its records are below the saved cursor,
+                self._last_error = f"segment delete failed: {exc}"  # so the next open skips
+                log.error("outbox: %s", self._last_error)  # them and deletes it again
+            q.segments.remove(seg)
+            q.head_seg -= 1
+        for d in {q.directory for q, _s in dead}:
+            with contextlib.suppress(OSError):
+                fsync_dir(d)
+
+    def _save_cursors(self) -> None:
+        doc = {
+            "v": 1,
+            "queues": {q.name: {"head": q.head, "released": sorted(q.released)}
+                       for q in self._queues.values()},
+            "next_seq": dict(self._next_seq),
+            "dropped": dict(self._dropped),
+            "dropped_kind": dict(self._dropped_kind),
+        }
+        self._db.upsert(Document(doc, doc_id=1))
+        self._dirty = False
+        self._last_flush = time.monotonic()
+
+    # -- reporting and closing ---------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Figures for the health message: per lane depth, bytes and oldest age; drops;
+        quarantined files; write errors and the last one."""
+        with self._lock:
+            now = time.time()
+            lanes = {}
+            for lane in LANES:
+                qs = [q for q in self._queues.values() if LANE_OF[q.name] == lane]
+                oldest = [c for q in qs if (c := q.oldest_created()) is not None]
+                lanes[lane] = {
+                    "depth": sum(q.live_count for q in qs),
+                    "bytes": sum(q.live_bytes for q in qs),
+                    "oldest_age_s": round(max(0.0, now - min(oldest)), 3) if oldest else None,
+                }
+            live = sum(q.live_bytes for q in self._queues.values())
+            quarantined = sorted(p.name for p in self._qdir.iterdir()) \
+                if self._qdir.is_dir() else []
+            return {
+                "lanes": lanes,
+                "dropped": dict(self._dropped),
+                "dropped_kind": dict(self._dropped_kind),
+                "bytes": live,
+                "max_bytes": self.max_bytes,
+                "over_bound_bytes": max(0, live - self.max_bytes),
+                "segments": sum(len(q.segments) for q in self._queues.values()),
+                "quarantined": quarantined,
+                "trimmed_bytes": self._trimmed_bytes,
+                "corrupt_records": self._corrupt_records,
+                "write_errors": self._write_errors,
+                "last_error": self._last_error,
+            }
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OutboxError("outbox is closed")
+
+    def close(self) -> None:
+        """Persist the cursors and release the files. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._delete_dead(force_flush=True)
+            finally:
+                self._closed = True
+                self._close_files()
+
+    def _close_files(self) -> None:
+        for q in getattr(self, "_queues", {}).values():
+            for seg in q.segments:
+                seg.close()
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        if self._lockfd >= 0:
+            os.close(self._lockfd)  # releases the flock
+            self._lockfd = -1
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["FRAMING", "LANES", "Item", "Key", "Outbox", "OutboxError", "OutboxWriteError",
+           "segment_name"]
