@@ -114,14 +114,15 @@ def rotation_matrix(axis: Sequence[float], degrees: float) -> list[list[float]]:
 def vibration(n: int, fs: float, amp: float, seed: int = 0) -> np.ndarray:
     """Car-frame vibration (m/s², shape (n, 3)): a few guide-rail and drive tones.
 
-    Each axis gets tones at fixed frequencies in the 1–20 Hz band the ISO 2631-1
-    weightings keep, with random phases; ``amp`` is each axis's peak amplitude.
+    Each axis gets two tones of ``amp / 2`` with random phases: horizontal ones at
+    1–8 Hz (where Wd weighs), vertical ones at 20 and 31 Hz (roller and rail noise,
+    inside Wk's band but above the 10 Hz low-pass of the ride figures).
     """
     if amp == 0 or n == 0:
         return np.zeros((n, 3))
     rng = np.random.default_rng(seed + 1000)
     t = np.arange(n) / fs
-    tones = ((2.3, 5.1), (3.7, 7.9), (6.0, 11.0))   # x, y, z (Hz)
+    tones = ((2.3, 5.1), (3.7, 7.9), (20.0, 31.0))   # x, y, z (Hz)
     out = np.zeros((n, 3))
     for axis, freqs in enumerate(tones):
         for f in freqs:
@@ -131,20 +132,25 @@ def vibration(n: int, fs: float, amp: float, seed: int = 0) -> np.ndarray:
 
 def accel_counts(acc_vertical: np.ndarray, fs: float, lsb_per_g: float = 256,
                  rotation: Sequence[Sequence[float]] | None = None, noise_counts: float = 1.5,
-                 vib_amp: float = 0.0, seed: int = 0) -> list[list[int]]:
+                 vib_amp: float = 0.0, seed: int = 0, vib_mask: np.ndarray | None = None,
+                 gain: float = 1.0) -> list[list[int]]:
     """Raw accelerometer counts for a car whose vertical acceleration is ``acc_vertical``.
 
     Car frame z up reads +1 g at rest; ``rotation`` (sensor_from_car) tilts the mounting;
-    ``vib_amp`` (m/s² peak per axis) adds vibration, ``noise_counts`` Gaussian sensor
-    noise (counts, standard deviation). Returns integer counts ``[[x, y, z], ...]``.
+    ``vib_amp`` (m/s² peak per axis) adds vibration where ``vib_mask`` is true (default:
+    everywhere), ``noise_counts`` Gaussian sensor noise (counts, standard deviation);
+    ``gain`` is the sensor's sensitivity error (1.02: reads 2 % high).
+    Returns integer counts ``[[x, y, z], ...]``.
     """
     acc_vertical = np.asarray(acc_vertical, dtype=float)
     n = acc_vertical.size
     car = vibration(n, fs, vib_amp, seed)
+    if vib_mask is not None:
+        car *= np.asarray(vib_mask, dtype=float)[:, None]
     car[:, 2] += G + acc_vertical
     if rotation is not None:
         car = car @ np.asarray(rotation, dtype=float).T
-    counts = car / G * lsb_per_g
+    counts = car / G * lsb_per_g * gain
     if noise_counts > 0:
         counts = counts + np.random.default_rng(seed).normal(0.0, noise_counts, counts.shape)
     return np.rint(counts).astype(np.int64).tolist()
@@ -156,13 +162,94 @@ def trip_samples(distance_m: float, v_max: float = 1.75, a_max: float = 0.8,
                  rotation: Sequence[Sequence[float]] | None = None, noise_counts: float = 1.5,
                  vib_amp: float = 0.0, seed: int = 0
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
-    """One trip with rest around it: ``(t, pos, vel, acc, counts)`` (see the two above)."""
+    """One trip with rest around it: ``(t, pos, vel, acc, counts)`` (see the two above).
+
+    Vibration only while the car moves (a standing car does not vibrate)."""
     t, pos, vel, acc = jerk_limited_profile(distance_m, v_max, a_max, j_max, fs, pre_s, post_s)
     return t, pos, vel, acc, accel_counts(acc, fs, lsb_per_g, rotation, noise_counts,
-                                          vib_amp, seed)
+                                          vib_amp, seed, vib_mask=vel != 0)
 
 
 def acc_blocks(t0: float, counts: list[list[int]], fs: float, block: int = 40
                ) -> list[tuple[float, list[list[int]]]]:
     """Split counts into FIFO-sized ``(t, samples)`` blocks as ``acc`` records carry them."""
     return [(t0 + i / fs, counts[i:i + block]) for i in range(0, len(counts), block)]
+
+
+def zone_intervals(door_zone_m: float, sensor_gap_m: float = 0.08
+                   ) -> dict[str, tuple[float, float]]:
+    """Where each leveling sensor is active, as car-sill offsets from a landing sill (m).
+
+    Both are active within ±door_zone_m/2 (LiftParams); ``zone_up`` (mounted higher
+    on the car) reaches the landing's vane ``sensor_gap_m`` earlier when the car rises,
+    ``zone_down`` that much earlier when it descends. The shared traces' simulator
+    matches this with door_zone_m 0.4 and a gap of 0.08 m.
+    """
+    h = door_zone_m / 2
+    return {"zone_up": (-h - sensor_gap_m, h), "zone_down": (-h, h + sensor_gap_m)}
+
+
+def zone_edges(t: np.ndarray, pos: np.ndarray, sills: Sequence[float],
+               intervals: dict[str, tuple[float, float]]
+               ) -> list[tuple[float, dict[str, int]]]:
+    """Leveling-sensor changes ``(t, {name: level})`` for a car whose sill follows ``pos``.
+
+    The first entry gives both levels at ``t[0]``; later ones only what changed, at
+    the first sample where it changed.
+    """
+    s = np.asarray(sills, dtype=float)
+    levels = {}
+    for name, (lo, hi) in intervals.items():
+        rel = pos[:, None] - s[None, :]
+        levels[name] = np.any((rel >= lo) & (rel <= hi), axis=1).astype(int)
+    out = [(float(t[0]), {k: int(v[0]) for k, v in levels.items()})]
+    changes: dict[int, dict[str, int]] = {}
+    for name, lv in levels.items():
+        for i in np.flatnonzero(np.diff(lv)) + 1:
+            changes.setdefault(int(i), {})[name] = int(lv[i])
+    out += [(float(t[i]), changes[i]) for i in sorted(changes)]
+    return out
+
+
+def trip_sequence(sills: Sequence[float], stops: Sequence[int], fs: float, v_max: float = 1.6,
+                  a_max: float = 0.8, j_max: float = 1.0, rest_s: tuple[float, float] = (3.5, 6.0),
+                  level_err_m: float = 0.0, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """A car resting at ``stops[0]`` then travelling to each following landing in turn.
+
+    Each stop lands ``level_err_m`` at most off its sill (uniform, the leveling error).
+    Returns ``(t, pos, acc, trips)``: car sill height and vertical acceleration at every
+    sample, and per trip ``{"from", "to", "t_start", "t_end", "offset_m"}`` (the move
+    itself, without the rest before it; ``offset_m`` the leveling error at its stop).
+    The sequence ends with the last rest after the final stop.
+    """
+    rng = np.random.default_rng(seed)
+    offs = rng.uniform(-level_err_m, level_err_m, len(stops)) if level_err_m else \
+        np.zeros(len(stops))
+    parts_p, parts_a = [], []
+    trips = []
+    t0 = 0.0
+    here = float(sills[stops[0]] + offs[0])
+    for k in range(1, len(stops) + 1):
+        rest = float(rng.uniform(*rest_s))
+        if k == len(stops):
+            n = int(round(rest * fs))
+            parts_p.append(np.full(n, here))
+            parts_a.append(np.zeros(n))
+            break
+        target = float(sills[stops[k]] + offs[k])
+        _t, pos, _v, acc = jerk_limited_profile(target - here, v_max, a_max, j_max, fs,
+                                                pre_s=rest)
+        pos = pos[:-1] + here
+        acc = acc[:-1]
+        n_rest = int(round(rest * fs))
+        trips.append({"from": int(stops[k - 1]), "to": int(stops[k]),
+                      "t_start": t0 + n_rest / fs, "t_end": t0 + pos.size / fs,
+                      "offset_m": float(offs[k])})
+        parts_p.append(pos)
+        parts_a.append(acc)
+        t0 += pos.size / fs
+        here = target
+    pos = np.concatenate(parts_p)
+    acc = np.concatenate(parts_a)
+    return np.arange(pos.size) / fs, pos, acc, trips

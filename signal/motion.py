@@ -1,0 +1,876 @@
+"""Car motion from the terminal's accelerometer: speed, position, floor, ride figures.
+
+The pipeline feeds raw accelerometer blocks, leveling-sensor edges, the run signal and
+controller polls; :class:`MotionTracker` keeps the car's vertical speed and position and,
+on a sensors-only terminal, the floor. The numeric path is the fixed-point chain
+(:mod:`chain`: rotation into the car frame, decimation, the 10 Hz low-pass, Wk/Wd) and
+the integer kernels of :mod:`dsp` (integrators, lsq slope via :mod:`ride`); the
+gravity/bias level is an integer average of rest chunks (:class:`_RestLevel`).
+
+How the estimate stays honest over a day of trips:
+
+- **Orientation.** Lift acceleration is vertical, so the mean of the first quarter
+  second gives the car's z axis before the chain sees a sample; rest windows refine it
+  and re-estimate it when the terminal is moved (:mod:`orientation`).
+- **Rest.** The analysis-rate signal is judged in 0.1 s chunks. A chunk is quiet when
+  it is flat and its level is the gravity level; the car is at rest after
+  ``rest_confirm_s`` of quiet chunks while the run signal (when known) is off, or,
+  without one, while the integrated speed is small (cruise is quiet too). At rest the
+  speed is zero: the integrator is cleared, and the gravity level learns from rest
+  chunks only (two chunks late, so the onset of the next move never leaks into it;
+  those two chunks are integrated when the move shows). Flat for 4 s at another level
+  means zero acceleration at a moved level (start-up, temperature, a knock): the level
+  follows, and a step no drive makes forces a rest.
+- **Leveling zones.** Each landing's vane switches ``zone_up``/``zone_down`` at fixed
+  car positions relative to that sill (the car is level while both are on). An edge
+  is a position fix: nearest sill plus the edge's offset. The offsets start from
+  :func:`default_zone_intervals` and are learned from departures (a car leaving a
+  landing it stood level at passes its own vane's edges a few decimetres later, where
+  the integrated distance is still exact); fixes also correct the speed drift, and at
+  the stop the drift left is taken back out of the position since the last fix, which
+  gives :meth:`MotionTracker.stop_position_error_mm`.
+- **Controller.** When present, a level stop with a floor label anchors the position
+  at that sill, and steady cruise speed pulls the integrated speed towards it.
+- **Floor without a controller.** Each move is booked at its stop as a drift-corrected
+  distance (re-integrated with the speed forced to zero at both rests) and a signed count
+  of landing zones entered. At a level stop, the landings the car can be at are those
+  reachable from the previous candidates by that count *and* that distance: an irregular
+  building names itself within a few trips, a regular one when the car reaches an end.
+  Once known, the count (checked against the fixed-up position, or the distance) moves
+  the floor on; a contradiction makes it unknown again (``floor_resets``) rather than
+  wrong. Trips between known landings calibrate the sensor's sensitivity
+  (``distance_gain``), which then scales distances and the ride figures.
+
+Times: every sample is placed at its own time (first sample of a block at ``t0``, then
+every ``1/fs``), outputs shifted back by the chain's group delay; records may arrive
+out of sample order (a FIFO block reaches past the next records), so edges are applied
+at their own time, retroactively when their samples were already processed. The chain
+batches ``chain_batch_s`` of samples per numpy pass, so speed lags the input by that.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from liftwatch.signal import dsp
+from liftwatch.signal.chain import AccelChain, check_block
+from liftwatch.signal.orientation import OrientationEstimator, check_rotation
+from liftwatch.signal.ride import trip_figures
+from liftwatch.signal.settings import LiftParams
+
+G = 9.80665
+Q24 = 1 << 24                      # the chain's acceleration format: Q24 g
+MS2 = G / Q24                      # m/s² per word
+V_SHIFT = 8                        # speed integrator output: 2**8 words of g·sample each
+P_SHIFT = 8                        # position integrator output shift
+TRACK_SHIFT = 7                    # rest level time constant 2**7 chunks (12.8 s)
+CHUNK_S = 0.1                      # decision granularity
+BOOT_S = 0.25                      # samples averaged for the first orientation
+STARTUP_S = 0.3                    # first chain outputs ignored (filters settling)
+RECENTRE_S = 4.0                   # flat this long: zero acceleration, the mean is gravity
+RING_S = 150.0                     # analysis-rate history kept (a trip plus margin)
+PREROLL_S = 4.0                    # history kept while no trip is open
+MOVES_N = 30                       # moves kept as evidence while the floor is unknown
+GAIN_MIN_M = 3.0                   # trips at least this long calibrate the sensitivity
+LEARN_N = 15                       # departures remembered per zone-edge offset
+SENSORS = ("zone_up", "zone_down")
+
+
+def default_zone_intervals(door_zone_m: float, sensor_gap_m: float = 0.08
+                           ) -> dict[str, tuple[float, float]]:
+    """Initial leveling-sensor geometry (car sill relative to the landing sill, m).
+
+    Both sensors are on within ±door_zone_m/2 (LiftParams); ``zone_up`` sits higher on
+    the car, so it meets a landing's vane ``sensor_gap_m`` earlier on the way up,
+    ``zone_down`` that much earlier on the way down. Learned offsets replace these.
+    """
+    h = door_zone_m / 2
+    return {"zone_up": (-h - sensor_gap_m, h), "zone_down": (-h, h + sensor_gap_m)}
+
+
+class _RestLevel:
+    """Gravity-plus-bias level of the vertical signal, learned from rest chunks only.
+
+    An integer exponential average over 0.1 s chunk means, ``r += (mean - r) >> shift``
+    with round-half-up: time constant 2**shift chunks (12.8 s at shift 7), so a long rest
+    averages the noise away while a temperature drift is still followed. Chunk-level, not
+    per sample: a rest costs one division per 0.1 s.
+    """
+
+    def __init__(self, initial: int, shift: int = TRACK_SHIFT) -> None:
+        self.rest = int(initial)
+        self.shift = shift
+
+    def reset(self, v: int) -> None:
+        self.rest = int(v)
+
+    def feed(self, chunk: np.ndarray) -> None:
+        n = int(chunk.size)
+        if n:
+            mean = (2 * int(chunk.sum()) + n) // (2 * n)
+            d = mean - self.rest
+            self.rest += (d + (1 << (self.shift - 1))) >> self.shift
+
+
+@dataclass
+class _Chunk:
+    """0.1 s of analysis-rate samples and what motion made of them."""
+
+    t: np.ndarray          # sample times (s)
+    res: np.ndarray        # vertical acceleration minus gravity/bias, Q24 g (after gain)
+    v: np.ndarray          # speed (m/s) as estimated live
+    p: np.ndarray          # position (m) as estimated live
+    wx: np.ndarray
+    wy: np.ndarray
+    wz: np.ndarray
+    rest: bool
+
+
+class MotionTracker:
+    """Speed, position and floor of the car from its accelerometer (see module doc).
+
+    Public state after each call: ``speed`` (m/s, up positive), ``position_m`` (car sill
+    above the lowest landing; only meaningful while ``position_known``), ``t_last``,
+    ``at_rest``, ``moving``, ``floor_index`` (landing index while stopped level, else
+    None), ``gravity_g`` (gravity magnitude at the last rest), ``saturated`` (the last
+    block reached full scale), ``silent_since`` (time just after the last sample
+    received; None before any: now − silent_since is how long the sensor has been silent).
+    """
+
+    def __init__(self, lift: LiftParams, fs: float, lsb_per_g: float,
+                 rotation: list[list[float]] | None = None, auto_orient: bool = True,
+                 moving_speed: float = 0.05, fs_out: int = 200,
+                 zone_intervals: dict[str, tuple[float, float]] | None = None,
+                 full_scale_g: float = 2.0, rest_confirm_s: float = 0.5,
+                 quiet_pp_ms2: float = 0.15, quiet_mean_ms2: float = 0.06,
+                 rest_speed: float = 0.25, chain_batch_s: float = 0.5) -> None:
+        if not (isinstance(fs, int | float) and math.isfinite(fs) and fs > 0):
+            raise ValueError(f"accelerometer fs must be a positive number, found {fs!r}")
+        if not (isinstance(lsb_per_g, int | float) and math.isfinite(lsb_per_g)
+                and lsb_per_g > 0):
+            raise ValueError(f"lsb_per_g must be a positive number, found {lsb_per_g!r}")
+        heights = [float(h) for h in lift.landing_heights_m]
+        if any(b <= a for a, b in zip(heights, heights[1:], strict=False)):
+            raise ValueError("landing_heights_m must increase from the lowest landing up")
+        self.lift = lift
+        self.fs = float(fs)
+        self.lsb_per_g = float(lsb_per_g)
+        self.heights = np.asarray(heights, dtype=float)
+        self.moving_speed = moving_speed
+        fixed = rotation if rotation is not None else (None if auto_orient else np.eye(3).tolist())
+        if fixed is not None:
+            fixed = check_rotation(fixed)
+        self.orient = OrientationEstimator(fixed=fixed)
+        if not float(fs).is_integer() or int(fs) % fs_out:
+            raise ValueError(f"accelerometer fs must be a whole multiple of {fs_out} Hz, "
+                             f"found {fs!r}")
+        self._fs_out_req = fs_out
+        self._chain_batch = max(0, round(chain_batch_s * float(fs)))
+        self._chain = self._new_chain()          # rotation set again once it is known
+        self.fs_out = float(self._chain.fs_out)
+        self._factor = self._chain.design.factor
+        self._delay = float(self._chain.delay_s["a_z"])
+        self._n_in = 0
+        self._blocks_in: deque[tuple[int, float, np.ndarray]] = deque()
+        self._boot: list[np.ndarray] = []
+        self._boot_n = 0
+        self._chunk_n = max(1, round(CHUNK_S * self.fs_out))
+        self._v_lsb = (1 << V_SHIFT) * MS2 / self.fs_out          # m/s per speed word
+        self._p_lsb = (1 << P_SHIFT) * self._v_lsb / self.fs_out   # m per position word
+        self._iv = dsp.Integrator(V_SHIFT)
+        self._ip = dsp.Integrator(P_SHIFT)
+        self._tracker: _RestLevel | None = None
+        self._full_scale = int(full_scale_g * self.lsb_per_g) - 1
+        self._rest_confirm = rest_confirm_s
+        self._quiet_pp = round(quiet_pp_ms2 / MS2)
+        self._quiet_mean = round(quiet_mean_ms2 / MS2)
+        self._rest_speed = rest_speed
+        self._jump = round(0.3 / MS2)            # a gravity-level step no lift makes
+        self._force_rest = False
+        # Public state.
+        self.speed = 0.0
+        self.position_m = 0.0
+        self.position_known = False
+        self.t_last: float | None = None
+        self.at_rest = False
+        self.floor_index: int | None = None
+        self.gravity_g: float | None = None
+        self.saturated = False
+        self.silent_since: float | None = None
+        self.blocks = 0
+        self.gaps = 0
+        # Sample timing and chain bookkeeping.
+        self._t_next_in: float | None = None     # expected time of the next input sample
+        self._pending: list[np.ndarray] = []     # analysis samples not yet in a chunk
+        self._pending_t: list[np.ndarray] = []
+        self._ring: deque[_Chunk] = deque()
+        self._quiet_s = 0.0
+        self._flat_s = 0.0
+        self._flat_sum = 0
+        self._flat_n = 0
+        self._held: list[_Chunk] = []            # rest chunks waiting to feed the tracker
+        self._settle_until = -math.inf           # after a chain rebuild: outputs settling
+        # Raw rest statistics for orientation and the gravity check.
+        self._raw_sum = np.zeros(3)
+        self._raw_n = 0
+        # Run signal and zone state.
+        self._run: list[tuple[float, bool]] = []
+        self._zone: dict[str, int] = {}
+        self._edges: list[tuple[float, str, int]] = []
+        geom = zone_intervals or default_zone_intervals(lift.door_zone_m)
+        self._geom_default = {k: (float(v[0]), float(v[1])) for k, v in geom.items()}
+        self._learned: dict[tuple[str, int], deque[float]] = {
+            (s, b): deque(maxlen=LEARN_N) for s in SENSORS for b in (0, 1)}
+        # Trips and stops.
+        self._trip_t0: float | None = None
+        self._depart_p: float | None = None      # position of the level stop left last
+        self._last_fix_t: float | None = None
+        self._fixes_this_trip = 0
+        self._stop_err_mm: float | None = None
+        self._moved = 0.0                        # drift-corrected travel since a level stop
+        self._passes = 0                         # landings entered since a level stop (±)
+        self._leave_dir = 0                      # direction the last level zone was left
+        self._zs: dict[str, int] = {}            # sensor levels as edges are applied
+        self._seg_t0: float | None = None        # end of the last rest
+        self._learned_fix = False
+        self.floor_resets = 0
+        self._gain_obs: deque[float] = deque(maxlen=LEARN_N)
+        self._moves: list[tuple[int, float]] = []   # (landings, raw distance) while unknown
+        self._cands: set[int] | None = None      # floor candidates while unknown (None: all)
+        self._ctl_prev: tuple[float, float] | None = None
+        self.floor_fixes = 0
+        self.fix_rejects = 0
+
+    # ------------------------------------------------------------------ chain
+    def _new_chain(self) -> AccelChain:
+        rot = self.orient.rotation if self.orient.known else None
+        # The chain's cost is per call: let it batch (``chain_batch_s``, the speed's latency).
+        return AccelChain(int(self.fs), self.lsb_per_g, rotation=rot, fs_out=self._fs_out_req,
+                          min_block=self._chain_batch)
+
+    def rotation_matrix(self) -> list[list[float]]:
+        """Current mounting estimate, car_from_sensor (for ``liftwatch calibrate``)."""
+        return [list(r) for r in self.orient.rotation]
+
+    # ------------------------------------------------------------------ inputs
+    def on_acc(self, t0: float, block: Sequence[Sequence[int]]) -> None:
+        """Raw counts ``[[x, y, z], ...]``, first sample at ``t0``, then every 1/fs.
+
+        Raises ValueError for a malformed block before touching any state.
+        """
+        if not (isinstance(t0, int | float) and math.isfinite(t0)):
+            raise ValueError(f"acc block time must be a finite number, found {t0!r}")
+        try:                            # fast path: a list of integer rows (a trace, a FIFO)
+            raw = np.asarray(block) if isinstance(block, list) else None
+        except (TypeError, ValueError):
+            raw = None
+        if raw is None or raw.dtype.kind not in "iu":
+            raw = block
+        raw = check_block(raw)          # ValueError for anything but rows of 3 integers
+        if raw.shape[0] == 0:
+            raise ValueError("acc block is empty")
+        n = raw.shape[0]
+        # Overlap with samples already received (a repeated FIFO read): drop it.
+        if self._t_next_in is not None:
+            skip = round((self._t_next_in - t0) * self.fs)
+            if skip >= n:
+                return
+            if skip > 0:
+                raw = raw[skip:]
+                t0 = t0 + skip / self.fs
+                n = raw.shape[0]
+            elif skip < -1:
+                self.gaps += 1
+        self.blocks += 1
+        self.saturated = bool(np.abs(raw).max() >= self._full_scale)
+        self._blocks_in.append((self._n_in, t0, raw))
+        self._n_in += n
+        self._t_next_in = t0 + n / self.fs
+        self.silent_since = self._t_next_in
+        if not self.orient.known:
+            # Lift acceleration is vertical, so the mean of any stretch of samples points
+            # along the car's z axis (rest only matters for the magnitude): a quarter of a
+            # second fixes the rotation before the chain sees a sample.
+            self._boot.append(raw)
+            self._boot_n += n
+            if self._boot_n < BOOT_S * self.fs:
+                return
+            raw = np.concatenate(self._boot)
+            self._boot, self._boot_n = [], 0
+            self.orient.update(raw.mean(axis=0), raw.shape[0] / self.fs)
+            self._chain = self._new_chain()
+        self._take(self._chain.process(raw))
+
+    def flush(self) -> None:
+        """Process what the chain still holds back (it batches for speed): the pipeline's
+        finish and :meth:`end_trip` call it so that the latest samples count."""
+        self._take(self._chain.flush())
+
+    def _take(self, out: Any) -> None:
+        """Place chain outputs in time and run them through the chunk decisions."""
+        a_z = np.asarray(out.a_z, dtype=np.int64)
+        m = a_z.shape[0]
+        if not m:
+            return
+        # Output i stands for input sample (first + i) * factor (counted from the first
+        # input ever fed), delayed by the filters.
+        k = (out.first + np.arange(m)) * self._factor
+        starts = np.array([b[0] for b in self._blocks_in])
+        t0s = np.array([b[1] for b in self._blocks_in])
+        j = np.clip(np.searchsorted(starts, k, side="right") - 1, 0, None)
+        t_out = t0s[j] + (k - starts[j]) / self.fs - self._delay
+        if self.t_last is None and not self._pending:
+            # The chain starts settled on its first (noisy) sample: let it average first.
+            self._settle_until = max(self._settle_until, float(t_out[0]) + STARTUP_S)
+        self._pending.append(np.stack([a_z, np.asarray(out.w_x, dtype=np.int64),
+                                       np.asarray(out.w_y, dtype=np.int64),
+                                       np.asarray(out.w_z, dtype=np.int64)], axis=1))
+        self._pending_t.append(t_out)
+        self._run_chunks()
+        # Keep the input blocks outputs may still refer to (the chain holds ~a second).
+        last_k = int(k[-1])
+        while len(self._blocks_in) > 1 and self._blocks_in[1][0] <= last_k - 4 * self.fs:
+            self._blocks_in.popleft()
+
+    def on_zone(self, t: float, zone_up: int | None, zone_down: int | None) -> None:
+        """Leveling sensor levels at ``t`` (None: no such sensor); edges re-anchor position."""
+        for name, lvl in (("zone_up", zone_up), ("zone_down", zone_down)):
+            if lvl is None:
+                continue
+            lvl = 1 if lvl else 0
+            prev = self._zone.get(name)
+            self._zone[name] = lvl
+            if prev is not None and prev != lvl:
+                self._edges.append((float(t), name, lvl))
+        self._apply_edges()
+
+    def on_run(self, t: float, running: bool) -> None:
+        """Run contactor or controller run: no rest while it is on."""
+        self._run.append((float(t), bool(running)))
+        if len(self._run) > 64:
+            del self._run[:-32]
+
+    def on_controller(self, t: float, ctl: dict | None) -> None:
+        """One controller poll (None: failed): anchors floor and position, steadies speed."""
+        if not isinstance(ctl, dict):
+            return
+        floor = ctl.get("floor")
+        speed = ctl.get("speed")
+        direction = ctl.get("dir")
+        run = ctl.get("run")
+        idx = self._label_index(floor)
+        if (idx is not None and ctl.get("zone") == 1 and run == 0
+                and isinstance(speed, int | float) and speed == 0 and self.at_rest):
+            self._anchor(idx)
+        if isinstance(speed, int | float) and math.isfinite(speed) and direction in (0, 1, 2):
+            v_ctl = float(speed) * (1 if direction == 1 else -1 if direction == 2 else 0)
+            prev = self._ctl_prev
+            self._ctl_prev = (float(t), v_ctl)
+            steady = prev is not None and abs(prev[1] - v_ctl) < 0.01 and t - prev[0] < 0.5
+            if steady and abs(v_ctl) > 0.3 and not self.at_rest:
+                got = self._at(t)
+                if got is not None:
+                    dv = 0.5 * (v_ctl - got[0])
+                    self._shift(t, 0.0, dv)
+
+    def _label_index(self, floor: Any) -> int | None:
+        if floor is None:
+            return None
+        try:
+            return self.lift.landings.index(str(floor))
+        except ValueError:
+            return None
+
+    def _run_at(self, t: float) -> bool | None:
+        """The run signal at ``t`` (None: no run signal reported up to then)."""
+        i = bisect.bisect_right(self._run, (t, True))
+        return self._run[i - 1][1] if i else None
+
+    # ------------------------------------------------------------------ chunks
+    def _run_chunks(self) -> None:
+        data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        times = np.concatenate(self._pending_t) if len(self._pending_t) > 1 \
+            else self._pending_t[0]
+        n = self._chunk_n
+        full = (data.shape[0] // n) * n
+        for i in range(0, full, n):
+            self._chunk(times[i:i + n], data[i:i + n])
+        self._pending = [data[full:]] if full < data.shape[0] else []
+        self._pending_t = [times[full:]] if full < data.shape[0] else []
+        self._apply_edges()
+
+    def _chunk(self, t: np.ndarray, d: np.ndarray) -> None:
+        az = d[:, 0]
+        if t[-1] < self._settle_until:
+            # A new chain's filters are still filling: nothing to learn or integrate.
+            zeros = np.zeros(t.size, dtype=np.int64)
+            self._ring.append(_Chunk(t, zeros, np.zeros(t.size), np.full(t.size, self.position_m),
+                                     zeros, zeros, zeros, True))
+            self.t_last = float(t[-1])
+            return
+        if self._tracker is None:
+            self._tracker = _RestLevel(int(np.median(az)))
+        res = az - self._tracker.rest
+        n = az.size
+        total = int(az.sum())
+        flat = int(az.max()) - int(az.min()) < self._quiet_pp
+        run = self._run_at(float(t[-1]))
+        dur = n / self.fs_out
+        # A steady streak: flat chunks whose level stays where the streak began (a jerk
+        # ramp is flat within 0.1 s, but its level walks away).
+        steady = flat and (self._flat_n == 0 or 2 * abs(
+            total * self._flat_n - self._flat_sum * n) < self._quiet_mean * self._flat_n * n)
+        if steady:
+            self._flat_s += dur
+            self._flat_sum += total
+            self._flat_n += n
+        else:
+            self._flat_s = dur if flat else 0.0
+            self._flat_sum = total if flat else 0
+            self._flat_n = n if flat else 0
+        if self._flat_s >= RECENTRE_S:
+            # Flat for longer than any lift accelerates: the acceleration is zero (a car
+            # standing or cruising), so the mean is the gravity level. Follow it when it
+            # moved (start-up, temperature, a knock) beyond what the rest tracker does.
+            level = (2 * self._flat_sum + self._flat_n) // (2 * self._flat_n)
+            jump = abs(level - self._tracker.rest)
+            if jump * 3 >= self._quiet_mean:
+                self._tracker.reset(level)
+                res = az - self._tracker.rest
+                self._held = []
+            if jump >= self._jump or abs(self.speed) > 1.3 * self.lift.rated_speed:
+                # A step no drive makes (the terminal was knocked or remounted), or a
+                # speed no car reaches: what was integrated is not motion. Stand still.
+                self._force_rest = True
+            self._flat_s, self._flat_sum, self._flat_n = 0.0, 0, 0
+        quiet = flat and abs(total - n * self._tracker.rest) < self._quiet_mean * n
+        self._quiet_s = self._quiet_s + dur if (quiet and not run) else 0.0
+        if self._force_rest and quiet:
+            rest = True
+            if not self.at_rest and self._depart_p is not None:
+                # Nothing moved since the last rest: put the position back.
+                self.position_m = self._depart_p
+                self._ip.acc = round(self.position_m / self._p_lsb * (1 << P_SHIFT))
+                self._seg_t0 = None
+        elif run is None:
+            # Cruise is quiet too: only a small speed (drift) may be taken for rest; a
+            # larger one only after a long quiet spell (a long trip's drift).
+            rest = self._quiet_s >= self._rest_confirm and (
+                abs(self.speed) < self._rest_speed
+                or (self._quiet_s >= RECENTRE_S
+                    and abs(self.speed) < 0.3 * self.lift.rated_speed))
+        else:
+            rest = self._quiet_s >= self._rest_confirm and not run
+        if rest and self.at_rest:
+            self._held.append(_Chunk(t, az, np.zeros(0), np.zeros(0), d[:, 1], d[:, 2],
+                                     d[:, 3], True))
+            if len(self._held) > 2:
+                old = self._held.pop(0)
+                self._tracker.feed(old.res)
+        if rest:
+            if not self.at_rest:
+                self._enter_rest(float(t[0]))
+            v = np.zeros(t.size)
+            p = np.full(t.size, self.position_m)
+        else:
+            if self.at_rest:
+                self._leave_rest(float(t[0]))
+            v_w = self._iv.process(res)
+            p_w = self._ip.process(v_w)
+            v = v_w * self._v_lsb
+            p = p_w * self._p_lsb
+            self.speed = float(v[-1])
+            self.position_m = float(p[-1])
+        self._ring.append(_Chunk(t, res, v, p, d[:, 1], d[:, 2], d[:, 3], rest))
+        if rest and self.at_rest:
+            self._accumulate_raw(t)
+        self.t_last = float(t[-1])
+        self._prune()
+
+    @property
+    def moving(self) -> bool:
+        """True while the estimated speed exceeds ``moving_speed``."""
+        return abs(self.speed) > self.moving_speed
+
+    def _enter_rest(self, t: float) -> None:
+        self.at_rest = True
+        self._force_rest = False
+        if self._last_fix_t is not None and self._fixes_this_trip and len(self._ring) >= 2:
+            # The car stands: the speed still measured is drift, and the same drift has
+            # built up position error since the last vane fix. Take it back out. (Only
+            # the last 0.2 s count: the start of the quiet spell may be the final creep.)
+            tail = list(self._ring)[-2:]
+            drift = float(np.concatenate([c.v for c in tail]).mean())
+            self.position_m -= drift * max(0.0, float(tail[-1].t[-1]) - self._last_fix_t)
+            self._ip.acc = round(self.position_m / self._p_lsb * (1 << P_SHIFT))
+        self.speed = 0.0
+        self._iv.acc = 0
+        self._held = []
+        if self._tracker is not None and self.gravity_g is None and self._ring:
+            # First rest since start (or a rebuild): start the tracker at this rest's level.
+            recent = [c.res for c in list(self._ring)[-3:]]
+            self._tracker.reset(int(self._tracker.rest + np.median(np.concatenate(recent))))
+        self._on_stop(t)
+
+    def _leave_rest(self, t: float) -> None:
+        self.at_rest = False
+        self.floor_index = None
+        # The onset of motion may hide in the last quiet chunks: integrate them now, and
+        # count them as motion in the history (trip figures, travelled distance).
+        start = 0
+        for c in self._held:
+            start += int(c.res.sum() - c.res.size * self._tracker.rest) if self._tracker else 0
+        self._iv.acc = start
+        n_held = len(self._held)
+        self._held = []
+        chunks = list(self._ring)[-n_held:] if n_held else []
+        for c in chunks:
+            c.rest = False
+        self._depart_p = self.position_m
+        self._seg_t0 = float(chunks[0].t[0]) if chunks else t
+        self._fixes_this_trip = 0
+        self._learned_fix = False
+        self._last_fix_t = None
+        self._flush_raw()
+
+    def _accumulate_raw(self, t: np.ndarray) -> None:
+        """Add the raw samples of a rest chunk (times ``t``) to the orientation window."""
+        lo, hi = float(t[0]), float(t[-1])
+        for _, t0, raw in reversed(self._blocks_in):
+            t1 = t0 + raw.shape[0] / self.fs
+            if t1 < lo:
+                break
+            i0 = max(0, math.ceil((lo - t0) * self.fs))
+            i1 = min(raw.shape[0], math.floor((hi - t0) * self.fs) + 1)
+            if i1 > i0:
+                self._raw_sum += raw[i0:i1].sum(axis=0)
+                self._raw_n += i1 - i0
+        if self._raw_n >= 0.5 * self.fs:
+            self.gravity_g = float(np.linalg.norm(self._raw_sum / self._raw_n) / self.lsb_per_g)
+        if self._raw_n >= (10.0 if self.orient.known else 1.0) * self.fs:
+            self._flush_raw()
+
+    def _flush_raw(self) -> None:
+        if self._raw_n < 0.5 * self.fs:
+            self._raw_sum[:] = 0
+            self._raw_n = 0
+            return
+        mean = self._raw_sum / self._raw_n
+        self.gravity_g = float(np.linalg.norm(mean) / self.lsb_per_g)
+        changed = self.orient.update(mean, self._raw_n / self.fs)
+        self._raw_sum[:] = 0
+        self._raw_n = 0
+        if changed:
+            self._rebuild_chain()
+
+    def _rebuild_chain(self) -> None:
+        """New rotation (found at rest): the chain's filters step to the new projection of
+        gravity; their outputs settle for half a second, held as rest, then the bias
+        tracker restarts on the new level."""
+        self._chain.set_rotation(self.orient.rotation)
+        self._tracker = None
+        self._held = []
+        t = self._t_next_in if self._t_next_in is not None else 0.0
+        self._settle_until = t + 0.5 + self._delay
+
+    def _prune(self) -> None:
+        """Keep the history a trip or a move needs (at most RING_S), else a short pre-roll."""
+        now = self.t_last or 0.0
+        keep_from = now - PREROLL_S
+        if self._trip_t0 is not None:
+            keep_from = min(keep_from, self._trip_t0 - PREROLL_S)
+        if not self.at_rest and self._seg_t0 is not None:
+            keep_from = min(keep_from, self._seg_t0 - PREROLL_S)
+        keep_from = max(keep_from, now - RING_S)
+        while self._ring and self._ring[0].t[-1] < keep_from:
+            self._ring.popleft()
+
+    # ------------------------------------------------------------------ position fixes
+    def _at(self, t: float) -> tuple[float, float] | None:
+        """(speed, position) at time ``t`` from the history (None outside it)."""
+        for c in reversed(self._ring):
+            if c.t[0] <= t <= c.t[-1] + 1 / self.fs_out:
+                return (float(np.interp(t, c.t, c.v)), float(np.interp(t, c.t, c.p)))
+        return None
+
+    def _shift(self, t: float, dp: float, dv: float) -> None:
+        """Correct position by ``dp`` and speed by ``dv`` from time ``t`` on (retroactively)."""
+        for c in reversed(self._ring):
+            if c.t[-1] < t:
+                break
+            sel = c.t >= t
+            c.p[sel] += dp + dv * (c.t[sel] - t)
+            if not c.rest:
+                c.v[sel] += dv
+        if self.t_last is not None and self.t_last >= t:
+            self.position_m += dp + dv * (self.t_last - t)
+            if not self.at_rest:
+                self.speed += dv
+        else:
+            self.position_m += dp
+            if not self.at_rest:
+                self.speed += dv
+        self._iv.acc += round(dv / MS2 * self.fs_out)
+        self._ip.acc = round(self.position_m / self._p_lsb * (1 << P_SHIFT))
+
+    def _geom(self, sensor: str, bound: int) -> tuple[float, bool]:
+        """Offset of a sensor's lower (0) or upper (1) edge, and whether it is learned."""
+        obs = self._learned[(sensor, bound)]
+        if len(obs) >= 3:
+            return float(np.median(obs)), True
+        return self._geom_default[sensor][bound], False
+
+    def _apply_edges(self) -> None:
+        if not self._edges or self.t_last is None:
+            return
+        due = [e for e in self._edges if e[0] <= self.t_last]
+        if not due:
+            return
+        self._edges = [e for e in self._edges if e[0] > self.t_last]
+        for t, name, lvl in sorted(due):
+            self._edge(t, name, lvl)
+
+    def _edge(self, t: float, name: str, lvl: int) -> None:
+        was_level = all(self._zs.get(k) == 1 for k in SENSORS if k in self._zs)
+        self._zs[name] = lvl
+        is_level = all(self._zs.get(k) == 1 for k in SENSORS if k in self._zs)
+        got = self._at(t)
+        if got is None:
+            return
+        v, p = got
+        if self.at_rest or abs(v) < 0.02:
+            self._quiet_s = 0.0          # a vane edge means the car moves: no rest now
+            return
+        up = v > 0
+        if was_level and not is_level:
+            self._leave_dir = 1 if up else -1
+        elif is_level and not was_level:
+            # Entering a landing's level zone: the next landing if we left the last one
+            # the same way, the same landing again if the car turned back.
+            step = 1 if up else -1
+            if self._leave_dir == step:
+                self._passes += step
+            self._leave_dir = 0
+        bound = 0 if (lvl == 1) == up else 1          # 0: lower edge, 1: upper edge
+        if (lvl == 0 and self._depart_p is not None and self._fixes_this_trip == 0
+                and self.position_known and abs(p - self._depart_p) < 1.0):
+            # Leaving the landing we stood level at: learn where this edge lies.
+            j = int(np.argmin(np.abs(self.heights - self._depart_p)))
+            self._learned[(name, bound)].append(p - self.heights[j])
+            return
+        if not self.position_known:
+            return
+        off, learned = self._geom(name, bound)
+        j = int(np.argmin(np.abs(self.heights - (p - off))))
+        err = p - (self.heights[j] + off)
+        if abs(err) > self._fix_window():
+            self.fix_rejects += 1
+            return
+        dv = 0.0
+        if learned and self._last_fix_t is not None and t - self._last_fix_t >= 1.0:
+            dv = -0.5 * err / (t - self._last_fix_t)
+        self._shift(t, -err, dv)
+        self._last_fix_t = t
+        self._fixes_this_trip += 1
+        self._learned_fix = learned
+
+    def _fix_window(self) -> float:
+        gaps = np.diff(self.heights)
+        return 0.4 * float(gaps.min()) if gaps.size else 1.0
+
+    # ------------------------------------------------------------------ stops and floors
+    def _level(self) -> bool:
+        return bool(self._zone) and all(self._zone.get(s) == 1 for s in SENSORS
+                                        if s in self._zone)
+
+    def _on_stop(self, t: float) -> None:
+        """The car came to rest: book the move; at a level stop, name the landing."""
+        seg = self._segment_distance(self._seg_t0)
+        self._moved += seg
+        if self._seg_t0 is not None and self._depart_p is not None and not self._fixes_this_trip:
+            # No vane fixed the position on the way: the drift-corrected move is better
+            # than the live integral.
+            self.position_m = self._depart_p + seg
+            self._ip.acc = round(self.position_m / self._p_lsb * (1 << P_SHIFT))
+        if not self._level() or self.heights.size == 0:
+            self._stop_err_mm = None
+            return
+        moved_raw, passes = self._moved, self._passes
+        self._moved, self._passes, self._leave_dir = 0.0, 0, 0
+        n = self.heights.size
+        h = self.heights
+        moved = moved_raw * self.distance_gain
+        tol = 0.15 + (0.008 if self._gain_known() else 0.025) * abs(moved)
+        p = self.position_m
+        if self.position_known and self._cands is not None and len(self._cands) == 1:
+            i = next(iter(self._cands))
+            j = i + passes
+            fixed = self._fixes_this_trip > 0 and 0 <= j < n \
+                and abs(p - h[j]) <= self._fix_window()
+            if 0 <= j < n and (fixed or abs(h[j] - h[i] - moved) <= tol):
+                if abs(h[j] - h[i]) >= GAIN_MIN_M and moved_raw * (h[j] - h[i]) > 0:
+                    self._gain_obs.append(float((h[j] - h[i]) / moved_raw))
+                self._stop_err_mm = ((p - h[j]) * 1000.0 if fixed and self._learned_fix
+                                     else None)
+                self._anchor(j)
+                return
+            self.floor_resets += 1                 # the count and the distance disagree
+            self._cands = None
+        # Unknown: landings counted through and distance travelled must both fit, for
+        # some landing the car may have left. Loose tolerance: never drop the truth.
+        cands = set(range(n)) if self._cands is None else self._cands
+        new = {i + passes for i in cands if 0 <= i + passes < n
+               and abs(h[i + passes] - h[i] - moved) <= 2 * tol}
+        if self._cands is None or not new:
+            self._moves = []                   # evidence starts at this level stop
+        else:
+            self._moves.append((passes, moved_raw))
+            del self._moves[:-MOVES_N]
+        self._cands = new or None
+        self._stop_err_mm = None
+        best = self._best_fit(new) if len(new) > 1 else None
+        if len(new) == 1:
+            self._anchor(next(iter(new)))
+        elif best is not None:
+            self._anchor(best)
+        else:
+            self.position_known = False
+            self.floor_index = None
+
+    def _best_fit(self, cands: set[int]) -> int | None:
+        """The landing the car is at if one hypothesis explains the moves clearly best.
+
+        Each candidate fixes the landings of every move since the evidence started
+        (the counts are exact); fitting one sensitivity per hypothesis (0.95–1.05) takes a
+        sensor's gain error out, so what is left separates the hypotheses: the building's
+        irregular floor heights. One must fit within the noise and beat all others by
+        25 (a 5-sigma margin in normalised squared error).
+        """
+        moves = [mv for mv in self._moves if mv[0] != 0]
+        if len(moves) < 2:
+            return None
+        h = self.heights
+        steps = np.array([mv[0] for mv in moves])
+        meas = np.array([mv[1] for mv in moves])
+        back = np.cumsum(steps[::-1])[::-1]        # landings from each move's start to now
+        scores = []
+        for j in cands:
+            starts = j - back
+            ends = starts + steps
+            if starts.min() < 0 or ends.max() >= h.size:
+                continue
+            true = h[ends] - h[starts]
+            k = float(np.clip(true @ meas / (meas @ meas), 0.95, 1.05))
+            sigma = 0.05 + 0.003 * np.abs(true)
+            scores.append((float(np.sum(((true - k * meas) / sigma) ** 2)), j))
+        if len(scores) < 2:
+            return scores[0][1] if scores else None
+        scores.sort()
+        (r0, j0), (r1, _j1) = scores[0], scores[1]
+        if r0 <= 3.0 * len(moves) + 6.0 and r1 - r0 >= 25.0:
+            return j0
+        return None
+
+    @property
+    def distance_gain(self) -> float:
+        """Learned correction of the sensor's sensitivity (landing distances / measured)."""
+        if not self._gain_known():
+            return 1.0
+        return min(1.1, max(0.9, float(np.median(self._gain_obs))))
+
+    def _gain_known(self) -> bool:
+        return len(self._gain_obs) >= 5
+
+    def _segment_distance(self, t_from: float | None) -> float:
+        """Signed distance moved since ``t_from`` (the last rest's end), drift-corrected:
+        re-integrated from the stored acceleration, speed forced to zero at the stop."""
+        if t_from is None:
+            return 0.0
+        chunks = [c for c in self._ring if c.t[-1] >= t_from - CHUNK_S]
+        moving = [c for c in chunks if not c.rest]
+        if not moving:
+            return 0.0
+        res = np.concatenate([c.res for c in moving])
+        v_w = self._iv_offline(res)
+        return float(dsp.Integrator(P_SHIFT).process(v_w)[-1]) * self._p_lsb
+
+    def _iv_offline(self, res: np.ndarray) -> np.ndarray:
+        """Speed words of a move from rest to rest, its drift removed linearly in time."""
+        v_w = dsp.Integrator(V_SHIFT).process(res)
+        n = v_w.size
+        end = int(v_w[-1])
+        ramp = (np.arange(n, dtype=np.int64) + 1) * end
+        return v_w - (2 * ramp + n) // (2 * n)
+
+    def _anchor(self, j: int) -> None:
+        """The car stands level at landing ``j``: position is that sill."""
+        self.floor_index = j
+        self.position_known = True
+        self._cands = {j}
+        self.position_m = float(self.heights[j])
+        self._ip.acc = round(self.position_m / self._p_lsb * (1 << P_SHIFT))
+        self.floor_fixes += 1
+
+    def stop_position_error_mm(self) -> float | None:
+        """Leveling error at the last stop (car sill minus landing sill, mm), when the
+        sensors gave a position estimate on the way in (a zone-edge fix); else None."""
+        return self._stop_err_mm
+
+    # ------------------------------------------------------------------ trips
+    def begin_trip(self, t: float) -> None:
+        """A trip starts at ``t`` (the pipeline's decision: run on, or speed)."""
+        self._trip_t0 = float(t)
+
+    def end_trip(self, t: float) -> dict | None:
+        """ISO 18738-1 figures of the trip since :meth:`begin_trip` (None without data).
+
+        The window runs from the last rest sample before the start to the first rest
+        sample after ``t`` when already received (speed-based starts and stops lag the
+        motion); the speed is re-integrated over it and its drift removed, linearly in
+        time over the moving span, so that it ends at zero (the car has stopped).
+        """
+        self.flush()
+        t0 = self._trip_t0
+        self._trip_t0 = None
+        if t0 is None or not self._ring:
+            return None
+        chunks = list(self._ring)
+        times = np.concatenate([c.t for c in chunks])
+        rest = np.concatenate([np.full(c.t.size, c.rest) for c in chunks])
+        i0 = int(np.searchsorted(times, t0))
+        i1 = int(np.searchsorted(times, t, side="right"))
+        if i1 - i0 < 2:
+            return None
+        before = np.flatnonzero(rest[:i0])
+        i0 = int(before[-1]) if before.size else i0
+        after = np.flatnonzero(rest[i1:])
+        i1 = i1 + int(after[0]) + 1 if after.size else i1
+        res = np.concatenate([c.res for c in chunks])[i0:i1]
+        wx, wy, wz = (np.concatenate([getattr(c, k) for c in chunks])[i0:i1]
+                      for k in ("wx", "wy", "wz"))
+        moving = np.flatnonzero(~rest[i0:i1])
+        if moving.size == 0:
+            return None
+        res = res.copy()
+        res[: moving[0]] = 0
+        res[moving[-1] + 1:] = 0
+        if self._gain_known():
+            # The sensitivity learned from landing distances scales every figure.
+            kq = round(self.distance_gain * (1 << 14))
+            res, wx, wy, wz = (((x * kq) + (1 << 13)) >> 14 for x in (res, wx, wy, wz))
+        v_w = dsp.Integrator(V_SHIFT).process(res)
+        drift = np.zeros(v_w.size, dtype=np.int64)
+        span = moving[-1] - moving[0] + 1
+        ramp = (np.arange(span, dtype=np.int64) + 1) * int(v_w[moving[-1]])
+        drift[moving[0]:moving[-1] + 1] = (2 * ramp + span) // (2 * span)
+        drift[moving[-1] + 1:] = int(v_w[moving[-1]])
+        v_w = v_w - drift
+        vel = v_w * self._v_lsb
+        dist = float(dsp.Integrator(P_SHIFT).process(v_w)[-1]) * self._p_lsb
+        return trip_figures(self.fs_out, res, vel, wx, wy, wz, distance_m=abs(dist), scale=MS2)
