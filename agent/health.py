@@ -1,0 +1,138 @@
+"""The terminal's self-diagnosis: the body of the ``health`` message.
+
+Figures come from the machine itself (``/proc``, ``/sys``, ``os``), the pipeline
+(sensors, controller link), the outbox and the uplink. :func:`assess` reduces them
+to a ``state`` (ok, degraded, fault) with the list of ``faults``; the runtime sends
+``health`` every ``health_s`` and whenever that state or list changes, so the
+platform hears about a stalled loop or a full disk without waiting 5 minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+try:
+    AGENT_VERSION = metadata.version("liftwatch")
+except metadata.PackageNotFoundError:  # running from a source tree
+    AGENT_VERSION = "0+unknown"
+
+THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
+#: below this much free space in the data directory the terminal is degraded
+DISK_LOW_MB = 50.0
+
+
+def cpu_temp_c() -> float | None:
+    """SoC temperature (Raspberry Pi: thermal_zone0); None where there is none."""
+    try:
+        return round(int(THERMAL.read_text().strip()) / 1000.0, 1)
+    except (OSError, ValueError):
+        return None
+
+
+def rss_mb() -> float | None:
+    """Resident memory of this process (VmRSS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024.0, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def disk_free_mb(path: str | Path) -> float | None:
+    try:
+        return round(shutil.disk_usage(path).free / 1048576.0, 1)
+    except OSError:
+        return None
+
+
+def _some(d: dict[str, Any]) -> dict[str, Any]:
+    """Leave out what is null, zero or false: health goes out 288 times a day over a
+    metered mobile link, and absent means "nothing to report"."""
+    return {k: v for k, v in d.items() if v not in (None, 0, False, [], {}) or k == "depth"}
+
+
+def compact(d: dict[str, Any]) -> dict[str, Any]:
+    """A driver's health dict without its empty entries (recursively one level)."""
+    return {k: (_some(v) if isinstance(v, dict) else v) for k, v in _some(d).items()}
+
+
+def outbox_view(stats: dict[str, Any]) -> dict[str, Any]:
+    """``outbox`` of the health message from ``Outbox.stats()``: depth by lane, with
+    bytes and oldest age when something waits; drops and quarantined files if any."""
+    out: dict[str, Any] = {lane: _some(dict(v)) for lane, v in stats.get("lanes", {}).items()}
+    dropped = {k: v for k, v in (stats.get("dropped") or {}).items() if v}
+    if dropped:
+        out["dropped"] = dropped
+    q = stats.get("quarantined", [])
+    n = len(q) if isinstance(q, list) else int(q or 0)
+    if n:
+        out["quarantined"] = n
+    return out
+
+
+def sensors_view(pipeline_health: dict[str, Any]) -> dict[str, Any]:
+    """``sensors`` from ``Pipeline.health()``: how many inputs are wired, the ones found
+    faulty by name (every other one is healthy), the accelerometer's state; the
+    controller goes to ``ctl_link``. Input levels are in ``status`` already."""
+    out: dict[str, Any] = {}
+    inputs = pipeline_health.get("inputs") or {}
+    out["inputs"] = len(inputs)
+    faulty = sorted(k for k, v in inputs.items() if isinstance(v, dict) and v.get("ok") is False)
+    if faulty:
+        out["faulty"] = faulty
+    acc = pipeline_health.get("accel")
+    if isinstance(acc, dict):
+        a = _some({k: v for k, v in acc.items() if k != "last_block_s"})
+        a["ok"] = bool(acc.get("ok"))
+        if isinstance(a.get("gravity_g"), float):
+            a["gravity_g"] = round(a["gravity_g"], 3)
+        out["accel"] = a
+    for k, v in pipeline_health.items():
+        if k not in ("inputs", "accel", "controller") and v not in (None, 0, {}, []):
+            out[k] = v
+    return out
+
+
+def assess(body: dict[str, Any], stalled: list[str], write_errors: int) -> tuple[str, list[str]]:
+    """(state, faults): fault when a loop stalls or messages cannot be stored; degraded
+    for a lost controller link, a sensor issue, little disk or an unsynchronised clock."""
+    faults: list[str] = [f"loop_stalled:{name}" for name in stalled]
+    sensors = body.get("sensors") or {}
+    if write_errors:
+        faults.append("outbox_write_errors")
+    degraded: list[str] = []
+    ctl = body.get("ctl_link")
+    if isinstance(ctl, dict) and ctl.get("ok") is False:
+        degraded.append("ctl_link_lost")
+    degraded += [f"sensor:{name}" for name in sensors.get("faulty", [])]
+    accel = sensors.get("accel")
+    if isinstance(accel, dict) and accel.get("ok") is False:
+        degraded.append("sensor:accel")
+    free = body.get("disk_free_mb")
+    if free is not None and free < DISK_LOW_MB:
+        degraded.append("disk_low")
+    if not (body.get("clock") or {}).get("synced", True):
+        degraded.append("clock_unsynced")
+    state = "fault" if faults else "degraded" if degraded else "ok"
+    return state, faults + degraded
+
+
+def machine(data_dir: str | Path, started_mono: float) -> dict[str, Any]:
+    """The machine's part of the health body."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = []
+    out = {"uptime_s": round(time.monotonic() - started_mono, 1),
+           "agent_version": AGENT_VERSION, "cpu_temp_c": cpu_temp_c(), "load": load,
+           "mem_mb": rss_mb(), "disk_free_mb": disk_free_mb(data_dir)}
+    if out["cpu_temp_c"] is None:  # not a Pi (no thermal zone): nothing to report
+        del out["cpu_temp_c"]
+    return out

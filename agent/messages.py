@@ -1,0 +1,260 @@
+"""Every uplink message of platform-protocol.md: topics, the envelope, the bodies.
+
+One place builds them all so that the envelope rules hold everywhere:
+
+- ``v`` = 1; ``id`` = ``{terminal_id}-{boot}-{seq}``: ``boot`` is a counter kept in
+  the data directory and raised at every start (:func:`next_boot`), ``seq`` counts
+  messages within the boot, so ids never repeat across restarts even when the clock
+  does. A message re-sent from the outbox is the stored bytes: same id.
+- ``ts`` (UTC ms) and ``tq`` from :class:`~liftwatch.agent.timebase.Timebase`.
+- Compact JSON, UTF-8, no NaN (a NaN is not JSON and the platform would reject the
+  whole message; such a value is sent as null instead).
+
+``cmd/reply`` is the one exception to ``id``: the spec makes its ``id`` the command's
+id, which is what the platform correlates and de-duplicates replies on; it carries
+``v``, ``ts`` and ``tq`` like the others. ``online`` is the bare ``1``/``0``.
+
+The JSON Schema of each message type is in ``schemas/{kind}.json`` (:func:`schema`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+VERSION = 1
+#: message kinds that have a JSON body and a schema file
+KINDS = ("status", "event", "trip", "stats", "health", "cmd_reply")
+#: topic suffix of each kind
+TOPICS = {"online": "online", "status": "status", "event": "event", "trip": "trip",
+          "stats": "stats", "health": "health", "cmd": "cmd", "cmd_reply": "cmd/reply"}
+STATUS_FIELDS = ("mode", "run", "dir", "floor", "door", "zone", "person", "speed", "safety",
+                 "lock", "overload", "src")
+STATUS_REQUIRED = ("mode", "run", "dir", "floor", "door", "src")
+TRIP_FIELDS = ("from", "to", "t_start", "t_end", "duration_s", "dir", "level", "complete",
+               "distance_m", "v_max", "a_max", "d_max", "a95", "d95", "jerk_max", "vib_pp_max",
+               "vib_pp_a95")
+STATS_FIELDS = ("period", "from", "to", "runs", "run_s", "distance_m", "door_cycles",
+                "reopens", "starts_by_floor", "events")
+SEVERITIES = ("alarm", "fault", "warning", "info")
+
+
+def topic(prefix: str, lift_id: str, kind: str) -> str:
+    """``{prefix}/{lift_id}/{suffix}`` for a kind of :data:`TOPICS`."""
+    return f"{prefix}/{lift_id}/{TOPICS[kind]}"
+
+
+def _clean(v: Any) -> Any:
+    """Replace non-finite floats by None, recursively (JSON has no NaN)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    return v
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON of a message."""
+    return json.dumps(_clean(obj), separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a message kind (shipped as package data)."""
+    if kind not in KINDS:
+        raise KeyError(f"no schema for message kind {kind!r}")
+    text = resources.files("liftwatch.agent").joinpath("schemas", f"{kind}.json").read_text(
+        encoding="utf-8")
+    return json.loads(text)
+
+
+def next_boot(data_dir: str | Path) -> int:
+    """Raise and return the boot counter in ``data_dir/boot``.
+
+    Written atomically (temp file, fsync, rename, directory fsync): a power cut leaves
+    either the old or the new number, never an empty file. An unreadable file is
+    taken as 0 and replaced (ids stay unique as long as the counter only goes up: the
+    terminal id and a larger boot number still differ from everything sent before,
+    unless the file was lost, which the ``ts`` then disambiguates for a human).
+    """
+    d = Path(data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "boot"
+    try:
+        boot = int(path.read_text(encoding="ascii").strip())
+        if boot < 0:
+            raise ValueError(boot)
+    except (OSError, ValueError):
+        boot = 0
+    boot += 1
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".boot.")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(f"{boot}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dfd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return boot
+
+
+class Stamper(Protocol):
+    def stamp(self, mono: float | None = None) -> tuple[int, int]: ...
+
+
+class CodeProfile(Protocol):
+    """The part of the platform profile that numbers event codes."""
+
+    def pcode(self, code: str) -> int | None: ...
+
+    def mode_pcode(self, mode: int) -> int | None: ...
+
+
+class MessageFactory:
+    """Builds the messages of one terminal in one boot; each call takes the next ``seq``."""
+
+    def __init__(self, terminal_id: str, boot: int, timebase: Stamper,
+                 profile: CodeProfile | None = None) -> None:
+        if not terminal_id or "/" in terminal_id or "+" in terminal_id or "#" in terminal_id:
+            raise ValueError(f"terminal id {terminal_id!r} cannot be used in topics and ids")
+        self.terminal_id = terminal_id
+        self.boot = int(boot)
+        self.timebase = timebase
+        self.profile = profile
+        self.seq = 0
+        #: clock steps of this boot: (first seq stamped after the step, step in ms)
+        self.steps: list[tuple[int, int]] = []
+        self._steps_seen = 0
+
+    def envelope(self, mono: float | None = None) -> dict[str, Any]:
+        self.seq += 1
+        ts, tq = self.timebase.stamp(mono)
+        steps = getattr(self.timebase, "steps", [])
+        for _, step_ms in steps[self._steps_seen:]:
+            self.steps.append((self.seq, step_ms))  # this message has the new clock
+        self._steps_seen = len(steps)
+        return {"v": VERSION, "id": f"{self.terminal_id}-{self.boot}-{self.seq}",
+                "ts": ts, "tq": tq}
+
+    def correct(self, payload: bytes) -> bytes:
+        """The stored message with its ``ts`` corrected for the clock steps since it was
+        made (issue: messages made before the first NTP sync, on a terminal without
+        RTC, carry a wrong time). Applied by the uplink when it publishes, so what is
+        still in the outbox when the clock is set goes out with the right time; ``tq``
+        becomes 1 when the clock is synchronised now (the time is then exact up to the
+        monotonic clock's drift). Messages of another boot, already right, or not
+        ``tq`` 0 are returned as they are. Same ``id``: the platform keeps one copy.
+        """
+        if not self.steps or b'"tq":0' not in payload:
+            return payload
+        try:
+            msg = json.loads(payload)
+            _, boot, seq = str(msg["id"]).rsplit("-", 2)
+            if int(boot) != self.boot:
+                return payload
+            delta = sum(step for first, step in self.steps if first > int(seq))
+        except (ValueError, KeyError, TypeError):
+            return payload
+        if not delta:
+            return payload
+        msg["ts"] = int(msg["ts"]) + delta
+        if self.timebase.stamp()[1]:
+            msg["tq"] = 1
+        return dumps(msg)
+
+    def status(self, fields: dict[str, Any], mono: float | None = None) -> dict[str, Any]:
+        """``status`` from ``Pipeline.status()``. A field the terminal cannot know (no
+        such input, e.g. ``lock`` without a lock contact) is left out rather than sent
+        as null: status is the most frequent message on a metered link."""
+        msg = self.envelope(mono)
+        for k in STATUS_FIELDS:
+            if k in fields and (fields[k] is not None or k in STATUS_REQUIRED):
+                msg[k] = fields[k]
+        return msg
+
+    def _pcode(self, code: str, detail: dict[str, Any] | None) -> int | None:
+        if self.profile is None:
+            return None
+        if code == "mode_change" and detail:
+            mode = detail.get("mode", detail.get("to"))
+            if isinstance(mode, int) and not isinstance(mode, bool):
+                pc = self.profile.mode_pcode(mode)
+                if pc is not None:
+                    return pc
+        return self.profile.pcode(code)
+
+    def event(self, rec: dict[str, Any], repeat: int = 0,
+              mono: float | None = None) -> dict[str, Any]:
+        """``event`` from a pipeline event record (``id`` becomes ``eid``)."""
+        msg = self.envelope(mono)
+        detail = rec.get("detail")
+        msg["eid"] = str(rec["id"])
+        msg["code"] = str(rec["code"])
+        pc = self._pcode(msg["code"], detail if isinstance(detail, dict) else None)
+        if pc is not None:
+            msg["pcode"] = pc
+        msg["state"] = rec["state"]
+        msg["sev"] = rec["sev"]
+        msg["floor"] = rec.get("floor")
+        if rec["state"] == "cleared" and rec.get("duration_s") is not None:
+            msg["duration_s"] = rec["duration_s"]
+        msg["repeat"] = int(repeat)
+        msg["detail"] = detail if isinstance(detail, dict) else {}
+        return msg
+
+    def trip(self, rec: dict[str, Any], mono: float | None = None) -> dict[str, Any]:
+        """``trip`` from a pipeline trip record: its fields, ``t_start``/``t_end`` as
+        the agent's clock gave them (seconds; ``ts`` dates the trip's end)."""
+        msg = self.envelope(mono)
+        for k in TRIP_FIELDS:
+            if k in rec:
+                msg[k] = rec[k]
+        return msg
+
+    def stats(self, body: dict[str, Any], mono: float | None = None) -> dict[str, Any]:
+        """``stats`` from ``Stats.close_period()``."""
+        msg = self.envelope(mono)
+        for k in STATS_FIELDS:
+            if k in body:
+                msg[k] = body[k]
+        return msg
+
+    def health(self, body: dict[str, Any], mono: float | None = None) -> dict[str, Any]:
+        """``health``: the body is assembled by :mod:`liftwatch.agent.health`."""
+        msg = self.envelope(mono)
+        msg.update({k: v for k, v in body.items() if k not in msg})
+        return msg
+
+    def cmd_reply(self, cmd_id: str | None, ok: bool, result: Any = None,
+                  error: str | None = None) -> dict[str, Any]:
+        """Reply to a command: ``id`` is the command's (None when it had none)."""
+        ts, tq = self.timebase.stamp()
+        msg: dict[str, Any] = {"v": VERSION, "id": cmd_id, "ts": ts, "tq": tq, "ok": bool(ok)}
+        if ok:
+            msg["result"] = result
+        else:
+            msg["error"] = error or "failed"
+        return msg
+
+
+def lane_of(kind: str, msg: dict[str, Any]) -> str:
+    """Outbox lane (alarm, event, record) of a message: alarm-severity events overtake."""
+    if kind == "event":
+        return "alarm" if msg.get("sev") == "alarm" else "event"
+    if kind in ("trip", "stats", "health"):
+        return "record"
+    raise ValueError(f"{kind} messages do not go through the outbox")
