@@ -66,7 +66,7 @@ class Broker:
             "max_queued_messages 100000\n"
             # started as root, Mosquitto drops to the mosquitto user, which cannot write
             # the test's private directories: stay root there (loopback only)
-            + ("user root\n" if os.geteuid() == 0 else "") +
+            + ("user root\n" if os.geteuid() == 0 and "user " not in self.extra_conf else "") +
             "log_type error\nlog_type warning\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n" + self.extra_conf
         )
