@@ -300,6 +300,11 @@ class _Checker:
             self.add("accel.address",
                      " or ".join(f"0x{a:02X}" for a in CHIP_ADDRESSES[chip]) + f" for {chip}",
                      f"0x{address:02X}")
+        if chip == "lis3dh" and self.ok("accel.chip", "accel.rate_hz") \
+                and accel["rate_hz"] == 800:
+            # the LIS3DH has no 800 Hz rate (it would run at 1344 Hz), and the analysis
+            # chain needs a multiple of its 200 Hz analysis rate
+            self.add("accel.rate_hz", "400 or 1600 for lis3dh (it has no 800 Hz rate)", "800")
         if self.ok("accel.rotation"):
             problem = _rotation_problem(accel["rotation"])
             if problem:

@@ -90,6 +90,8 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.1
 STOP_BUDGET_S = 5.0
+#: live timers wait this long for records under way before the clock moves them on
+LIVE_SILENCE_S = 0.5
 #: a loop whose heartbeat is older than this is stalled (a health fault)
 STALL_S = 5.0
 #: outputs waiting for the outbox before acquisition is made to wait (and counted)
@@ -212,6 +214,7 @@ class Agent:
         self._trace_start_ms: int | None = None
         self._t_source0 = 0.0
         self._t_live = 0.0
+        self._t_fed = 0.0
         self._pipeline_gen = 0
         self.exit_code = 0
 
@@ -281,13 +284,17 @@ class Agent:
         src = self.source
         if hasattr(src, "now"):
             return float(src.now())
-        # live: records are held ``reorder_s`` to be put in time order; timers must not
-        # run ahead of samples still held there
+        # live: timers must never run ahead of samples not yet fed (the pipeline would
+        # then see the past arrive: a trip's samples after its stop was decided). While
+        # records flow, time is that of the latest record fed, as in a replay; when the
+        # inputs fall silent (a terminal with contacts only), the clock takes over, held
+        # back by the source's reorder time and LIVE_SILENCE_S for records under way.
         t0, clock = getattr(src, "t_start", None), getattr(src, "clock", None)
         if t0 is not None and callable(clock):
-            t = float(clock() - t0 - float(getattr(src, "reorder_s", 0.0)))
+            t = float(clock() - t0 - float(getattr(src, "reorder_s", 0.0))) - LIVE_SILENCE_S
         else:
-            t = time.monotonic() - self.started_mono
+            t = time.monotonic() - self.started_mono - LIVE_SILENCE_S
+        t = max(t, self._t_fed)
         self._t_live = max(self._t_live, t)
         return self._t_live
 
@@ -393,6 +400,7 @@ class Agent:
         assert self.pipeline is not None
         periodic = self._source_is_periodic()
         async for rec in self.source:
+            self._t_fed = max(self._t_fed, rec.t)
             if periodic:
                 self.heartbeats["acquisition"] = time.monotonic()
             if rec.kind == "pwr" and isinstance(rec.data, dict):
@@ -682,6 +690,10 @@ class Agent:
             self.source = self._make_source()
             if self.trace is not None:
                 self._trace_start_ms = _trace_start_ms(self.source.header.start)
+            elif hasattr(self.source, "start"):
+                # the drivers must be open before the pipeline is built: the accelerometer's
+                # real rate and scale (the trace header's ``accel``) come from the chip
+                await self.source.start()
             self.pipeline = self._make_pipeline(self.cfg, self._load_baselines())
             self._open_journal()
             self.uplink = self._make_uplink()

@@ -18,6 +18,10 @@ Keys, all optional, applied in this order:
                                                 answering, an object: it answers again
 ```
 
+A file ``<directory>/initial.json`` holding one such message, when present, is applied
+as the receiver starts, before the terminal samples anything: the simulated inputs
+then start at the lift's real levels, as wired inputs do, instead of their pull level.
+
 Pin levels are electrical, as a rig's relay board drives them; :meth:`SimFeed.set_inputs`
 turns input levels of trace-format.md into pin levels with the terminal's wiring.
 A message that is not valid JSON or breaks these rules is counted in
@@ -45,6 +49,7 @@ from liftwatch.drivers.simchips import QueueSource, SimChip
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "simfeed.sock"
+INITIAL_NAME = "initial.json"
 MAX_DATAGRAM = 65536
 CHUNK_SAMPLES = 1000
 
@@ -143,6 +148,9 @@ class SimFeedReceiver:
         sock.bind(str(self.path))
         sock.settimeout(0.1)
         self._sock = sock
+        initial = self.path.parent / INITIAL_NAME
+        if initial.exists():
+            self.handle(initial.read_bytes())
         self._thread = threading.Thread(target=self._serve, name="simfeed", daemon=True)
         self._thread.start()
 
@@ -204,6 +212,25 @@ class SimFeedReceiver:
             self.path.unlink()
 
 
+def write_initial(directory: str | Path, msg: Mapping[str, Any]) -> Path:
+    """Write the state a simulated terminal starts in (before it is started)."""
+    path = Path(directory) / INITIAL_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(msg, separators=(",", ":")))
+    return path
+
+
+def input_pins(levels: Mapping[str, int], wiring: Mapping[str, InputWiring]) -> dict[str, int]:
+    """Input levels (1 = active, trace-format.md) to pin levels through the wiring."""
+    pins = {}
+    for name, level in levels.items():
+        if name not in wiring:
+            raise SimFeedError(f"input {name!r} is not wired on this terminal")
+        w = wiring[name]
+        pins[w.pin] = int(bool(level)) ^ int(w.active_low)
+    return pins
+
+
 class SimFeed:
     """The sending side, for the HIL rig and the tests."""
 
@@ -225,13 +252,7 @@ class SimFeed:
 
     def set_inputs(self, levels: Mapping[str, int], wiring: Mapping[str, InputWiring]) -> None:
         """Input levels (1 = active, trace-format.md) to pin levels through the wiring."""
-        pins = {}
-        for name, level in levels.items():
-            if name not in wiring:
-                raise SimFeedError(f"input {name!r} is not wired on this terminal")
-            w = wiring[name]
-            pins[w.pin] = int(bool(level)) ^ int(w.active_low)
-        self.set_pins(pins)
+        self.set_pins(input_pins(levels, wiring))
 
     def push_accel(self, samples_g: list[list[float]] | list[tuple[float, float, float]]) -> None:
         """Queue samples (in g) for the simulated chip, in datagrams of 1000."""

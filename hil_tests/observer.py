@@ -17,6 +17,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+#: messages the terminal sends with a unique ``id`` (commands and their replies carry the
+#: platform's command id instead)
+UPLINK_KINDS = frozenset({"status", "event", "trip", "stats", "health"})
+
 
 @dataclass
 class Arrival:
@@ -171,7 +175,9 @@ def score(name: str, arrivals: list[Arrival], t_start: float, expects: list[Expe
                               if a.topic.endswith("/trip") and isinstance(a.payload, dict)})
     by_id: dict[str, Any] = {}
     for a in arrivals:
-        if isinstance(a.payload, dict) and "id" in a.payload and not a.retained:
+        kind = a.topic.rsplit("/", 1)[-1]
+        if kind in UPLINK_KINDS and isinstance(a.payload, dict) and "id" in a.payload \
+                and not a.retained:
             prev = by_id.setdefault(a.payload["id"], a.payload)
             if prev != a.payload:
                 sc.duplicates_with_other_content += 1

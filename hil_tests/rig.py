@@ -36,7 +36,7 @@ from typing import Any
 from liftwatch.drivers.modbus_server import ModbusSimServer
 from liftwatch.drivers.registermap import load_register_map
 from liftwatch.drivers.settings import InputWiring
-from liftwatch.drivers.simfeed import SimFeed, socket_path
+from liftwatch.drivers.simfeed import SimFeed, input_pins, socket_path, write_initial
 from mosquitto import Broker
 from observer import Observer
 from scenarios import Scenario
@@ -141,7 +141,8 @@ class SoftRig:
         else:
             self.server = ModbusSimServer(regmap, landings=self.scn.lift.landings,
                                           transport="tcp", tcp_port=0)
-        first_ctl = next((d for _, k, d in self.scn.records if k == "ctl" and d), None)
+        first_ctl = self.scn.first_ctl or next(
+            (d for _, k, d in self.scn.records if k == "ctl" and d), None)
         if first_ctl:
             self.server.set_values(first_ctl)
         await self.server.start()
@@ -166,6 +167,7 @@ class SoftRig:
         self.config_path.write_text(hil_config(self.workdir, self.scn, self.broker,
                                                transport=self.transport,
                                                serial_port=serial_port, tcp_port=tcp_port))
+        self._write_initial_state()
         self._start_agent()
         sock = socket_path(self.workdir / "feed")
         deadline = time.monotonic() + 20
@@ -177,6 +179,23 @@ class SoftRig:
                                    + self.agent_log())
             await asyncio.sleep(0.05)
         self.feed = SimFeed(self.workdir / "feed")
+
+    def _write_initial_state(self) -> None:
+        """The lift's inputs and accelerometer at t = 0, applied as the terminal starts."""
+        msg: dict[str, Any] = {}
+        if self.scn.first_di is not None:
+            msg["pins"] = input_pins({k: v for k, v in self.scn.first_di.items() if k in WIRING},
+                                     WIRING)
+        head = self.scn.records if isinstance(self.scn.records, list) else []
+        for _, kind, data in head:
+            if kind == "di" and "pins" not in msg:
+                msg["pins"] = input_pins({k: v for k, v in data.items() if k in WIRING}, WIRING)
+            elif kind == "acc" and "acc_hold" not in msg:
+                lsb = self.scn.lift.lsb_per_g
+                msg["acc_hold"] = [c / lsb for c in data[0]]
+            if len(msg) == 2:
+                break
+        write_initial(self.workdir / "feed", msg)
 
     def agent_log(self) -> str:
         try:

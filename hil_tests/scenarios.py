@@ -9,7 +9,7 @@ windows in which the rig takes the broker down.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ LINK_LOST_S = 5.0
 class Scenario:
     name: str
     lift: SimLift
-    records: list[tuple[float, str, Any]]
+    records: Iterable[tuple[float, str, Any]]
     duration: float
     expects: list[Expect]
     allowed: frozenset[str] = frozenset()
@@ -37,6 +37,10 @@ class Scenario:
     ack_alarms_after_s: float | None = None
     onsets: dict[str, float] = field(default_factory=dict)
     trips: int = 0
+    #: the controller's state at t = 0, for a scenario whose records are a stream
+    first_ctl: dict[str, Any] | None = None
+    #: every input's level at t = 0, for a scenario whose records are a stream
+    first_di: dict[str, int] | None = None
 
 
 def _trips(sim: LiftSim) -> int:

@@ -164,6 +164,8 @@ BROKEN: list[tuple[str, Any, str, str, str]] = [
      "no platforms/atlantis.toml"),
     ("address_wrong_for_chip", with_(accel={"chip": "lis3dh"}),
      "accel.address", "0x18 or 0x19 for lis3dh", "0x53"),
+    ("lis3dh_has_no_800_hz", with_(accel={"chip": "lis3dh", "address": 0x18, "rate_hz": 800}),
+     "accel.rate_hz", "400 or 1600 for lis3dh (it has no 800 Hz rate)", "800"),
     ("rotation_not_3x3", with_(accel={"rotation": [[1.0, 0.0], [0.0, 1.0]]}),
      "accel.rotation", "a 3×3 matrix", "[[1.0, 0.0], [0.0, 1.0]]"),
     ("rotation_mirror", with_(accel={"rotation": [[1.0, 0, 0], [0, 1.0, 0], [0, 0, -1.0]]}),
