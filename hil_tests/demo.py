@@ -61,7 +61,7 @@ class ConsoleView:
                 self.status = p
             elif kind == "event":
                 sev = str(p.get("sev", "")).upper()
-                mark = "!!" if sev == "ALARM" else "  "
+                mark = "!!" if sev == "ALARM" and p.get("state") == "raised" else "  "
                 extra = f", after {p['duration_s']:.0f} s" if p.get("duration_s") else ""
                 rep = f" (repeat {p['repeat']})" if p.get("repeat") else ""
                 self.line(f"{self._clock(a)} {mark} {sev:<7} {p.get('code')} "
