@@ -26,7 +26,7 @@ finer (Q29 g, +-1 g after the band limit, ample for vibration) and are rounded b
 Q24 g at the end: rounding noise at Q24 g, amplified ~6000x by the 0.4 Hz band limit's
 poles, would cost ~30 dB (see ``filter_design.with_gain_bits``).
 
-Cost: a numpy run costs ~1 ms of per-call overhead whatever its length: callers feeding short
+Cost: a numpy run costs ~0.5 ms of per-call overhead whatever its length: callers feeding short
 blocks should let the chain batch them (``min_block``, e.g. ``fs_in`` for 1 s) and call
 ``flush()`` at the end of input.
 
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import chain as _chain_it
 
 import numpy as np
 from liftwatch.signal import dsp
@@ -49,11 +50,12 @@ STANDARD_GRAVITY = 9.80665
 RAW_LIMIT = 1 << 15  # raw counts come from 16-bit registers: anything beyond is not a sample
 W_GAIN_BITS = 5  # Wk/Wd run in Q29 g (range +-1 g after the band limit): see with_gain_bits
 LOG2M = 8  # look-ahead depth of the IIR sections (M = 256 outputs per numpy step)
-# A numpy run costs ~1 ms of per-call overhead whatever its length (four filter levels of
-# ~80 small numpy operations each): per-record calls (0.08 s blocks) cost ~50 CPU s per hour
-# of signal, 1 s batches ~5 s. ``min_block`` (input samples held back until that many are
-# pending) batches inside the chain; the default 0 keeps "each call returns what its block
-# completes". Replay wants ``min_block=fs_in`` or more; output times stay exact (``first``).
+# A numpy run costs ~0.5 ms of per-call overhead whatever its length (four filter levels of
+# ~80 small numpy operations each): per-record calls (0.08 s blocks) cost ~25 CPU s per hour
+# of signal, 2 s batches ~1.3 s (measured 2026-11, 400 Hz in). ``min_block`` (input samples
+# held back until that many are pending) batches inside the chain; the default 0 keeps "each
+# call returns what its block completes". Replay wants ``min_block=fs_in`` or more (or a
+# caller that batches itself, as MotionTracker does); output times stay exact (``first``).
 # Frequency at which each output's group delay is quoted: a_z carries trip acceleration
 # (content below ~1 Hz); w_z peaks around 4..8 Hz (Wk); w_x, w_y around 1..2 Hz (Wd).
 DELAY_REF_HZ = {"a_z": 0.5, "w_z": 5.0, "w_x": 1.0, "w_y": 1.0}
@@ -191,6 +193,32 @@ def check_block(block: object) -> np.ndarray:
     if np.abs(arr).max() > RAW_LIMIT:
         raise ValueError(f"accelerometer counts beyond +-{RAW_LIMIT} are not raw samples")
     return arr
+
+
+_LIST = {list}
+_INT = {int}
+_THREE = {3}
+
+
+def flat_rows(block: object) -> tuple[list[int], int] | None:
+    """A block given as a list of ``[x, y, z]`` lists of ints, flattened, and its largest
+    |count|; None when it is anything else (then :func:`check_block` judges it).
+
+    The cheap check of a FIFO read or a trace line (C-level passes over ~100 values, no
+    numpy on a tiny array): a caller validates each small block at once and converts only
+    a batch of them to numpy (a flat list converts several times faster than rows).
+    ``bool`` is not taken for an int here.
+    """
+    if type(block) is not list or not block or set(map(type, block)) != _LIST \
+            or set(map(len, block)) != _THREE:
+        return None
+    flat = list(_chain_it.from_iterable(block))
+    if set(map(type, flat)) != _INT:
+        return None
+    peak = max(max(flat), -min(flat))
+    if peak > RAW_LIMIT:
+        raise ValueError(f"accelerometer counts beyond +-{RAW_LIMIT} are not raw samples")
+    return flat, peak
 
 
 class _Chain:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 from liftwatch.signal import fixedpoint as fp
-from numpy.lib.stride_tricks import sliding_window_view
 
 SIG_MAX = fp.SIG_MAX
 SIG_MIN = fp.SIG_MIN
@@ -124,6 +123,7 @@ class LookaheadSection:
         self.r2 = coef([sp[4] for sp in specs])
         self.has_c2 = [bool(np.any(c)) for c in self.c2]
         self.has_r2 = bool(np.any(self.r2))
+        self._tiles: dict[int, tuple] = {}
         self.reset(0)
 
     def _full(self, n: int) -> np.ndarray:
@@ -165,22 +165,50 @@ class LookaheadSection:
         return np.concatenate([self._process(x[s:s + CHUNK])
                                for s in range(0, x.shape[0], CHUNK)])
 
+    def _tiled(self, n: int) -> tuple:
+        """The coefficients as arrays of the block's shape (n, C), cached per length.
+
+        Multiplying an (n, C) block by a (C,) vector makes numpy loop over rows of C
+        values (~3x slower for C = 4 than an elementwise pass); a full-shape operand keeps
+        it one flat loop. Scalars (coefficients shared by all channels) stay scalars.
+        """
+        got = self._tiles.get(n)
+        if got is None:
+            def tile(c: np.int64 | np.ndarray, r: int) -> np.int64 | np.ndarray:
+                if np.ndim(c) == 0:
+                    return c
+                return np.ascontiguousarray(np.broadcast_to(c, (r, len(c))))
+
+            if len(self._tiles) >= 16:  # batch lengths vary by a few samples: bound it
+                self._tiles.clear()
+            m = min(n, self.m)
+            got = (*[tile(c, n) for c in (self.b0, self.b1, self.b2, self.bhalf, self.bfrac)],
+                   [tile(c, n) for c in self.c1], [tile(c, n) for c in self.c2],
+                   tile(self.r1, m), tile(self.r2, m))
+            self._tiles[n] = got
+        return got
+
     def _process(self, x: np.ndarray) -> np.ndarray:
         # Written for few numpy calls per block: the per-call cost dominates short blocks.
         n = x.shape[0]
+        if self.channels is None:
+            b0, b1, b2, bhalf, bfrac = self.b0, self.b1, self.b2, self.bhalf, self.bfrac
+            c1s, c2s, r1, r2 = self.c1, self.c2, self.r1, self.r2
+        else:
+            b0, b1, b2, bhalf, bfrac, c1s, c2s, r1, r2 = self._tiled(n)
         full = np.concatenate([self.xh, x])
-        u = full[2:] * self.b0
-        u += full[1:-1] * self.b1
-        u += full[:-2] * self.b2
-        u += self.bhalf
-        u >>= self.bfrac
+        u = full[2:] * b0
+        u += full[1:-1] * b1
+        u += full[:-2] * b2
+        u += bhalf
+        u >>= bfrac
         _clip(u, _LO, _HI, out=u)
         self.xh = full[-2:]
         for i, k in enumerate(self.ks):
             f = np.concatenate([self.sh[i], u])
-            acc = f[k:k + n] * self.c1[i]
+            acc = f[k:k + n] * c1s[i]
             if self.has_c2[i]:
-                acc += f[:n] * self.c2[i]
+                acc += f[:n] * c2s[i]
             acc += _HALF
             acc >>= _FRAC
             acc += u
@@ -192,12 +220,14 @@ class LookaheadSection:
         # u + ((r1 yM + r2 y2M + half) >> 30) == ((u << 30) + half + r1 yM + r2 y2M) >> 30
         u <<= _FRAC
         u += _HALF
-        r1, r2, use_r2 = self.r1, self.r2, self.has_r2
+        use_r2 = self.has_r2
+        vec = np.ndim(r1) > 0
         for s in range(0, n, m):
             e = min(s + m, n)
-            acc = y[s + m:e + m] * r1
+            r1s = r1[:e - s] if vec else r1
+            acc = y[s + m:e + m] * r1s
             if use_r2:
-                acc += y[s:e] * r2
+                acc += y[s:e] * (r2[:e - s] if np.ndim(r2) > 0 else r2)
             acc += u[s:e]
             acc >>= _FRAC
             _clip(acc, _LO, _HI, out=acc)
@@ -261,6 +291,7 @@ class FirDecimator:
 
     def __init__(self, taps: list[int], frac: int, factor: int, channels: int | None = None):
         self.h = np.asarray(taps, dtype=np.int64)
+        self._h_rev = np.ascontiguousarray(self.h[::-1])
         self.frac = frac
         self.factor = factor
         self.channels = channels
@@ -288,10 +319,19 @@ class FirDecimator:
         count = 0 if first >= n else (n - 1 - first) // d + 1
         shape = (count,) if self.channels is None else (count, self.channels)
         if count:
-            # y[q] = sum_j h[j] full[nh + first + q d - j]: one strided window, one matmul
-            win = sliding_window_view(full[first:first + (count - 1) * d + nh + 1], nh + 1,
-                                      axis=0)[::d]
-            acc = win @ self.h[::-1]
+            # y[q] = sum_j h[j] full[nh + first + q d - j]: one strided window, one matmul.
+            # (The window is sliding_window_view(full[first:], nh + 1, axis=0)[::d], built
+            # directly: that helper spends more time checking arguments than the matmul.)
+            item = full.itemsize
+            if self.channels is None:
+                shape_w: tuple[int, ...] = (count, nh + 1)
+                strides: tuple[int, ...] = (d * item, item)
+            else:
+                c = self.channels
+                shape_w, strides = (count, c, nh + 1), (d * c * item, item, c * item)
+            win = np.ndarray(shape_w, dtype=full.dtype, buffer=full,
+                             offset=first * full.strides[0], strides=strides)
+            acc = win @ self._h_rev
             _sat_(_round_shift_(acc, self.frac))
         else:
             acc = np.zeros(shape, dtype=np.int64)

@@ -44,8 +44,11 @@ How the estimate stays honest over a day of trips:
 Times: every sample is placed at its own time (first sample of a block at ``t0``, then
 every ``1/fs``), outputs shifted back by the chain's group delay; records may arrive
 out of sample order (a FIFO block reaches past the next records), so edges are applied
-at their own time, retroactively when their samples were already processed. The chain
-batches ``chain_batch_s`` of samples per numpy pass, so speed lags the input by that.
+at their own time, retroactively when their samples were already processed. Blocks are
+checked and held as plain lists until ``chain_batch_s`` of samples are in, then converted
+and run through the chain and the chunk decisions in one numpy pass (the per-chunk figures
+for all chunks at once): speed lags the input by up to that much, as it did when the chain
+itself held the samples back (the same batches: the same decisions at the same times).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from typing import Any
 
 import numpy as np
 from liftwatch.signal import dsp
-from liftwatch.signal.chain import AccelChain, check_block
+from liftwatch.signal.chain import AccelChain, check_block, flat_rows
 from liftwatch.signal.orientation import OrientationEstimator, check_rotation
 from liftwatch.signal.ride import trip_figures
 from liftwatch.signal.settings import LiftParams
@@ -94,6 +97,13 @@ def default_zone_intervals(door_zone_m: float, sensor_gap_m: float = 0.08
     return {"zone_up": (-h - sensor_gap_m, h), "zone_down": (-h, h + sensor_gap_m)}
 
 
+def _peak(raw: Any) -> int:
+    """Largest |count| of a block (flat list of ints or int array)."""
+    if isinstance(raw, np.ndarray):
+        return int(np.abs(raw).max())
+    return max(max(raw), -min(raw))
+
+
 class _RestLevel:
     """Gravity-plus-bias level of the vertical signal, learned from rest chunks only.
 
@@ -111,9 +121,12 @@ class _RestLevel:
         self.rest = int(v)
 
     def feed(self, chunk: np.ndarray) -> None:
-        n = int(chunk.size)
+        self.feed_sum(int(chunk.sum()), int(chunk.size))
+
+    def feed_sum(self, total: int, n: int) -> None:
+        """One chunk given by its sum and sample count (the caller has them already)."""
         if n:
-            mean = (2 * int(chunk.sum()) + n) // (2 * n)
+            mean = (2 * total + n) // (2 * n)
             d = mean - self.rest
             self.rest += (d + (1 << (self.shift - 1))) >> self.shift
 
@@ -149,7 +162,7 @@ class MotionTracker:
                  zone_intervals: dict[str, tuple[float, float]] | None = None,
                  full_scale_g: float = 2.0, rest_confirm_s: float = 0.5,
                  quiet_pp_ms2: float = 0.15, quiet_mean_ms2: float = 0.06,
-                 rest_speed: float = 0.25, chain_batch_s: float = 0.5) -> None:
+                 rest_speed: float = 0.25, chain_batch_s: float = 2.0) -> None:
         if not (isinstance(fs, int | float) and math.isfinite(fs) and fs > 0):
             raise ValueError(f"accelerometer fs must be a positive number, found {fs!r}")
         if not (isinstance(lsb_per_g, int | float) and math.isfinite(lsb_per_g)
@@ -177,9 +190,14 @@ class MotionTracker:
         self._factor = self._chain.design.factor
         self._delay = float(self._chain.delay_s["a_z"])
         self._n_in = 0
-        self._blocks_in: deque[tuple[int, float, np.ndarray]] = deque()
-        self._boot: list[np.ndarray] = []
-        self._boot_n = 0
+        self._blocks_in: deque[tuple[int, float, int]] = deque()   # (first index, t0, n)
+        self._waiting: list[Any] = []            # blocks held for the next chain batch
+        self._waiting_n = 0
+        self._raw_store = np.zeros((0, 3), dtype=np.int64)   # raw rows from _blocks_in[0]
+        self._raw_base = 0                       # input index of _raw_store[0]
+        self._raw_cum = np.zeros((1, 3), dtype=np.int64)
+        self._blk: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._cur: tuple[Any, ...] | None = None  # precomputed figures of the next chunk
         self._chunk_n = max(1, round(CHUNK_S * self.fs_out))
         self._v_lsb = (1 << V_SHIFT) * MS2 / self.fs_out          # m/s per speed word
         self._p_lsb = (1 << P_SHIFT) * self._v_lsb / self.fs_out   # m per position word
@@ -200,7 +218,6 @@ class MotionTracker:
         self.t_last: float | None = None
         self.at_rest = False
         self.floor_index: int | None = None
-        self.gravity_g: float | None = None
         self.saturated = False
         self.silent_since: float | None = None
         self.blocks = 0
@@ -214,11 +231,13 @@ class MotionTracker:
         self._flat_s = 0.0
         self._flat_sum = 0
         self._flat_n = 0
-        self._held: list[_Chunk] = []            # rest chunks waiting to feed the tracker
+        self._held: list[tuple[int, int]] = []   # rest chunks (sum, n) waiting for the tracker
         self._settle_until = -math.inf           # after a chain rebuild: outputs settling
         # Raw rest statistics for orientation and the gravity check.
-        self._raw_sum = np.zeros(3)
+        self._raw_sum = [0, 0, 0]                # integer sums: exact, cheap to add to
         self._raw_n = 0
+        self._gravity_src: tuple[tuple[int, ...], int] | None = None
+        self._gravity: float | None = None
         # Run signal and zone state.
         self._run: list[tuple[float, bool]] = []
         self._zone: dict[str, int] = {}
@@ -250,9 +269,10 @@ class MotionTracker:
     # ------------------------------------------------------------------ chain
     def _new_chain(self) -> AccelChain:
         rot = self.orient.rotation if self.orient.known else None
-        # The chain's cost is per call: let it batch (``chain_batch_s``, the speed's latency).
+        # The chain's cost is per call: on_acc hands it ``chain_batch_s`` of samples at a
+        # time (the speed's latency), so the chain itself need not hold any back.
         return AccelChain(int(self.fs), self.lsb_per_g, rotation=rot, fs_out=self._fs_out_req,
-                          min_block=self._chain_batch)
+                          min_block=0)
 
     def rotation_matrix(self) -> list[list[float]]:
         """Current mounting estimate, car_from_sensor (for ``liftwatch calibrate``)."""
@@ -262,54 +282,94 @@ class MotionTracker:
     def on_acc(self, t0: float, block: Sequence[Sequence[int]]) -> None:
         """Raw counts ``[[x, y, z], ...]``, first sample at ``t0``, then every 1/fs.
 
-        Raises ValueError for a malformed block before touching any state.
+        Raises ValueError for a malformed block before touching any state. A list of
+        integer rows (a trace line, a FIFO read) is checked in plain Python and held as
+        is; the numpy work runs once per ``chain_batch_s`` of samples (:meth:`_emit`).
         """
         if not (isinstance(t0, int | float) and math.isfinite(t0)):
             raise ValueError(f"acc block time must be a finite number, found {t0!r}")
-        try:                            # fast path: a list of integer rows (a trace, a FIFO)
-            raw = np.asarray(block) if isinstance(block, list) else None
-        except (TypeError, ValueError):
-            raw = None
-        if raw is None or raw.dtype.kind not in "iu":
-            raw = block
-        raw = check_block(raw)          # ValueError for anything but rows of 3 integers
-        if raw.shape[0] == 0:
-            raise ValueError("acc block is empty")
-        n = raw.shape[0]
+        got = flat_rows(block)          # ValueError for counts beyond any 16-bit register
+        if got is not None:             # a plain list of int rows, kept flat until a batch
+            raw: Any = got[0]
+            peak = got[1]
+            n = len(raw) // 3
+        else:                           # anything else: the full check
+            try:
+                arr = np.asarray(block) if isinstance(block, list) else None
+            except (TypeError, ValueError):
+                arr = None
+            if arr is None or arr.dtype.kind not in "iu":
+                arr = block
+            raw = check_block(arr)      # ValueError for anything but rows of 3 integers
+            if raw.shape[0] == 0:
+                raise ValueError("acc block is empty")
+            peak = int(np.abs(raw).max())
+            n = raw.shape[0]
         # Overlap with samples already received (a repeated FIFO read): drop it.
         if self._t_next_in is not None:
             skip = round((self._t_next_in - t0) * self.fs)
             if skip >= n:
                 return
             if skip > 0:
-                raw = raw[skip:]
+                raw = raw[3 * skip:] if isinstance(raw, list) else raw[skip:]
                 t0 = t0 + skip / self.fs
-                n = raw.shape[0]
+                n -= skip
+                peak = _peak(raw)
             elif skip < -1:
                 self.gaps += 1
         self.blocks += 1
-        self.saturated = bool(np.abs(raw).max() >= self._full_scale)
-        self._blocks_in.append((self._n_in, t0, raw))
+        self.saturated = peak >= self._full_scale
+        self._blocks_in.append((self._n_in, t0, n))
         self._n_in += n
         self._t_next_in = t0 + n / self.fs
         self.silent_since = self._t_next_in
+        self._waiting.append(raw)
+        self._waiting_n += n
         if not self.orient.known:
             # Lift acceleration is vertical, so the mean of any stretch of samples points
             # along the car's z axis (rest only matters for the magnitude): a quarter of a
             # second fixes the rotation before the chain sees a sample.
-            self._boot.append(raw)
-            self._boot_n += n
-            if self._boot_n < BOOT_S * self.fs:
+            if self._waiting_n < BOOT_S * self.fs:
                 return
-            raw = np.concatenate(self._boot)
-            self._boot, self._boot_n = [], 0
-            self.orient.update(raw.mean(axis=0), raw.shape[0] / self.fs)
+            boot = self._convert()
+            self.orient.update(boot.mean(axis=0), boot.shape[0] / self.fs)
             self._chain = self._new_chain()
+            self._waiting, self._waiting_n = [boot], boot.shape[0]
+        if self._waiting_n >= self._chain_batch:
+            self._emit()
+
+    def _convert(self) -> np.ndarray:
+        """The held blocks as one (N, 3) int64 array (one numpy conversion per batch)."""
+        blocks = self._waiting
+        if len(blocks) == 1 and isinstance(blocks[0], np.ndarray):
+            return blocks[0]
+        if all(type(b) is list for b in blocks):
+            flat: list[int] = []
+            for b in blocks:
+                flat += b
+            return np.array(flat, dtype=np.int64).reshape(-1, 3)
+        return np.concatenate([np.asarray(b, dtype=np.int64).reshape(-1, 3) for b in blocks])
+
+    def _emit(self) -> None:
+        """Run the held samples through the chain and the chunk decisions."""
+        raw = self._convert()
+        self._waiting, self._waiting_n = [], 0
+        # The raw samples of the blocks still referred to, with prefix sums: the raw sum
+        # of any rest chunk (orientation, gravity) is then two lookups.
+        keep = self._blocks_in[0][0] - self._raw_base if self._blocks_in else 0
+        store = np.concatenate([self._raw_store[keep:], raw])
+        self._raw_base += keep
+        self._raw_store = store
+        cum = np.zeros((store.shape[0] + 1, 3), dtype=np.int64)
+        np.cumsum(store, axis=0, out=cum[1:])
+        self._raw_cum = cum
         self._take(self._chain.process(raw))
 
     def flush(self) -> None:
         """Process what the chain still holds back (it batches for speed): the pipeline's
         finish and :meth:`end_trip` call it so that the latest samples count."""
+        if self._waiting and self.orient.known:
+            self._emit()
         self._take(self._chain.flush())
 
     def _take(self, out: Any) -> None:
@@ -323,6 +383,7 @@ class MotionTracker:
         k = (out.first + np.arange(m)) * self._factor
         starts = np.array([b[0] for b in self._blocks_in])
         t0s = np.array([b[1] for b in self._blocks_in])
+        self._blk = (starts, t0s, np.array([b[2] for b in self._blocks_in]))
         j = np.clip(np.searchsorted(starts, k, side="right") - 1, 0, None)
         t_out = t0s[j] + (k - starts[j]) / self.fs - self._delay
         if self.t_last is None and not self._pending:
@@ -398,29 +459,68 @@ class MotionTracker:
         times = np.concatenate(self._pending_t) if len(self._pending_t) > 1 \
             else self._pending_t[0]
         n = self._chunk_n
-        full = (data.shape[0] // n) * n
-        for i in range(0, full, n):
-            self._chunk(times[i:i + n], data[i:i + n])
+        count = data.shape[0] // n
+        full = count * n
+        if count:
+            # What each chunk's decisions need, for all chunks in a few numpy passes (a
+            # numpy call on 20 samples costs as much as on 2000): level sums, flatness,
+            # raw sums of the chunk's window, and the arrays its history record holds.
+            d3 = data[:full].reshape(count, n, 4)
+            t2 = times[:full].reshape(count, n)
+            az = d3[:, :, 0]
+            totals = az.sum(axis=1).tolist()
+            spans = (az.max(axis=1) - az.min(axis=1)).tolist()
+            raw_sums, raw_ns = self._raw_window_sums(t2[:, 0], t2[:, -1])
+            raw_sums = raw_sums.tolist()
+            t_first, t_end = t2[:, 0].tolist(), t2[:, -1].tolist()
+            zeros = np.zeros((count, n))          # rows: speeds of rest chunks
+            pos = np.empty((count, n))            # rows: positions of rest chunks
+            for i in range(count):
+                self._cur = (totals[i], spans[i], raw_sums[i], raw_ns[i], zeros[i], pos[i],
+                             t_first[i], t_end[i])
+                self._chunk(t2[i], d3[i])
+            self._cur = None
         self._pending = [data[full:]] if full < data.shape[0] else []
         self._pending_t = [times[full:]] if full < data.shape[0] else []
         self._apply_edges()
 
+    def _raw_window_sums(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """Sum and count of the raw samples timed within [lo, hi] of each chunk (placed by
+        their own block's time, as the chain places outputs), from the prefix sums."""
+        starts, t0s, ns = self._blk
+        fs = self.fs
+        i0 = np.maximum(np.ceil((lo[:, None] - t0s[None, :]) * fs), 0).astype(np.int64)
+        i1 = np.minimum(np.floor((hi[:, None] - t0s[None, :]) * fs).astype(np.int64) + 1,
+                        ns[None, :])
+        ok = i1 > i0
+        base = (starts - self._raw_base)[None, :]
+        a = np.where(ok, base + i0, 0)
+        b = np.where(ok, base + i1, 0)
+        sums = (self._raw_cum[b] - self._raw_cum[a]).sum(axis=1)
+        return sums, np.where(ok, i1 - i0, 0).sum(axis=1).tolist()
+
     def _chunk(self, t: np.ndarray, d: np.ndarray) -> None:
         az = d[:, 0]
-        if t[-1] < self._settle_until:
+        cur = self._cur
+        self._cur = None
+        if cur is None:               # called on its own: work the figures out here
+            sums, ns = self._raw_window_sums(np.array([t[0]]), np.array([t[-1]]))
+            cur = (int(az.sum()), int(az.max()) - int(az.min()), sums[0].tolist(), ns[0],
+                   np.zeros(t.size), np.empty(t.size), float(t[0]), float(t[-1]))
+        total, span, raw_sum, raw_n, zeros_f, pos_f, t_first, t_end = cur
+        if t_end < self._settle_until:
             # A new chain's filters are still filling: nothing to learn or integrate.
             zeros = np.zeros(t.size, dtype=np.int64)
             self._ring.append(_Chunk(t, zeros, np.zeros(t.size), np.full(t.size, self.position_m),
                                      zeros, zeros, zeros, True))
-            self.t_last = float(t[-1])
+            self.t_last = t_end
             return
         if self._tracker is None:
             self._tracker = _RestLevel(int(np.median(az)))
         res = az - self._tracker.rest
         n = az.size
-        total = int(az.sum())
-        flat = int(az.max()) - int(az.min()) < self._quiet_pp
-        run = self._run_at(float(t[-1]))
+        flat = span < self._quiet_pp
+        run = self._run_at(t_end)
         dur = n / self.fs_out
         # A steady streak: flat chunks whose level stays where the streak began (a jerk
         # ramp is flat within 0.1 s, but its level walks away).
@@ -468,19 +568,18 @@ class MotionTracker:
         else:
             rest = self._quiet_s >= self._rest_confirm and not run
         if rest and self.at_rest:
-            self._held.append(_Chunk(t, az, np.zeros(0), np.zeros(0), d[:, 1], d[:, 2],
-                                     d[:, 3], True))
+            self._held.append((total, n))
             if len(self._held) > 2:
-                old = self._held.pop(0)
-                self._tracker.feed(old.res)
+                self._tracker.feed_sum(*self._held.pop(0))
         if rest:
             if not self.at_rest:
-                self._enter_rest(float(t[0]))
-            v = np.zeros(t.size)
-            p = np.full(t.size, self.position_m)
+                self._enter_rest(t_first)
+            v = zeros_f
+            p = pos_f
+            p.fill(self.position_m)
         else:
             if self.at_rest:
-                self._leave_rest(float(t[0]))
+                self._leave_rest(t_first)
             v_w = self._iv.process(res)
             p_w = self._ip.process(v_w)
             v = v_w * self._v_lsb
@@ -489,9 +588,24 @@ class MotionTracker:
             self.position_m = float(p[-1])
         self._ring.append(_Chunk(t, res, v, p, d[:, 1], d[:, 2], d[:, 3], rest))
         if rest and self.at_rest:
-            self._accumulate_raw(t)
-        self.t_last = float(t[-1])
+            self._accumulate_raw(raw_sum, raw_n)
+        self.t_last = t_end
         self._prune()
+
+    def _gravity_of(self, raw_sum: list[int], raw_n: int) -> None:
+        """Note the rest window behind ``gravity_g`` (worked out when read: the pipeline
+        looks once a second, rest chunks come ten times as often)."""
+        self._gravity_src = (tuple(raw_sum), raw_n)
+        self._gravity = None
+
+    @property
+    def gravity_g(self) -> float | None:
+        """Gravity magnitude (g) over the latest rest window (None before any)."""
+        if self._gravity is None and self._gravity_src is not None:
+            s, n = self._gravity_src
+            mean = np.array(s, dtype=np.float64) / n
+            self._gravity = float(np.linalg.norm(mean) / self.lsb_per_g)
+        return self._gravity
 
     @property
     def moving(self) -> bool:
@@ -512,7 +626,7 @@ class MotionTracker:
         self.speed = 0.0
         self._iv.acc = 0
         self._held = []
-        if self._tracker is not None and self.gravity_g is None and self._ring:
+        if self._tracker is not None and self._gravity_src is None and self._ring:
             # First rest since start (or a rebuild): start the tracker at this rest's level.
             recent = [c.res for c in list(self._ring)[-3:]]
             self._tracker.reset(int(self._tracker.rest + np.median(np.concatenate(recent))))
@@ -524,8 +638,8 @@ class MotionTracker:
         # The onset of motion may hide in the last quiet chunks: integrate them now, and
         # count them as motion in the history (trip figures, travelled distance).
         start = 0
-        for c in self._held:
-            start += int(c.res.sum() - c.res.size * self._tracker.rest) if self._tracker else 0
+        for total, n in self._held:
+            start += total - n * self._tracker.rest if self._tracker else 0
         self._iv.acc = start
         n_held = len(self._held)
         self._held = []
@@ -539,32 +653,29 @@ class MotionTracker:
         self._last_fix_t = None
         self._flush_raw()
 
-    def _accumulate_raw(self, t: np.ndarray) -> None:
-        """Add the raw samples of a rest chunk (times ``t``) to the orientation window."""
-        lo, hi = float(t[0]), float(t[-1])
-        for _, t0, raw in reversed(self._blocks_in):
-            t1 = t0 + raw.shape[0] / self.fs
-            if t1 < lo:
-                break
-            i0 = max(0, math.ceil((lo - t0) * self.fs))
-            i1 = min(raw.shape[0], math.floor((hi - t0) * self.fs) + 1)
-            if i1 > i0:
-                self._raw_sum += raw[i0:i1].sum(axis=0)
-                self._raw_n += i1 - i0
+    def _accumulate_raw(self, raw_sum: list[int], raw_n: int) -> None:
+        """Add the raw samples of a rest chunk (their sum and count) to the orientation
+        window."""
+        if raw_n:
+            s = self._raw_sum
+            s[0] += raw_sum[0]
+            s[1] += raw_sum[1]
+            s[2] += raw_sum[2]
+            self._raw_n += raw_n
         if self._raw_n >= 0.5 * self.fs:
-            self.gravity_g = float(np.linalg.norm(self._raw_sum / self._raw_n) / self.lsb_per_g)
+            self._gravity_of(self._raw_sum, self._raw_n)
         if self._raw_n >= (10.0 if self.orient.known else 1.0) * self.fs:
             self._flush_raw()
 
     def _flush_raw(self) -> None:
         if self._raw_n < 0.5 * self.fs:
-            self._raw_sum[:] = 0
+            self._raw_sum = [0, 0, 0]
             self._raw_n = 0
             return
-        mean = self._raw_sum / self._raw_n
-        self.gravity_g = float(np.linalg.norm(mean) / self.lsb_per_g)
+        mean = np.array(self._raw_sum, dtype=np.float64) / self._raw_n
+        self._gravity_of(self._raw_sum, self._raw_n)
         changed = self.orient.update(mean, self._raw_n / self.fs)
-        self._raw_sum[:] = 0
+        self._raw_sum = [0, 0, 0]
         self._raw_n = 0
         if changed:
             self._rebuild_chain()

@@ -166,8 +166,12 @@ class Pipeline:
     def _clean_ctl(self, data: dict[str, Any]) -> dict[str, Any]:
         """Drop fields of the wrong type (a garbled register) instead of the whole poll."""
         clean: dict[str, Any] = {}
+        isfinite = math.isfinite
         for k, v in data.items():
-            if k == "floor":
+            tv = type(v)               # plain numbers first: a poll every tenth of a second
+            if (tv is int or (tv is float and isfinite(v))) and k != "floor":
+                clean[k] = v
+            elif k == "floor":
                 clean[k] = str(v) if isinstance(v, int | str) and not isinstance(v, bool) else None
             elif isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                 clean[k] = v
