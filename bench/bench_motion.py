@@ -4,7 +4,7 @@ Prints CPU seconds per hour of signal, the multiple of real time, and the share 
 the fixed-point chain (the rest is motion's own bookkeeping). Records are parsed before
 the clock starts, so only the tracker is measured.
 
-    .venv/bin/python bench/bench_motion.py [TRACE] [--chain-batch-s 0.5]
+    .venv/bin/python bench/bench_motion.py [TRACE] [--chain-batch-s 2.0]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "traces" / "normal_da
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("trace", nargs="?", default=str(DEFAULT))
-    ap.add_argument("--chain-batch-s", type=float, default=0.5)
+    ap.add_argument("--chain-batch-s", type=float, default=2.0)
     args = ap.parse_args()
     r = TraceReader(args.trace)
     h = r.header.lift
