@@ -140,13 +140,24 @@ class MessageFactory:
         self.steps: list[tuple[int, int]] = []
         self._steps_seen = 0
 
+    def _note_steps(self) -> None:
+        """Book the clock steps the timebase saw since the last look: they apply from the
+        next message on. Called by ``correct`` too, so a stored message published after
+        a step, before any new message was made, is corrected all the same."""
+        self.timebase.stamp()  # lets the timebase notice a step since its last stamp
+        steps = getattr(self.timebase, "steps", [])
+        for _, step_ms in steps[self._steps_seen:]:
+            self.steps.append((self.seq + 1, step_ms))
+        self._steps_seen = len(steps)
+
     def envelope(self, mono: float | None = None) -> dict[str, Any]:
+        self._note_steps()
         self.seq += 1
         ts, tq = self.timebase.stamp(mono)
         steps = getattr(self.timebase, "steps", [])
         for _, step_ms in steps[self._steps_seen:]:
-            self.steps.append((self.seq, step_ms))  # this message has the new clock
-        self._steps_seen = len(steps)
+            self.steps.append((self.seq, step_ms))  # a step seen by this stamp: this message
+        self._steps_seen = len(steps)               # already has the new clock
         return {"v": VERSION, "id": f"{self.terminal_id}-{self.boot}-{self.seq}",
                 "ts": ts, "tq": tq}
 
@@ -159,6 +170,7 @@ class MessageFactory:
         monotonic clock's drift). Messages of another boot, already right, or not
         ``tq`` 0 are returned as they are. Same ``id``: the platform keeps one copy.
         """
+        self._note_steps()
         if not self.steps or b'"tq":0' not in payload:
             return payload
         try:

@@ -170,7 +170,12 @@ class Agent:
 
     def __init__(self, cfg: TerminalConfig, *, trace: Path | None = None, speed: float = 1.0,
                  drain_s: float = 30.0, data_dir: Path | None = None,
-                 confirm_s: float = 20.0) -> None:
+                 confirm_s: float = 20.0, source: Any = None,
+                 timebase: Timebase | None = None) -> None:
+        """``source`` (an async iterator of ``Record`` with the live source's optional
+        ``start``/``stop``/``close``/``accel_header``/``controller_present``) replaces the
+        configured drivers, and ``timebase`` the system clock: a terminal built around
+        other inputs or clocks (and the tests' hung driver, stepped clock) plugs in here."""
         self.cfg = cfg
         self.trace = trace
         self.speed = speed
@@ -180,7 +185,7 @@ class Agent:
         self.lift_id = cfg.terminal.lift_id
         self.prefix = cfg.uplink.topic_prefix
         self.started_mono = time.monotonic()
-        self.timebase = Timebase()
+        self.timebase = timebase if timebase is not None else Timebase()
         self.boot = next_boot(self.data_dir)
         self.factory = MessageFactory(self.lift_id, self.boot, self.timebase, cfg.platform)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="lw-outbox")
@@ -188,6 +193,7 @@ class Agent:
                              int(cfg.storage.outbox_max_mb * 1024 * 1024))
         self.journal: Any = None
         self.source: Any = None
+        self._given_source: Any = source
         self.pipeline: Pipeline | None = None
         self.uplink: Uplink | None = None
         self.commands = CommandHandler(self)
@@ -220,6 +226,8 @@ class Agent:
 
     # ------------------------------------------------------------------ set-up
     def _make_source(self) -> Any:
+        if self._given_source is not None:
+            return self._given_source
         if self.trace is not None:
             from liftwatch.agent.trace_source import TraceSource
             return TraceSource(self.trace, speed=self.speed)
