@@ -66,7 +66,10 @@ class Broker:
             "max_queued_messages 100000\n"
             # started as root, Mosquitto drops to the mosquitto user, which cannot write
             # the test's private directories: stay root there (loopback only)
-            + ("user root\n" if os.geteuid() == 0 and "user " not in self.extra_conf else "") +
+            + ("user root\n" if os.geteuid() == 0 and "user " not in self.extra_conf else "")
+            # a killed broker keeps the sessions it saved: a platform consumer with a
+            # persistent session misses nothing published while it reconnects
+            + ("autosave_interval 1\n" if "autosave_interval" not in self.extra_conf else "") +
             "log_type error\nlog_type warning\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n" + self.extra_conf
         )

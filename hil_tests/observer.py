@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 #: messages the terminal sends with a unique ``id`` (commands and their replies carry the
 #: platform's command id instead)
@@ -51,7 +53,12 @@ class Observer:
         self.host, self.port = host, port
 
     def start(self, timeout: float = 10.0) -> None:
-        self.client.connect_async(self.host, self.port, keepalive=10)
+        # a persistent session, as a platform's consumer has: what the terminal publishes
+        # while the observer reconnects after a broker outage is kept for it
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect_async(self.host, self.port, keepalive=10, clean_start=False,
+                                  properties=props)
         self.client.loop_start()
         if not self._connected.wait(timeout):
             raise TimeoutError("observer could not connect to the broker")
