@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from liftwatch.drivers.trace import Record, TraceError, TraceHeader, TraceReader, TraceWriter
 
 HEADER = {"trace": 1, "start": "2026-11-23T08:00:00Z",
