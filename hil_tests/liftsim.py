@@ -128,6 +128,8 @@ class LiftSim:
         self.run = False
         self.ctl_answers = True
         self._dir = 0
+        self._overspeed = False
+        self._above_rated = False
         self.onsets: list[Onset] = []
         self._di: dict[str, int] = {}
         self._acc_buf: list[list[int]] = []
@@ -231,6 +233,14 @@ class LiftSim:
         idx = self.level_index()
         if idx is not None:
             self.floor_label = self.lift.landings[idx]
+        over = abs(self.vel) > 1.15 * self.lift.rated_speed
+        if over and not self._overspeed:
+            self.mark("overspeed")
+        self._overspeed = over
+        above = abs(self.vel) > self.lift.rated_speed
+        if self._above_rated and not above:
+            self.mark("below_rated")
+        self._above_rated = above
         if self.on_battery:
             self.battery = max(0.0, self.battery - self.dt * 0.05)
         if not self._acc_buf:
@@ -276,14 +286,17 @@ class LiftSim:
         self.jerk = 0.0
         self.acc = 0.0
 
-    def trip(self, to: str, *, stop_after_s: float | None = None) -> None:
-        """Run to landing ``to`` (doors must be closed); ``stop_after_s`` stalls the car."""
+    def trip(self, to: str, *, stop_after_s: float | None = None,
+             speed: float | None = None) -> None:
+        """Run to landing ``to`` (doors must be closed); ``stop_after_s`` stalls the car;
+        ``speed`` above the rated speed is a drive fault (overspeed)."""
         target = self.lift.heights[self.lift.landings.index(to)]
         distance = target - self.pos
         self._dir = 1 if distance > 0 else -1
         self.run = True
+        self.mark("departed")
         self.wait(0.6)  # brake lift and start delay
-        segments = s_curve(abs(distance), self.lift.rated_speed, self.lift.accel,
+        segments = s_curve(abs(distance), speed or self.lift.rated_speed, self.lift.accel,
                            self.lift.jerk)
         if stop_after_s is None:
             self._move(segments)
@@ -326,6 +339,7 @@ class LiftSim:
             self.door_motion = -1
             self.wait(self.lift.door_close_s * 0.4)
             self.door_motion = 1
+            self.mark("reopen")
             self.wait(self.lift.door_open_s * 0.4 + self.dt)
             self.wait(1.0)
         self.door_motion = -1

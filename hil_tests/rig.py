@@ -225,6 +225,9 @@ class SoftRig:
                 self.feed.set_inputs({k: v for k, v in data.items() if k in WIRING}, WIRING)
             elif kind == "acc":
                 self.feed.push_accel([[x / lsb, y / lsb, z / lsb] for x, y, z in data])
+            elif kind == "rig":  # a fault the rig injects into the terminal's hardware
+                if "chip_io_error" in data:
+                    self.feed.chip_fault(io_error=data["chip_io_error"])
             elif kind == "ctl" and self.server is not None:
                 if data is None:
                     self.server.silent_units = set(self.server.units)

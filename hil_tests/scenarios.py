@@ -23,6 +23,9 @@ ALARM_PRESS_S = 0.5
 POWER_LOSS_S = 2.0
 SAFETY_S = 0.5
 LINK_LOST_S = 5.0
+REOPEN_COUNT = 5
+OVERSPEED_S = 0.3
+ACCEL_SILENT_S = 2.0
 
 
 @dataclass
@@ -153,6 +156,38 @@ def sensors_only_level() -> Scenario:
                     allowed=frozenset(), ack_alarms_after_s=3.0, trips=_trips(sim))
 
 
+def doors_and_drive() -> Scenario:
+    """An obstructed door that reopens again and again, a drive that overspeeds, then the
+    accelerometer stops answering on its bus."""
+    lift = SimLift()
+    sim = LiftSim(lift, seed=13, start_floor=1)
+    sim.wait(2.0)
+    sim.open_door()
+    sim.passengers = 1
+    sim.wait(2.0)
+    sim.close_door(reopens=REOPEN_COUNT)
+    fifth = [o.t for o in sim.onsets if o.what == "reopen"][REOPEN_COUNT - 1]
+    sim.wait(1.0)
+    sim.trip("5", speed=1.3 * lift.rated_speed)
+    over = _onset(sim, "overspeed")
+    sim.door_cycle(dwell_s=3.0, leave=1)
+    sim.wait(3.0)
+    records = sim.drain()
+    # the car-roof accelerometer stops answering on its I2C bus (a rig action)
+    chip_dead = sim.t
+    records.append((round(chip_dead, 4), "rig", {"chip_io_error": "remote I/O error"}))
+    sim.wait(8.0)
+    records += sim.drain()
+    departed = [o.t for o in sim.onsets if o.what == "departed" and o.t > fifth][0]
+    expects = [Expect("door_reopen_repeated", fifth, 0.0),
+               Expect("door_reopen_repeated", departed, 0.0, state="cleared"),
+               Expect("overspeed", over, OVERSPEED_S),
+               Expect("overspeed", _onset(sim, "below_rated"), 2.0, state="cleared"),
+               Expect("sensor_fault", chip_dead, ACCEL_SILENT_S)]
+    return Scenario("doors_and_drive", lift, records, sim.t, expects, trips=_trips(sim))
+
+
 ALL: dict[str, Callable[[], Scenario]] = {
     "story": story, "faults": faults, "sensors_only_level": sensors_only_level,
+    "doors_and_drive": doors_and_drive,
 }

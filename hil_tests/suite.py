@@ -24,7 +24,8 @@ from rig import RigRun, run_soft  # noqa: E402
 from scenarios import ALL  # noqa: E402
 
 #: Which Modbus transport each scenario's controller uses on the software rig.
-TRANSPORT = {"story": "rtu", "faults": "tcp", "sensors_only_level": "tcp"}
+TRANSPORT = {"story": "rtu", "faults": "tcp", "sensors_only_level": "tcp",
+             "doors_and_drive": "rtu"}
 
 
 async def run_one(name: str, workdir: Path) -> tuple[Score, RigRun]:
