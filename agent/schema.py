@@ -205,21 +205,21 @@ def in_bounds(spec: FieldSpec, value: Any) -> bool:
     return not (spec.max is not None and value > spec.max)
 
 
-def remote_keys() -> set[str]:
-    """Dotted keys the platform may change with config_set (metadata remote=True)."""
+def _keys_where(flag: str) -> set[str]:
+    """Dotted keys whose field metadata sets ``flag`` (remote, secret)."""
     keys = set()
     for section, cls in SECTIONS.items():
-        keys |= {f"{section}.{s.name}" for s in field_specs(cls) if s.remote}
+        keys |= {f"{section}.{s.name}" for s in field_specs(cls) if getattr(s, flag)}
     for name in INPUT_NAMES:
-        keys |= {f"inputs.{name}.{s.name}" for s in field_specs(WIRING) if s.remote}
+        keys |= {f"inputs.{name}.{s.name}" for s in field_specs(WIRING) if getattr(s, flag)}
     return keys
+
+
+def remote_keys() -> set[str]:
+    """Dotted keys the platform may change with config_set (metadata remote=True)."""
+    return _keys_where("remote")
 
 
 def secret_keys() -> set[str]:
     """Dotted keys whose values are never shown (metadata secret=True)."""
-    keys = set()
-    for section, cls in SECTIONS.items():
-        keys |= {f"{section}.{s.name}" for s in field_specs(cls) if s.secret}
-    for name in INPUT_NAMES:
-        keys |= {f"inputs.{name}.{s.name}" for s in field_specs(WIRING) if s.secret}
-    return keys
+    return _keys_where("secret")

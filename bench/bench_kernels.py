@@ -15,22 +15,15 @@ import math
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from liftwatch.signal.chain import AccelChain, AccelChainScalar
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from dsp_reference import trip_accel  # noqa: E402  (the tests' jerk-limited trip)
+
 G = 9.80665
-
-
-def trip_accel(distance: float, v: float, a: float, j: float, fs: int) -> np.ndarray:
-    """Vertical acceleration (m/s^2) of a jerk-limited trip (7 segments, sign = direction)."""
-    d = abs(distance)
-    tj = a / j
-    ta = max(0.0, v / a - tj)
-    tv = max(0.0, (d - v * (2 * tj + ta)) / v)
-    segs = [(tj, j), (ta, 0.0), (tj, -j), (tv, 0.0), (tj, -j), (ta, 0.0), (tj, j)]
-    jerk = np.concatenate([np.full(int(round(s * fs)), jj) for s, jj in segs])
-    return math.copysign(1.0, distance) * np.cumsum(jerk) / fs
 
 
 def lift_hour(hours: float, fs: int = 400, lsb_per_g: float = 256.0, seed: int = 1
