@@ -63,6 +63,11 @@ class Debouncer:
         self._since = 0.0
         self._count = 0
 
+    @property
+    def pending(self) -> int:
+        """Samples the level now being confirmed has been read on (0: none pending)."""
+        return self._count
+
     def reset(self) -> None:
         """Forget the level (the input failed): its next level is reported afresh."""
         self.level = None
@@ -116,6 +121,8 @@ class DigitalInputs:
         self._lock = threading.Lock()
         self.samples = 0
         self.late_samples = 0
+        #: with an edge backend, how long a settled thread sleeps at most between samples
+        self.idle_check_s = 1.0
         self.last_sample_t: float | None = None
 
     @property
@@ -194,17 +201,36 @@ class DigitalInputs:
             return {i.name: i.debouncer.level for i in self._inputs.values()
                     if i.state == "ok" and i.debouncer.level is not None}
 
+    def settled(self) -> bool:
+        """True when every readable input has a level and none is changing: nothing
+        needs the next sample until a pin moves. A failing input does not hold the
+        thread awake; it is retried at every idle check."""
+        with self._lock:
+            return self._initial_sent and all(
+                i.debouncer.level is not None and i.debouncer.pending == 0
+                for i in self._inputs.values() if i.state == "ok")
+
     def run(self, emit: Callable[[float, dict[str, int]], None], stop: threading.Event) -> None:
         """Sample at ``sample_hz`` until ``stop`` is set; call ``emit`` for each change.
 
         The schedule is absolute (no drift); when the thread falls behind by more than
         a few periods it skips ahead and counts the lost samples in ``late_samples``.
+        With a backend that has edges, the thread sleeps while :meth:`settled` until a
+        pin changes (the first sample is then taken at once, so the change is stamped
+        when it happened) or ``idle_check_s`` passes (a failing input is still retried,
+        a missed edge still seen). Between samples it sleeps with ``time.sleep``, which
+        wakes a core for less than ``Event.wait``; ``stop`` is seen within one period.
         """
         period = 1.0 / self.settings.sample_hz
+        edges = bool(getattr(self.pins, "edges", False))
         next_t = self.clock()
         while not stop.is_set():
             for t, levels in self.poll():
                 emit(t, levels)
+            if edges and self.settled():
+                self.pins.wait_change(self.idle_check_s)  # type: ignore[attr-defined]
+                next_t = self.clock()
+                continue
             next_t += period
             now = self.clock()
             if now - next_t > 4 * period:
@@ -213,7 +239,13 @@ class DigitalInputs:
                 next_t += skipped * period
             delay = next_t - now
             if delay > 0:
-                stop.wait(delay)
+                time.sleep(delay)
+
+    def wake(self) -> None:
+        """Wake :meth:`run` from an edge wait (stopping)."""
+        interrupt = getattr(self.pins, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
 
     def health(self) -> dict[str, Any]:
         """Per input: ok / absent / failing (with the error), read errors, changes."""

@@ -12,6 +12,14 @@ the HIL rig run the same input code as the terminal.
   process through :mod:`liftwatch.drivers.simfeed`.
 
 Levels are electrical (``True`` = pin high). Polarity is applied by the inputs, not here.
+
+**Edges.** A backend that can tell when a pin changes (``edges = True``) lets the inputs
+sleep while every contact is steady instead of waking at the sample rate: waking 200
+times a second costs a Pi-class core more than everything else the inputs do. Such a
+backend has ``wait_change(timeout)`` (True when a pin may have changed since the last
+call) and ``interrupt()`` (wakes a waiter, used to stop). :class:`SimulatedPins` has
+edges; :class:`BlinkaPins` has none (``digitalio`` offers no edge events), so the
+inputs poll it at the sample rate.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ class PinBackend(Protocol):
     """What the digital inputs need from a pin backend."""
 
     name: str
+    #: True when the backend has ``wait_change`` and ``interrupt`` (module docstring)
+    edges: bool
 
     def setup_input(self, pin: str, pull: str) -> None:
         """Make ``pin`` an input with the given pull (up, down, none); raise PinError."""
@@ -56,6 +66,7 @@ class SimulatedPins:
     """
 
     name = "simulated"
+    edges = True
 
     def __init__(self, levels: dict[str, bool | int] | None = None) -> None:
         self._lock = threading.Lock()
@@ -63,17 +74,21 @@ class SimulatedPins:
         self._pulls: dict[str, str] = {}
         self._absent: set[str] = set()
         self._failing: dict[str, str] = {}
+        self._changed = threading.Event()
         self.reads = 0
 
     # -- driven by tests and the simulation feed --------------------------------------
     def set_level(self, pin: str, level: bool | int) -> None:
-        with self._lock:
-            self._levels[pin] = bool(level)
+        self.set_levels({pin: level})
 
     def set_levels(self, levels: dict[str, bool | int]) -> None:
         with self._lock:
+            changed = False
             for pin, level in levels.items():
+                changed |= self._levels.get(pin) != bool(level)
                 self._levels[pin] = bool(level)
+        if changed:
+            self._changed.set()
 
     def remove(self, pin: str) -> None:
         """Make ``pin`` absent from the board: set-up fails."""
@@ -87,6 +102,22 @@ class SimulatedPins:
                 self._failing.pop(pin, None)
             else:
                 self._failing[pin] = reason
+        self._changed.set()
+
+    # -- edges -------------------------------------------------------------------------
+    def wait_change(self, timeout: float) -> bool:
+        """Sleep until a level changes or ``timeout`` passes; True on a change.
+
+        The flag is cleared before the caller reads the pins, so a change that lands
+        after the clear is either seen by that read or wakes the next call."""
+        if self._changed.wait(timeout):
+            self._changed.clear()
+            return True
+        return False
+
+    def interrupt(self) -> None:
+        """Wake a ``wait_change`` (stopping)."""
+        self._changed.set()
 
     # -- PinBackend --------------------------------------------------------------------
     def setup_input(self, pin: str, pull: str) -> None:
@@ -120,6 +151,7 @@ class BlinkaPins:
     """
 
     name = "blinka"
+    edges = False  # digitalio has no edge events: the inputs poll at the sample rate
 
     def __init__(self) -> None:
         self._pins: dict[str, Any] = {}

@@ -152,23 +152,67 @@ def test_blinka_backend_without_gpio_reports_the_pin_absent() -> None:
     assert inputs.poll(0.0) == []
 
 
-def test_run_thread_samples_on_the_monotonic_clock() -> None:
-    inputs, pins = make(debounce_ms=10, hz=500)
+class PolledPins(SimulatedPins):
+    """Simulated pins without edge events, as Blinka's ``digitalio``: polled."""
+
+    edges = False
+
+
+@pytest.mark.parametrize("edges", [True, False], ids=["edge-wait", "polled"])
+def test_run_thread_samples_on_the_monotonic_clock(edges: bool) -> None:
+    pins = SimulatedPins({"D17": 0}) if edges else PolledPins({"D17": 0})
+    inputs = DigitalInputs({"door_closed": InputWiring(pin="D17", debounce_ms=10)},
+                           InputsSettings(sample_hz=500), pins)
+    inputs.open()
     got: list[tuple[float, dict[str, int]]] = []
     stop = threading.Event()
     th = threading.Thread(target=inputs.run, args=(lambda t, d: got.append((t, d)), stop))
     t0 = time.monotonic()
     th.start()
-    time.sleep(0.1)
+    time.sleep(0.3)
+    settled_samples = inputs.health()["samples"]
     t_edge = time.monotonic()
     pins.set_level("D17", 1)
     time.sleep(0.1)
     stop.set()
+    inputs.wake()
     th.join(2)
+    assert not th.is_alive()
     assert got[0][1] == {"door_closed": 0} and got[0][0] >= t0
     assert got[1][1] == {"door_closed": 1}
     assert t_edge <= got[1][0] < t_edge + 0.05
-    assert inputs.health()["samples"] > 20
+    if edges:  # steady contacts: asleep until the edge, then the debounce samples
+        assert settled_samples <= 10
+        assert 5 <= inputs.health()["samples"] <= 60
+    else:  # polled at the sample rate throughout
+        assert settled_samples > 100
+
+
+def test_edge_wait_still_retries_a_failing_input_and_sees_it_heal() -> None:
+    pins = SimulatedPins({"D17": 0, "D27": 1})
+    wiring = {"door_closed": InputWiring(pin="D17", debounce_ms=10),
+              "safety_ok": InputWiring(pin="D27", debounce_ms=10)}
+    inputs = DigitalInputs(wiring, InputsSettings(sample_hz=500), pins)
+    inputs.idle_check_s = 0.05
+    inputs.open()
+    got: list[tuple[float, dict[str, int]]] = []
+    stop = threading.Event()
+    th = threading.Thread(target=inputs.run, args=(lambda t, d: got.append((t, d)), stop))
+    th.start()
+    time.sleep(0.1)
+    pins.fail("D27", "unplugged")
+    time.sleep(0.2)
+    assert inputs.health()["faulty"] == ["safety_ok"]
+    assert inputs.settled()  # a failing input does not keep the thread awake
+    pins.set_level("D27", 0)
+    pins.fail("D27", None)
+    time.sleep(0.2)
+    stop.set()
+    inputs.wake()
+    th.join(2)
+    assert inputs.health()["ok"]
+    assert got[0][1] == {"door_closed": 0, "safety_ok": 1}
+    assert got[-1][1] == {"safety_ok": 0}
 
 
 def test_simfeed_drives_pins_and_accel_from_another_socket(tmp_path: Path) -> None:
