@@ -19,6 +19,7 @@ sheet requires reading them in one transaction), so the driver reads ``entries``
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from liftwatch.drivers.accel import Accelerometer, AccelError, Sample
@@ -43,13 +44,12 @@ WATERMARK = 16
 RATE_CODES = {400: 0x0C, 800: 0x0D, 1600: 0x0E}
 RANGE_CODES = {2: 0, 4: 1, 8: 2, 16: 3}
 LSB_PER_G = 256
+_XYZ = struct.Struct("<3h")  # DATAX0…DATAZ1: little-endian two's complement
 
 
 def decode_sample(raw: bytes) -> Sample:
     """Six data-register bytes to (x, y, z) counts."""
-    return (int.from_bytes(raw[0:2], "little", signed=True),
-            int.from_bytes(raw[2:4], "little", signed=True),
-            int.from_bytes(raw[4:6], "little", signed=True))
+    return _XYZ.unpack_from(raw)  # type: ignore[return-value]
 
 
 class ADXL345(Accelerometer):
@@ -91,7 +91,7 @@ class ADXL345(Accelerometer):
     def read_fifo(self) -> tuple[list[Sample], bool]:
         overrun = bool(self.bus.read_u8(INT_SOURCE) & OVERRUN)
         entries = self.bus.read_u8(FIFO_STATUS) & 0x3F
-        samples = [decode_sample(self.bus.read(DATAX0, 6)) for _ in range(entries)]
+        samples = [decode_sample(raw) for raw in self.bus.read_repeated(DATAX0, 6, entries)]
         return samples, overrun
 
     def close(self) -> None:

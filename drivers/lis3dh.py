@@ -30,6 +30,7 @@ overrun (samples were lost).
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from liftwatch.drivers.accel import Accelerometer, AccelError, Sample
@@ -111,11 +112,8 @@ class LIS3DH(Accelerometer):
             return [], overrun
         raw = self.bus.read(OUT_X_L | AUTO_INCREMENT, 6 * n)
         sh = self.shift
-        out: list[Sample] = []
-        for i in range(0, 6 * n, 6):
-            out.append((int.from_bytes(raw[i:i + 2], "little", signed=True) >> sh,
-                        int.from_bytes(raw[i + 2:i + 4], "little", signed=True) >> sh,
-                        int.from_bytes(raw[i + 4:i + 6], "little", signed=True) >> sh))
+        out: list[Sample] = [(x >> sh, y >> sh, z >> sh)
+                             for x, y, z in struct.iter_unpack("<3h", raw)]
         return out, overrun
 
     def close(self) -> None:

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import errno
 import math
-import random
+import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 G3 = tuple[float, float, float]
 Source = Callable[[int, float], G3]  # (sample index, sample time) -> acceleration in g
@@ -100,10 +102,6 @@ class QueueSource:
             return self._last
 
 
-def _clip(v: int, lo: int, hi: int) -> int:
-    return lo if v < lo else hi if v > hi else v
-
-
 class SimChip:
     """Register file, sample clock and 32-level FIFO shared by the chip models."""
 
@@ -117,7 +115,8 @@ class SimChip:
                  seed: int = 0) -> None:
         self.source = source
         self.noise_lsb = noise_lsb
-        self._rng = random.Random(seed)
+        self._rng = np.random.default_rng(seed)
+        self._noise: list[int] = []  # whole counts, drawn in batches (one numpy call)
         self.clock = clock
         self.address = address
         self.regs = bytearray(256)
@@ -146,9 +145,6 @@ class SimChip:
 
     def fifo_mode(self) -> str:
         """bypass, fifo or stream."""
-        raise NotImplementedError
-
-    def quantise(self, g: G3) -> tuple[int, int, int]:
         raise NotImplementedError
 
     def read_register(self, reg: int) -> int:
@@ -212,30 +208,40 @@ class SimChip:
             if mode == "stream":
                 self.lost += skip
                 self.overrun = True
+        # quantised, clipped, noise added and clipped again, inline: this runs for every
+        # sample the chip makes
+        lsb, lo, hi = self.scale()[:3]
+        noise = self._noise if self.noise_lsb else None
+        source, fifo, t0, rate = self.source, self.fifo, self._t_start, self._rate
         for k in range(first + skip, due):
-            t = self._t_start + (k + 1) / self._rate
-            s = self.quantise(self.source(self.index, t))
-            if self.noise_lsb:
-                s = self._noisy(s)
+            gx, gy, gz = source(self.index, t0 + (k + 1) / rate)
+            x, y, z = round(gx * lsb), round(gy * lsb), round(gz * lsb)
+            x, y, z = min(max(x, lo), hi), min(max(y, lo), hi), min(max(z, lo), hi)
+            if noise is not None:
+                if len(noise) < 3:
+                    self._draw_noise()
+                x = min(max(x + noise.pop(), lo), hi)
+                y = min(max(y + noise.pop(), lo), hi)
+                z = min(max(z + noise.pop(), lo), hi)
+            s = (x, y, z)
             self.index += 1
             self.latest = s
             if mode == "bypass":
                 continue
-            if len(self.fifo) >= depth:
+            if len(fifo) >= depth:
                 self.overrun = True
                 self.lost += 1
                 if mode == "fifo":
                     continue  # FIFO mode stops collecting when full
-                self.fifo.popleft()
-            self.fifo.append(s)
+                fifo.popleft()
+            fifo.append(s)
 
-    def _noisy(self, s: tuple[int, int, int]) -> tuple[int, int, int]:
-        lo, hi = self.limits()
-        g = self._rng.gauss
-        return tuple(_clip(c + round(g(0.0, self.noise_lsb)), lo, hi)  # type: ignore[return-value]
-                     for c in s)
+    def _draw_noise(self) -> None:
+        self._noise.extend(np.rint(self._rng.normal(0.0, self.noise_lsb, 3 * 1024))
+                           .astype(int).tolist())
 
-    def limits(self) -> tuple[int, int]:
+    def scale(self) -> tuple[Any, ...]:
+        """(counts per g, min, max, ...) for the current register settings."""
         raise NotImplementedError
 
     def _current(self) -> tuple[int, int, int]:
@@ -322,13 +328,6 @@ class SimADXL345(SimChip):
             return 256.0, -half, half - 1
         return 512.0 / (2 * range_g), -512, 511
 
-    def limits(self) -> tuple[int, int]:
-        return self.scale()[1:]
-
-    def quantise(self, g: G3) -> tuple[int, int, int]:
-        lsb, lo, hi = self.scale()
-        return tuple(_clip(round(v * lsb), lo, hi) for v in g)  # type: ignore[return-value]
-
     def _write_register(self, reg: int, value: int) -> None:
         if reg not in self.READ_ONLY:
             self.regs[reg] = value
@@ -349,6 +348,11 @@ class SimADXL345(SimChip):
 
     def _read_bytes(self, n: int) -> bytes:
         # One multi-byte read of the data registers pops one FIFO entry (data sheet).
+        if n == 6 and self._ptr == 0x32:  # the drivers' read, without a call per byte
+            out = struct.pack("<3h", *self._current())
+            self._ptr = 0x38
+            self._pop()
+            return out
         self._data_read = False
         out = super()._read_bytes(n)
         if self._data_read:
@@ -404,12 +408,20 @@ class SimLIS3DH(SimChip):
         half = 1 << (bits - 1)
         return 1000.0 / mg, -half, half - 1, bits
 
-    def limits(self) -> tuple[int, int]:
-        return self.scale()[1:3]
-
-    def quantise(self, g: G3) -> tuple[int, int, int]:
-        lsb, lo, hi, _ = self.scale()
-        return tuple(_clip(round(v * lsb), lo, hi) for v in g)  # type: ignore[return-value]
+    def _read_bytes(self, n: int) -> bytes:
+        # The drivers' FIFO burst (auto-increment from OUT_X_L, whole samples), without
+        # a call per byte; the pointer wraps back to OUT_X_L after each sample.
+        if (self._ptr == 0x28 and self._auto_inc and n and n % 6 == 0
+                and self.fifo_mode() != "bypass"):
+            shift = 16 - self.scale()[3]
+            out = bytearray()
+            for _ in range(n // 6):
+                x, y, z = self._current()
+                out += struct.pack("<3H", (x << shift) & 0xFFFF, (y << shift) & 0xFFFF,
+                                   (z << shift) & 0xFFFF)
+                self._pop()
+            return bytes(out)
+        return super()._read_bytes(n)
 
     def _set_pointer(self, sub: int) -> None:
         self._auto_inc = bool(sub & 0x80)
