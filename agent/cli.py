@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+# One BLAS thread, set before numpy is first imported: the agent's matrices are 3×3, and
+# OpenBLAS's default pool (a thread per core, spinning after each call) costs a Pi more
+# CPU than the whole signal pipeline. An explicit setting in the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

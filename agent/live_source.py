@@ -11,7 +11,8 @@ pipeline runs the same live and replayed (architecture.md principle 5).
   in a worker thread (blocking I2C never runs on the event loop); a chip that cannot be
   opened is retried every ``accel_retry_s`` and reported in :meth:`health` meanwhile;
 - controller (``ctl``): ``await link.poll()`` every ``poll_interval_s`` on the loop
-  (pymodbus is async); ``None`` for a failed poll.
+  (pymodbus is async), at multiples of the interval on the loop's clock; ``None`` for a
+  failed poll.
 
 **Backends.** By default (``backend=None``) each device follows its config: ``[inputs]
 backend`` and ``[accel] backend`` (``blinka`` or ``simulated``, the simulated ones
@@ -31,14 +32,20 @@ noiseless output would rightly be reported stuck).
 first sample's time, both in the past when they arrive; records are therefore held for
 ``reorder_s`` (by default the longest debounce plus two FIFO reads plus 0.1 s) and
 yielded in time order. A record that still arrives later than that is yielded at the
-last yielded time and counted in ``health()["late_records"]``. The queue between the
-threads and the loop is bounded: a record that does not fit is counted
-(``dropped_records``), never blocking acquisition.
+last yielded time and counted in ``health()["late_records"]``.
+
+**Hand-off.** The worker threads append to a bounded deque and never wake the event
+loop; the loop collects what has arrived every ``hand_off_s`` (0.1 s, on the same grid as the
+runtime's tick, so one wake-up serves both). Records wait
+``reorder_s`` anyway, so waking the loop for each FIFO block would only cost CPU
+(on a Pi-class core every wake-up counts). A record that does not fit the deque is
+counted (``dropped_records``), never blocking acquisition.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -49,6 +56,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from liftwatch.agent.timebase import sleep_on_grid
 from liftwatch.drivers.accel import (
     AccelBlock,
     AccelError,
@@ -60,6 +68,7 @@ from liftwatch.drivers.inputs import DigitalInputs
 from liftwatch.drivers.pins import BlinkaPins, PinBackend, SimulatedPins
 from liftwatch.drivers.simchips import QueueSource, SimChip, SimI2C, make_sim_chip
 from liftwatch.drivers.simfeed import SimFeedReceiver
+from liftwatch.drivers.threadname import name_native_thread
 from liftwatch.drivers.trace import Record
 
 log = logging.getLogger(__name__)
@@ -75,7 +84,8 @@ class LiveSource:
                  controller: Any | None = None, pins: PinBackend | None = None,
                  i2c: Any | None = None, clock: Callable[[], float] = time.monotonic,
                  reorder_s: float | None = None, queue_max: int = 20_000,
-                 accel_retry_s: float = 5.0, sim_noise_lsb: float = 1.0) -> None:
+                 accel_retry_s: float = 5.0, sim_noise_lsb: float = 1.0,
+                 hand_off_s: float = 0.1) -> None:
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, found {backend!r}")
         self.config = config
@@ -83,6 +93,7 @@ class LiveSource:
         self.sim_dir = Path(sim_dir) if sim_dir is not None else None
         self.clock = clock
         self.queue_max = queue_max
+        self.hand_off_s = hand_off_s
         self.accel_retry_s = accel_retry_s
         self.sim_noise_lsb = sim_noise_lsb
         self._reorder_s = reorder_s
@@ -100,8 +111,8 @@ class LiveSource:
         self.poll_errors = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Record | None] | None = None
+        self._inbox: collections.deque[Record] = collections.deque()
+        self._drop_lock = threading.Lock()
         self._ctl_task: asyncio.Task[None] | None = None
         self._started = False
 
@@ -187,8 +198,6 @@ class LiveSource:
         if self._started:
             return
         self._started = True
-        self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(self.queue_max)
         self._build()
         self.t_start = self.clock()
         for feed in self.feeds:
@@ -207,6 +216,7 @@ class LiveSource:
         th.start()
 
     def _guard(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        name_native_thread()
         try:
             target(*args)
         except Exception:  # a dead acquisition thread must be visible, never silent
@@ -214,18 +224,12 @@ class LiveSource:
 
     # -- acquisition (worker threads) ------------------------------------------------------
     def _put(self, rec: Record) -> None:
-        loop, q = self._loop, self._queue
-        if loop is None or q is None:
-            return
-
-        def put() -> None:
-            try:
-                q.put_nowait(rec)
-            except asyncio.QueueFull:
+        """Hand a record to the loop (any thread; ``deque.append`` is atomic)."""
+        if len(self._inbox) >= self.queue_max:
+            with self._drop_lock:
                 self.dropped_records += 1
-
-        with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
-            loop.call_soon_threadsafe(put)
+            return
+        self._inbox.append(rec)
 
     def _emit_di(self, t: float, levels: dict[str, int]) -> None:
         self._put(Record(t - self.t_start, "di", levels))
@@ -252,7 +256,6 @@ class LiveSource:
     async def _poll_controller(self) -> None:
         assert self._controller is not None
         interval = self.config.controller.poll_interval_s
-        next_t = self.clock()
         while not self._stop.is_set():
             try:
                 data = await self._controller.poll()
@@ -262,19 +265,10 @@ class LiveSource:
                 self.poll_errors += 1
                 log.warning("controller poll failed: %s", exc)
                 data = None
-            self._put_now(Record(self.clock() - self.t_start, "ctl", data))
-            next_t += interval
-            now = self.clock()
-            if next_t < now:
-                next_t = now
-            await asyncio.sleep(next_t - now)
-
-    def _put_now(self, rec: Record) -> None:
-        assert self._queue is not None
-        try:
-            self._queue.put_nowait(rec)
-        except asyncio.QueueFull:
-            self.dropped_records += 1
+            self._put(Record(self.clock() - self.t_start, "ctl", data))
+            # on the tick's grid: with the usual 0.2 s the poll starts in a wake-up
+            # the loop has anyway; a poll that overran waits for the next grid point
+            await sleep_on_grid(interval)
 
     # -- consumption -------------------------------------------------------------------
     def __aiter__(self) -> AsyncIterator[Record]:
@@ -282,24 +276,17 @@ class LiveSource:
 
     async def _records(self) -> AsyncIterator[Record]:
         await self.start()
-        assert self._queue is not None
         heap: list[tuple[float, int, Record]] = []
         seq = itertools.count()
         last_t = 0.0
-        stopping = False
-        while not stopping:
-            try:
-                rec = await asyncio.wait_for(self._queue.get(), timeout=0.05)
-            except TimeoutError:
-                rec = None
-            if rec is not None:
+        while True:
+            stopping = self._stop.is_set()
+            if stopping:  # what the threads send while they finish their turn
+                await self._join_threads()
+            inbox = self._inbox
+            while inbox:
+                rec = inbox.popleft()
                 heapq.heappush(heap, (rec.t, next(seq), rec))
-            elif self._stop.is_set():
-                stopping = True
-                while not self._queue.empty():  # what the threads sent before stopping
-                    late = self._queue.get_nowait()
-                    if late is not None:
-                        heapq.heappush(heap, (late.t, next(seq), late))
             horizon = float("inf") if stopping else self.clock() - self.t_start - self.reorder_s
             while heap and heap[0][0] <= horizon:
                 _, _, out = heapq.heappop(heap)
@@ -308,13 +295,20 @@ class LiveSource:
                     out = out._replace(t=last_t)
                 last_t = out.t
                 yield out
+            if stopping:
+                return
+            await sleep_on_grid(self.hand_off_s)
+
+    async def _join_threads(self, timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        while any(th.is_alive() for th in self._threads) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     def stop(self) -> None:
         """End acquisition; the iterator yields what it holds, then ends."""
         self._stop.set()
-        if self._loop is not None and self._queue is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed already
-                self._loop.call_soon_threadsafe(self._put_now, None)  # wake the consumer
+        if self.inputs is not None:
+            self.inputs.wake()
 
     async def close(self) -> None:
         """Stop, join the worker threads, release the hardware."""

@@ -54,6 +54,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import gc
 import json
 import logging
 import signal
@@ -76,13 +77,14 @@ from liftwatch.agent.config import (
 )
 from liftwatch.agent.messages import MessageFactory, dumps, lane_of, next_boot, topic
 from liftwatch.agent.sdnotify import Notifier, watchdog_interval_s
-from liftwatch.agent.timebase import Timebase
+from liftwatch.agent.timebase import Timebase, sleep_on_grid
 from liftwatch.agent.tomltext import dump_toml
 from liftwatch.agent.uplink import Uplink, UplinkError
 from liftwatch.buffer.alarms import AlarmLedger
 from liftwatch.buffer.atomic import atomic_write_bytes
 from liftwatch.buffer.baselines import BaselineStore
 from liftwatch.buffer.outbox import Outbox, OutboxError
+from liftwatch.drivers.threadname import name_native_thread
 from liftwatch.drivers.trace import TraceError
 from liftwatch.signal.pipeline import Pipeline
 
@@ -188,7 +190,8 @@ class Agent:
         self.timebase = timebase if timebase is not None else Timebase()
         self.boot = next_boot(self.data_dir)
         self.factory = MessageFactory(self.lift_id, self.boot, self.timebase, cfg.platform)
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="lw-outbox")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="lw-outbox",
+                                           initializer=name_native_thread)
         self.outbox = Outbox(self.data_dir / "outbox",
                              int(cfg.storage.outbox_max_mb * 1024 * 1024))
         self.journal: Any = None
@@ -381,6 +384,8 @@ class Agent:
     async def _repeat_alarms(self) -> None:
         """EN 81-28: every unacknowledged alarm again every ``alarm_repeat_s``, with its
         repeat count, in the alarm lane (ahead of any backlog), also after a restart."""
+        if not self.ledger.pending:  # nothing to repeat: no hop to the outbox thread
+            return
         loop = asyncio.get_running_loop()
         due = await loop.run_in_executor(self.executor, self.ledger.due, time.time(),
                                          self.cfg.detection.alarm_repeat_s)
@@ -451,7 +456,7 @@ class Agent:
             if wd_every and now - last_wd >= wd_every and not self.stalled():
                 self.notifier.watchdog()
                 last_wd = now
-            await asyncio.sleep(TICK_S)
+            await sleep_on_grid(TICK_S)
 
     async def _tick_once(self) -> None:
         assert self.pipeline is not None and self.uplink is not None
@@ -725,6 +730,10 @@ class Agent:
         log.info("agent running: lift %s, boot %d, %s", self.lift_id, self.boot,
                  f"trace {self.trace} at x{self.speed:g}" if self.trace else "live inputs")
         self.notifier.ready(f"lift {self.lift_id} running")
+        # what start-up built (modules, config, tables) lives as long as the process:
+        # out of the collector's sight, every full collection has that much less to walk
+        gc.collect()
+        gc.freeze()
         await asyncio.wait({acq, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         t_stop = time.monotonic()
         by_signal = self._stop_evt.is_set()

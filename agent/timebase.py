@@ -164,3 +164,17 @@ class Timebase:
         """The ``clock`` object of the health message."""
         st = self.clock_state()
         return {"synced": st.synced, "esterror_ms": round(st.esterror_us / 1000.0, 1)}
+
+
+async def sleep_on_grid(period: float) -> None:
+    """Sleep to the next multiple of ``period`` on the event loop's clock.
+
+    The loops that wake periodically (the tick, the live source's hand-off) share one
+    grid, so the event loop wakes once for all of them instead of once for each: on a
+    Pi-class core the wake-up costs more than the work it does.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    await asyncio.sleep(period - now % period)

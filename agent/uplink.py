@@ -55,6 +55,7 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from liftwatch.agent.messages import topic
 from liftwatch.agent.settings import UplinkSettings
+from liftwatch.drivers.threadname import name_native_thread
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -167,7 +168,8 @@ class Uplink:
         self.rewrite = rewrite
         self._tls = make_tls_context(settings) if settings.tls else None
         self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="lw-outbox")
+        self._executor = executor or ThreadPoolExecutor(
+            1, thread_name_prefix="lw-outbox", initializer=name_native_thread)
         self.stats = LinkStats()
         # loop-thread state
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -574,6 +576,7 @@ class Uplink:
         return "closed", f"the broker closed the connection before CONNACK ({err or 'no reason'})"
 
     def _net_main(self) -> None:
+        name_native_thread()
         attempt = 0
         gen = 0
         s = self.settings

@@ -129,6 +129,11 @@ class AlarmLedger:
             self._save()
             return True
 
+    @property
+    def pending(self) -> int:
+        """Alarms not yet acknowledged (no lock: a cheap check before :meth:`due`)."""
+        return len(self._entries)
+
     def due(self, now_wall: float, repeat_s: float) -> list[AlarmEntry]:
         """Alarms to send now, oldest first: never sent, or last sent ``repeat_s`` ago."""
         now = _finite("now_wall", now_wall)

@@ -45,6 +45,7 @@ from typing import Any
 from liftwatch.drivers.pins import SimulatedPins
 from liftwatch.drivers.settings import InputWiring
 from liftwatch.drivers.simchips import QueueSource, SimChip
+from liftwatch.drivers.threadname import name_native_thread
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ class SimFeedReceiver:
 
     def _serve(self) -> None:
         assert self._sock is not None
+        name_native_thread()
         while not self._stop.is_set():
             try:
                 data = self._sock.recv(MAX_DATAGRAM)
