@@ -4,10 +4,12 @@ Runs the real ``liftwatch run`` on the software rig (Modbus RTU over a pty, inpu
 400 Hz accelerometer through the simulation feed, a local Mosquitto) while a simulated
 lift does ordinary service, and samples the agent process from /proc:
 
-    .venv/bin/python bench/bench_footprint.py --minutes 60
+    .venv/bin/python bench/bench_footprint.py --minutes 60 [--chip lis3dh]
 
 Prints: start to first status message at the broker, RSS after the run and its peak,
-CPU share of one core over the run (and over the last half, after warm-up).
+CPU share of one core over the run (and over the last half, after warm-up), and that
+share per thread (the agent names its threads in the kernel). ``simfeed`` is the
+simulated backends' receiver, which a terminal with real GPIO and I2C does not run.
 Targets (issue 8): RSS <= 80 MB after an hour, CPU <= 3 %, first status <= 3 s.
 """
 
@@ -49,6 +51,26 @@ def service_stream(sim: LiftSim, seconds: float, seed: int = 5) -> Iterator[tupl
         yield from sim.drain()
 
 
+def thread_cpu(pid: int) -> dict[str, tuple[float, int]]:
+    """(CPU seconds, voluntary context switches) per thread name of a process (threads
+    of one name summed). A voluntary switch is a sleep: each ends in a wake-up."""
+    out: dict[str, tuple[float, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            raw = (task / "stat").read_text()
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        sleeps = next(int(line.split()[1]) for line in status.splitlines()
+                      if line.startswith("voluntary_ctxt_switches"))
+        c0, s0 = out.get(name, (0.0, 0))
+        out[name] = (c0 + cpu, s0 + sleeps)
+    return out
+
+
 def proc_sample(pid: int) -> tuple[float, float]:
     """(RSS in MB, CPU seconds) of a process."""
     with open(f"/proc/{pid}/status") as fh:
@@ -59,8 +81,8 @@ def proc_sample(pid: int) -> tuple[float, float]:
     return rss, cpu
 
 
-async def main_async(minutes: float, workdir: Path) -> dict[str, Any]:
-    lift = SimLift()
+async def main_async(minutes: float, workdir: Path, chip: str = "adxl345") -> dict[str, Any]:
+    lift = SimLift(chip=chip)
     sim = LiftSim(lift, seed=9, start_floor=1)
     scn = Scenario("footprint", lift, service_stream(sim, minutes * 60), minutes * 60, [],
                    first_ctl=sim.controller_view(), first_di=sim.inputs())
@@ -78,17 +100,22 @@ async def main_async(minutes: float, workdir: Path) -> dict[str, Any]:
         assert rig.agent is not None
         pid = rig.agent.pid
         play = asyncio.create_task(rig.play(observer))
+        threads0: dict[str, tuple[float, int]] = {}
         while not play.done():
+            if not threads0 and time.monotonic() - t_spawn > 10:
+                threads0, t_threads0 = thread_cpu(pid), time.monotonic()
             rss, cpu = proc_sample(pid)
             samples.append((time.monotonic(), rss, cpu))
             await asyncio.sleep(5.0)
         await play
         rss, cpu = proc_sample(pid)
         samples.append((time.monotonic(), rss, cpu))
+        threads1, t_threads1 = thread_cpu(pid), time.monotonic()
     finally:
         await rig.stop()
         observer.stop()
         broker.stop()
+    span = t_threads1 - t_threads0
     statuses = observer.messages("status")
     first_status = statuses[0].t - t_spawn if statuses else None
     t0, _, c0 = samples[0]
@@ -96,11 +123,16 @@ async def main_async(minutes: float, workdir: Path) -> dict[str, Any]:
     mid = samples[len(samples) // 2]
     return {
         "minutes": minutes,
+        "accelerometer": chip,
         "start_to_first_status_s": None if first_status is None else round(first_status, 2),
         "rss_mb_end": round(rss_end, 1),
         "rss_mb_peak": round(max(s[1] for s in samples), 1),
         "cpu_pct_of_one_core": round(100 * (c1 - c0) / (t1 - t0), 2),
         "cpu_pct_second_half": round(100 * (c1 - mid[2]) / (t1 - mid[0]), 2),
+        "by_thread_after_10s": {
+            name: {"cpu_pct": round(100 * (c - threads0.get(name, (0.0, 0))[0]) / span, 2),
+                   "wakeups_per_s": round((w - threads0.get(name, (0.0, 0))[1]) / span, 1)}
+            for name, (c, w) in sorted(threads1.items(), key=lambda kv: -kv[1][0])},
         "messages_at_broker": len(observer.arrivals),
         "trips_at_broker": len(observer.messages("trip")),
     }
@@ -109,9 +141,11 @@ async def main_async(minutes: float, workdir: Path) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--chip", choices=["adxl345", "lis3dh"], default="adxl345",
+                    help="the terminal's accelerometer (adxl345: an I2C read per sample)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="liftwatch-footprint-") as tmp:
-        result = asyncio.run(main_async(args.minutes, Path(tmp)))
+        result = asyncio.run(main_async(args.minutes, Path(tmp), args.chip))
     print(json.dumps(result, indent=1))
     return 0
 

@@ -53,6 +53,9 @@ class SimLift:
     vib_ms2: float = 0.05
     tilt_deg: float = 0.0
     controller: bool = True
+    #: the terminal's accelerometer chip (the rig's config): adxl345 (one I2C read per
+    #: FIFO sample) or lis3dh (the whole FIFO in one burst)
+    chip: str = "adxl345"
 
     def header(self, lift_id: str = "31100000000000000099") -> dict[str, Any]:
         return {"trace": 1, "start": "2026-11-23T08:00:00Z",
