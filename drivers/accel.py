@@ -282,10 +282,12 @@ class AccelReader:
     def read_interval_s(self) -> float:
         """Read when the FIFO is about half full (16 of 32 samples: 40 ms at 400 Hz), at
         least every 0.1 s: each read wakes a core, and half a FIFO still leaves as
-        long again before an overrun for a read that comes late."""
+        long again before an overrun for a read that comes late. Once a read has come
+        that late (an overrun: the machine is loaded), at a quarter full from then on."""
         if self._read_interval_s is not None:
             return self._read_interval_s
-        return min(0.1, self.chip.fifo_depth / self.chip.fs / 2)
+        half = min(0.1, self.chip.fifo_depth / self.chip.fs / 2)
+        return half / 2 if self._h.overruns else half
 
     def open(self, now: float | None = None) -> None:
         """Open the chip (raises AccelError) and anchor the sample clock."""
@@ -432,19 +434,24 @@ class AccelReader:
         """Call :meth:`step` every ``read_interval_s`` until ``stop``; emit each block.
 
         Sleeps with ``time.sleep`` (cheaper to wake than ``Event.wait``); ``stop`` is
-        seen within one interval."""
-        interval = self.read_interval_s
+        seen within one interval, and the FIFO is drained once more then, so what the
+        chip measured before the stop is not left in it."""
         next_t = self.clock()
         while not stop.is_set():
             block = self.step()
             if block is not None:
                 emit(block)
+            interval = self.read_interval_s
             next_t += interval
             now = self.clock()
             if next_t < now - interval:
                 next_t = now
             if next_t > now:
                 time.sleep(next_t - now)
+        if self.opened:
+            block = self.read()
+            if block is not None:
+                emit(block)
 
     def close(self) -> None:
         """Put an opened chip in standby (best effort: it may be gone)."""

@@ -173,12 +173,15 @@ def test_fifo_overrun_is_a_dropout_with_resync(kind: str) -> None:
     clock, chip, _, drv, reader = setup(kind, 1600)
     reader.open()
     drain(reader, clock, 0.1, random.Random(10))
+    half_fifo_s = min(0.1, 32 / drv.fs / 2)
+    assert reader.read_interval_s == pytest.approx(half_fifo_s)
     clock.advance(0.1)  # 160 samples at 1600 Hz: the 32-level FIFO overflows
     block = reader.read()
     assert block is not None and block.gap and len(block.samples) == 32
     assert chip.lost > 0
     h = reader.health()
     assert h["overruns"] == 1 and h["resyncs"] == 1
+    assert reader.read_interval_s == pytest.approx(half_fifo_s / 2)  # more margin from now on
     # After the resync the newest sample sits at the read time.
     assert block.t + 31 / drv.fs == pytest.approx(clock())
 

@@ -133,9 +133,12 @@ def test_live_source_yields_time_ordered_records_from_simulated_inputs(tmp_path:
     assert set(z[:first]) <= {500}  # at rest until the samples were queued
     assert z[first:] == [round((1.5 + k / 1000) * 500) for k in range(len(z) - first)]
     assert len(z) - first > 300
-    # Every sample the chip made was recorded, but for those still in its FIFO at stop.
-    assert src.sim_chip.lost == 0
-    assert src.sim_chip.index - 33 <= len(acc) <= src.sim_chip.index
+    # No sample was lost while acquiring: no FIFO overrun, and the FIFO was drained at
+    # the stop. (What the chip makes after that, until close() puts it in standby, it
+    # overwrites in its FIFO, as a real one does: not acquisition's loss.)
+    assert health["accel"]["overruns"] == 0
+    chip = src.sim_chip
+    assert len(acc) == chip.index - chip.lost - len(chip.fifo)  # every other sample made
     assert health["accel"]["state"] == "ok" and health["inputs"]["ok"]
     assert not any(r.kind == "ctl" for r in recs)
 
