@@ -68,13 +68,7 @@ class RegisterBus:
             time.sleep(0.0002)
 
     def read(self, register: int, n: int) -> bytes:
-        buf = bytearray(n)
-        self._lock()
-        try:
-            self.i2c.writeto_then_readfrom(self.address, bytes([register]), buf)
-        finally:
-            self.i2c.unlock()
-        return bytes(buf)
+        return self.read_repeated(register, n, 1)[0]
 
     def read_repeated(self, register: int, n: int, times: int) -> list[bytes]:
         """``times`` reads of ``n`` bytes from ``register`` under one bus lock (draining
