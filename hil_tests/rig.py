@@ -108,8 +108,8 @@ def hil_config(workdir: Path, scn: Scenario, broker: Broker, *, transport: str,
         lines += [f"[inputs.{name}]", f'pin = "{w.pin}"', f'pull = "{w.pull}"',
                   f"active_low = {str(w.active_low).lower()}", f"debounce_ms = {w.debounce_ms}",
                   ""]
-    range_g = {"adxl345": 4, "lis3dh": 2}[lift.chip]
-    lines += ["[accel]", f'chip = "{lift.chip}"', 'backend = "simulated"',
+    range_g, address = {"adxl345": (4, "0x53"), "lis3dh": (2, "0x18")}[lift.chip]
+    lines += ["[accel]", f'chip = "{lift.chip}"', f"address = {address}", 'backend = "simulated"',
               f'sim_feed = "{workdir / "feed"}"', f"rate_hz = {lift.fs}", f"range_g = {range_g}",
               'orientation = "auto"', ""]
     if lift.controller:
