@@ -35,11 +35,11 @@ yielded in time order. A record that still arrives later than that is yielded at
 last yielded time and counted in ``health()["late_records"]``.
 
 **Hand-off.** The worker threads append to a bounded deque and never wake the event
-loop; the loop collects what has arrived every ``hand_off_s`` (0.1 s, on the same grid as the
-runtime's tick, so one wake-up serves both). Records wait
-``reorder_s`` anyway, so waking the loop for each FIFO block would only cost CPU
-(on a Pi-class core every wake-up counts). A record that does not fit the deque is
-counted (``dropped_records``), never blocking acquisition.
+loop; the loop collects what has arrived every ``hand_off_s`` (0.1 s, on the same grid
+as the runtime's tick, so one wake-up serves both). Records wait ``reorder_s`` anyway,
+so waking the loop for each FIFO block would only cost CPU (on a Pi-class core every
+wake-up counts). A record that does not fit the deque is counted
+(``dropped_records``), never blocking acquisition.
 """
 
 from __future__ import annotations
@@ -317,8 +317,7 @@ class LiveSource:
             self._ctl_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # closing anyway
                 await self._ctl_task
-        for th in self._threads:
-            await asyncio.to_thread(th.join, 2.0)
+        await self._join_threads()
         for feed in self.feeds:
             feed.stop()
         if self.inputs is not None:

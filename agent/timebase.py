@@ -12,6 +12,7 @@ from the year or from file times.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import logging
@@ -173,8 +174,6 @@ async def sleep_on_grid(period: float) -> None:
     grid, so the event loop wakes once for all of them instead of once for each: on a
     Pi-class core the wake-up costs more than the work it does.
     """
-    import asyncio
-
     loop = asyncio.get_running_loop()
     now = loop.time()
     await asyncio.sleep(period - now % period)

@@ -208,22 +208,19 @@ class SimChip:
             if mode == "stream":
                 self.lost += skip
                 self.overrun = True
-        # quantised, clipped, noise added and clipped again, inline: this runs for every
-        # sample the chip makes
         lsb, lo, hi = self.scale()[:3]
-        noise = self._noise if self.noise_lsb else None
-        source, fifo, t0, rate = self.source, self.fifo, self._t_start, self._rate
+
+        def clip(v: int) -> int:
+            return lo if v < lo else hi if v > hi else v
+
+        fifo = self.fifo
         for k in range(first + skip, due):
-            gx, gy, gz = source(self.index, t0 + (k + 1) / rate)
-            x, y, z = round(gx * lsb), round(gy * lsb), round(gz * lsb)
-            x, y, z = min(max(x, lo), hi), min(max(y, lo), hi), min(max(z, lo), hi)
-            if noise is not None:
-                if len(noise) < 3:
+            t = self._t_start + (k + 1) / self._rate
+            s = tuple(clip(round(g * lsb)) for g in self.source(self.index, t))
+            if self.noise_lsb:  # quantised and clipped, then noise, clipped again
+                if len(self._noise) < 3:
                     self._draw_noise()
-                x = min(max(x + noise.pop(), lo), hi)
-                y = min(max(y + noise.pop(), lo), hi)
-                z = min(max(z + noise.pop(), lo), hi)
-            s = (x, y, z)
+                s = tuple(clip(c + self._noise.pop()) for c in s)
             self.index += 1
             self.latest = s
             if mode == "bypass":
