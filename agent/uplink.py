@@ -62,6 +62,16 @@ from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 
+#: paho's network loop sleeps in select() this long at most: a publish from the loop
+#: thread wakes it through paho's own socket pair, so this only paces keepalive checks
+#: and how soon the thread sees a stop while no connection is up.
+NET_LOOP_S = 1.0
+#: The drain runs when woken (new items, PUBACKs, connect, a refusal's retry time);
+#: without a wake it looks at the outbox this often anyway, as a backstop.
+DRAIN_IDLE_S = 5.0
+#: A message the broker refused (PUBACK reason >= 0x80) is offered again after this.
+REFUSED_RETRY_S = 30.0
+
 
 class OutboxLike(Protocol):
     """The part of ``liftwatch.buffer.outbox.Outbox`` the uplink drains."""
@@ -253,9 +263,9 @@ class Uplink:
             self._client.disconnect()
         self._stop.set()
         if self._thread is not None:
-            # the network thread leaves within one loop(0.2); a connect() blocked on an
-            # unreachable broker is left behind (daemon thread) rather than waited for
-            await asyncio.to_thread(self._thread.join, 1.0)
+            # the network thread leaves within one loop(NET_LOOP_S); a connect() blocked
+            # on an unreachable broker is left behind (daemon thread), not waited for
+            await asyncio.to_thread(self._thread.join, NET_LOOP_S + 0.2)
         if self._drain_task is not None:
             self._drain_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -357,7 +367,7 @@ class Uplink:
         assert self._wake_evt is not None
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_evt.wait(), 0.5)
+                await asyncio.wait_for(self._wake_evt.wait(), DRAIN_IDLE_S)
             self._wake_evt.clear()
             try:
                 await self._fill_window()
@@ -484,7 +494,9 @@ class Uplink:
             self._ack_batch.append(key)
         else:
             self.stats.puback_refused += 1
-            self._retry_after[key] = time.monotonic() + 30.0
+            self._retry_after[key] = time.monotonic() + REFUSED_RETRY_S
+            assert self._loop is not None
+            self._loop.call_later(REFUSED_RETRY_S + 0.01, self.wake)
             log.warning("broker refused a message (%s); it stays in the outbox", reason)
         self.wake()
 
@@ -603,7 +615,7 @@ class Uplink:
                                      f"cannot reach the broker: {exc.strerror or exc}")
             else:
                 while not self._stop.is_set() or client.is_connected():
-                    rc = client.loop(0.2)
+                    rc = client.loop(NET_LOOP_S)
                     if client.is_connected() and not got_connack:
                         got_connack = True
                         attempt = 0
