@@ -99,6 +99,9 @@ STALL_S = 5.0
 #: outputs waiting for the outbox before acquisition is made to wait (and counted)
 MAX_UNWRITTEN = 5000
 HEALTH_CHANGE_MIN_S = 10.0
+#: the once-a-second health check reuses outbox figures this young: each fresh read is a
+#: hop to the outbox thread and back, two wake-ups (a health message reads them fresh)
+OUTBOX_STATS_MAX_AGE_S = 5.0
 PENDING_MARKER = "config_set.pending"
 EXIT_ROLLED_BACK = 3
 
@@ -217,6 +220,7 @@ class Agent:
         self._last_status_sent = -float("inf")
         self._last_health_sent = -float("inf")
         self._last_health_check = -float("inf")  # state is re-assessed once a second
+        self._outbox_stats: tuple[float, dict[str, Any]] | None = None  # (mono, stats)
         self._health_state: tuple[str, tuple[str, ...]] | None = None
         self._power: dict[str, Any] = {"src": None, "batt": None}
         self._period_start: dict[str, int] = {}
@@ -495,10 +499,17 @@ class Agent:
                 self._queue("stats", self.factory.stats(body))
                 self._period_start[period] = boundary
 
-    async def health_body(self) -> dict[str, Any]:
+    async def _outbox_figures(self, max_age_s: float) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._outbox_stats is None or now - self._outbox_stats[0] > max_age_s:
+            loop = asyncio.get_running_loop()
+            self._outbox_stats = (now, await loop.run_in_executor(self.executor,
+                                                                  self.outbox.stats))
+        return self._outbox_stats[1]
+
+    async def health_body(self, outbox_max_age_s: float = 0.0) -> dict[str, Any]:
         assert self.pipeline is not None and self.uplink is not None
-        loop = asyncio.get_running_loop()
-        ob = await loop.run_in_executor(self.executor, self.outbox.stats)
+        ob = await self._outbox_figures(outbox_max_age_s)
         ph = self.pipeline.health()
         sensors = health_mod.sensors_view(ph)
         body = health_mod.machine(self.data_dir, self.started_mono)
@@ -523,11 +534,15 @@ class Agent:
         if not (due or force) and now - self._last_health_check < 1.0:
             return
         self._last_health_check = now
-        body = await self.health_body()
+        fresh = due or force
+        body = await self.health_body(0.0 if fresh else OUTBOX_STATS_MAX_AGE_S)
         key = (body["state"], tuple(body["faults"]))
         # on change, but a flapping fault sends at most one health per HEALTH_CHANGE_MIN_S
         changed = key != self._health_state and \
             now - self._last_health_sent >= HEALTH_CHANGE_MIN_S
+        if changed and not fresh:  # the message carries the outbox as it is now
+            body = await self.health_body()
+            key = (body["state"], tuple(body["faults"]))
         if due or force or changed:
             self._health_state = key
             self._last_health_sent = now
