@@ -37,6 +37,9 @@ from liftwatch.drivers.settings import AccelSettings
 
 log = logging.getLogger(__name__)
 
+#: After a FIFO overrun the reader reads at a quarter FIFO for this long, then at a half.
+OVERRUN_WARY_S = 60.0
+
 Sample = tuple[int, int, int]
 
 
@@ -258,6 +261,7 @@ class AccelReader:
         self.silent_s = silent_s
         self.read_slack_s = read_slack_s
         self._read_interval_s = read_interval_s
+        self._wary_until = -float("inf")  # reads at a quarter FIFO until then
         self._anchor = 0.0
         self._count = 0  # samples since the anchor
         self._last_block_t = 0.0
@@ -277,11 +281,13 @@ class AccelReader:
         """Read when the FIFO is about half full (16 of 32 samples: 40 ms at 400 Hz), at
         least every 0.1 s: each read wakes a core, and half a FIFO still leaves as
         long again before an overrun for a read that comes late. Once a read has come
-        that late (an overrun: the machine is loaded), at a quarter full from then on."""
+        that late (an overrun: the machine is loaded), at a quarter full for the next
+        ``OVERRUN_WARY_S``: a start-up or a burst of load passes, and a terminal that
+        hiccuped once should not wake twice as often for the years after."""
         if self._read_interval_s is not None:
             return self._read_interval_s
         half = min(0.1, self.chip.fifo_depth / self.chip.fs / 2)
-        return half / 2 if self._h.overruns else half
+        return half / 2 if self.clock() < self._wary_until else half
 
     def open(self, now: float | None = None) -> None:
         """Open the chip (raises AccelError) and anchor the sample clock."""
@@ -326,6 +332,7 @@ class AccelReader:
             if overrun:
                 self._h.overruns += 1
                 self._gap = True
+                self._wary_until = (self.clock() if now is None else now) + OVERRUN_WARY_S
                 log.warning("%s: FIFO overrun, samples lost", self.chip.chip)
             if not samples:
                 return None

@@ -10,6 +10,7 @@ import random
 
 import pytest
 from liftwatch.drivers.accel import (
+    OVERRUN_WARY_S,
     AccelBlock,
     AccelError,
     AccelIdentityError,
@@ -181,9 +182,13 @@ def test_fifo_overrun_is_a_dropout_with_resync(kind: str) -> None:
     assert chip.lost > 0
     h = reader.health()
     assert h["overruns"] == 1 and h["resyncs"] == 1
-    assert reader.read_interval_s == pytest.approx(half_fifo_s / 2)  # more margin from now on
+    assert reader.read_interval_s == pytest.approx(half_fifo_s / 2)  # more margin for a while
     # After the resync the newest sample sits at the read time.
     assert block.t + 31 / drv.fs == pytest.approx(clock())
+    clock.advance(OVERRUN_WARY_S - 1.0)
+    assert reader.read_interval_s == pytest.approx(half_fifo_s / 2)
+    clock.advance(1.0)  # a minute without overruns: back to half-FIFO reads
+    assert reader.read_interval_s == pytest.approx(half_fifo_s)
 
 
 @pytest.mark.parametrize("kind", ["adxl345", "lis3dh"])
