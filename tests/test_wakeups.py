@@ -9,18 +9,38 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import Broker
+from liftwatch.agent import uplink as uplink_mod
+from liftwatch.agent.messages import dumps, lane_of, topic
+from liftwatch.agent.settings import UplinkSettings
 from liftwatch.agent.timebase import sleep_on_grid
 from liftwatch.buffer.alarms import AlarmLedger
+from liftwatch.buffer.outbox import Outbox
 from liftwatch.drivers.pins import SimulatedPins
+from liftwatch.drivers.simfeed import SimFeed, SimFeedReceiver
 from liftwatch.drivers.threadname import name_native_thread
+from uplink_helpers import Observer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hil_tests"))
 from rig import merged_acc  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").exists(),
+                                reason="no /proc on this system: wake-ups are counted there")
+
+
+def sleeps(th: threading.Thread | None) -> int:
+    """A thread's voluntary context switches so far: each is a sleep that a wake-up ends."""
+    assert th is not None and th.native_id is not None
+    status = Path(f"/proc/self/task/{th.native_id}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines()
+                if line.startswith("voluntary_ctxt_switches"))
 
 
 def test_sleepers_on_the_grid_wake_at_its_multiples_together() -> None:
@@ -92,3 +112,74 @@ def test_rig_merges_accelerometer_blocks_and_keeps_the_other_records_in_order() 
                                            (0.32, "acc"), (0.4, "di")]
     assert [s[0] for s in out[0][2]] == [1] * 32 + [2] * 32 + [3] * 32
     assert len(out[3][2]) == 32
+
+
+@needs_proc
+def test_an_idle_simulation_feed_sleeps_until_a_datagram_or_the_stop(tmp_path: Path) -> None:
+    pins = SimulatedPins({"D17": 0})
+    pins.setup_input("D17", "none")
+    rx = SimFeedReceiver(tmp_path, pins=pins)
+    rx.start()
+    try:
+        time.sleep(0.2)
+        before = sleeps(rx._thread)
+        time.sleep(1.0)
+        assert sleeps(rx._thread) - before <= 1  # polling with a 0.1 s timeout woke it 10x
+        feed = SimFeed(tmp_path)
+        feed.set_pins({"D17": 1})  # a datagram is still taken at once
+        feed.close()
+        deadline = time.monotonic() + 2.0
+        while not pins.read("D17") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pins.read("D17") is True
+    finally:
+        t0 = time.monotonic()
+        rx.stop()
+    assert time.monotonic() - t0 < 0.5  # the stop wakes the blocked receive
+    assert rx._thread is not None and not rx._thread.is_alive()
+    assert rx.bad_messages == 0  # the stop's wake-up datagram is not taken as a message
+
+
+class CountingOutbox(Outbox):
+    """The real outbox, counting how often the uplink looks into it."""
+
+    reads = 0
+
+    def pending(self, limit: int, skip: Any = ()) -> list[Any]:
+        self.reads += 1
+        return super().pending(limit, skip)
+
+
+@needs_proc
+def test_an_idle_connected_uplink_neither_polls_the_outbox_nor_spins_its_network_thread(
+        broker: Broker, tmp_path: Path) -> None:
+    obs = Observer(broker.port)
+    ob = CountingOutbox(tmp_path / "outbox", 1 << 20)
+    s = UplinkSettings(broker="127.0.0.1", port=broker.port, tls=False)
+
+    async def main() -> tuple[int, int, float]:
+        u = uplink_mod.Uplink(s, "L1", ob)
+        await u.start()
+        assert await u.wait_connected(10)
+        assert await u.flush(5)
+        await asyncio.sleep(0.3)
+        reads, net = ob.reads, sleeps(u._thread)
+        await asyncio.sleep(2.0)
+        reads, net = ob.reads - reads, sleeps(u._thread) - net
+        # new items still go out at once: the runtime wakes the drain after storing
+        ob.append(lane_of("event", {"sev": "alarm"}), topic("lift", "L1", "event"),
+                  dumps({"code": "alarm_button", "sev": "alarm"}))
+        t0 = time.monotonic()
+        u.wake()
+        while ob.stats()["lanes"]["alarm"]["depth"] and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.01)
+        took = time.monotonic() - t0
+        await u.stop(1.0)
+        return reads, net, took
+
+    reads, net, took = asyncio.run(asyncio.wait_for(main(), 25))
+    ob.close()
+    assert reads == 0          # the drain waits for a wake (backstop DRAIN_IDLE_S = 5 s)
+    assert net <= 2 / uplink_mod.NET_LOOP_S + 2  # paho's select waits NET_LOOP_S at most
+    assert took < 1.0
+    assert obs.wait_for(lambda g: any(r.topic.endswith("/event") for r in g), 5)
