@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 G3 = tuple[float, float, float]
+#: FIFO mode by the two mode bits both chips use (FIFO_CTL / FIFO_CTRL_REG bits 7..6)
+FIFO_MODES = ("bypass", "fifo", "stream", "stream")
 Source = Callable[[int, float], G3]  # (sample index, sample time) -> acceleration in g
 
 
@@ -209,18 +211,19 @@ class SimChip:
                 self.lost += skip
                 self.overrun = True
         lsb, lo, hi = self.scale()[:3]
-
-        def clip(v: int) -> int:
-            return lo if v < lo else hi if v > hi else v
-
-        fifo = self.fifo
+        src, t0, rate, noise, fifo = self.source, self._t_start, self._rate, self._noise, self.fifo
         for k in range(first + skip, due):
-            t = self._t_start + (k + 1) / self._rate
-            s = tuple(clip(round(g * lsb)) for g in self.source(self.index, t))
-            if self.noise_lsb:  # quantised and clipped, then noise, clipped again
-                if len(self._noise) < 3:
+            # quantised and clipped, then noise, clipped again (written out per axis: this
+            # runs 400 times a second in the HIL rig's agent)
+            gx, gy, gz = src(self.index, t0 + (k + 1) / rate)
+            x, y, z = round(gx * lsb), round(gy * lsb), round(gz * lsb)
+            if self.noise_lsb:
+                if len(noise) < 3:
                     self._draw_noise()
-                s = tuple(clip(c + self._noise.pop()) for c in s)
+                x = min(max(x, lo), hi) + noise.pop()
+                y = min(max(y, lo), hi) + noise.pop()
+                z = min(max(z, lo), hi) + noise.pop()
+            s = (min(max(x, lo), hi), min(max(y, lo), hi), min(max(z, lo), hi))
             self.index += 1
             self.latest = s
             if mode == "bypass":
@@ -257,6 +260,21 @@ class SimChip:
     def i2c_write(self, data: bytes) -> None:
         self._check_io()
         self.step()
+        self._write(data)
+
+    def i2c_read(self, n: int) -> bytes:
+        self._check_io()
+        self.step()
+        return self._read_bytes(n)
+
+    def i2c_transfer(self, data: bytes, n: int) -> bytes:
+        """A write then a read in one transaction (repeated start): one step of the clock."""
+        self._check_io()
+        self.step()
+        self._write(data)
+        return self._read_bytes(n)
+
+    def _write(self, data: bytes) -> None:
         if not data:
             return
         self._set_pointer(data[0])
@@ -265,11 +283,6 @@ class SimChip:
             self._advance_pointer()
         if len(data) > 1:
             self._config_changed()
-
-    def i2c_read(self, n: int) -> bytes:
-        self._check_io()
-        self.step()
-        return self._read_bytes(n)
 
     def _set_pointer(self, sub: int) -> None:
         self._ptr = sub
@@ -314,7 +327,7 @@ class SimADXL345(SimChip):
         return self.RATES.get(self.regs[0x2C] & 0x0F)
 
     def fifo_mode(self) -> str:
-        return {0: "bypass", 1: "fifo", 2: "stream", 3: "stream"}[self.regs[0x38] >> 6]
+        return FIFO_MODES[self.regs[0x38] >> 6]
 
     def scale(self) -> tuple[float, int, int]:
         """(counts per g, min, max) for the current DATA_FORMAT."""
@@ -390,7 +403,7 @@ class SimLIS3DH(SimChip):
     def fifo_mode(self) -> str:
         if not self.regs[0x24] & 0x40:
             return "bypass"
-        return {0: "bypass", 1: "fifo", 2: "stream", 3: "stream"}[self.regs[0x2E] >> 6]
+        return FIFO_MODES[self.regs[0x2E] >> 6]
 
     def scale(self) -> tuple[float, int, int, int]:
         """(counts per g, min, max, bits) for the current mode and full scale."""
@@ -495,10 +508,9 @@ class SimI2C:
     def writeto_then_readfrom(self, address: int, buffer_out: Any, buffer_in: Any, *,
                               out_start: int = 0, out_end: int | None = None,
                               in_start: int = 0, in_end: int | None = None) -> None:
-        chip = self._chip(address)
-        chip.i2c_write(bytes(buffer_out[out_start:out_end]))
         in_end = len(buffer_in) if in_end is None else in_end
-        buffer_in[in_start:in_end] = chip.i2c_read(in_end - in_start)
+        buffer_in[in_start:in_end] = self._chip(address).i2c_transfer(
+            bytes(buffer_out[out_start:out_end]), in_end - in_start)
 
 
 def make_sim_chip(kind: str, source: Source = at_rest,
