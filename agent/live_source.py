@@ -35,11 +35,11 @@ yielded in time order. A record that still arrives later than that is yielded at
 last yielded time and counted in ``health()["late_records"]``.
 
 **Hand-off.** The worker threads append to a bounded deque and never wake the event
-loop; the loop collects what has arrived every ``hand_off_s`` (0.1 s, on the same grid
-as the runtime's tick, so one wake-up serves both). Records wait ``reorder_s`` anyway,
-so waking the loop for each FIFO block would only cost CPU (on a Pi-class core every
-wake-up counts). A record that does not fit the deque is counted
-(``dropped_records``), never blocking acquisition.
+loop; the loop collects what has arrived every ``hand_off_s`` (0.2 s, on the same grid
+as the runtime's live tick and the controller's usual poll, so one wake-up serves all).
+Records wait ``reorder_s`` anyway, so waking the loop for each FIFO block would only
+cost CPU (on a Pi-class core every wake-up counts). A record that does not fit the deque
+is counted (``dropped_records``), never blocking acquisition.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class LiveSource:
                  i2c: Any | None = None, clock: Callable[[], float] = time.monotonic,
                  reorder_s: float | None = None, queue_max: int = 20_000,
                  accel_retry_s: float = 5.0, sim_noise_lsb: float = 1.0,
-                 hand_off_s: float = 0.1) -> None:
+                 hand_off_s: float = 0.2) -> None:
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, found {backend!r}")
         self.config = config

@@ -1,8 +1,9 @@
 """``liftwatch run``: the agent process (architecture.md "Runtime").
 
 One asyncio loop. The source (live drivers, or a trace with ``--trace``) feeds
-``Pipeline.feed``; a 0.1 s tick calls ``Pipeline.advance`` on the source's clock and
-sends ``status`` (on change, rate limited by the uplink, and every ``heartbeat_s``),
+``Pipeline.feed``; a tick (0.2 s live, 0.1 s from a trace) calls ``Pipeline.advance``
+on the source's clock and sends ``status`` (on change, rate limited by the uplink, and
+every ``heartbeat_s``),
 ``health`` (every ``health_s`` and when its state changes), ``stats`` (when an hour or
 a UTC day of the source's clock has passed) and alarm repeats. Every ``event``,
 ``trip``, ``stats`` and ``health`` message is appended to the outbox before the
@@ -90,7 +91,13 @@ from liftwatch.signal.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
+#: the tick from a trace (the replay's grid of timers)
 TICK_S = 0.1
+#: the live tick: the live source hands records over and polls the controller on the
+#: same grid, so the loop wakes once for the three. Timers are driven by the records'
+#: own times as they are fed (400 accelerometer samples a second), so the tick only
+#: bounds how late a decision is published: 0.2 s, against event timers of 0.5 s and more
+LIVE_TICK_S = 0.2
 STOP_BUDGET_S = 5.0
 #: live timers wait this long for records under way before the clock moves them on
 LIVE_SILENCE_S = 0.5
@@ -460,7 +467,7 @@ class Agent:
             if wd_every and now - last_wd >= wd_every and not self.stalled():
                 self.notifier.watchdog()
                 last_wd = now
-            await sleep_on_grid(TICK_S)
+            await sleep_on_grid(TICK_S if self.trace is not None else LIVE_TICK_S)
 
     async def _tick_once(self) -> None:
         assert self.pipeline is not None and self.uplink is not None
