@@ -37,7 +37,12 @@ from liftwatch.drivers.settings import AccelSettings
 
 log = logging.getLogger(__name__)
 
-#: After a FIFO overrun the reader reads at a quarter FIFO for this long, then at a half.
+#: A read may come this late without losing samples: the reader reads when the FIFO holds
+#: all but this much (at least half of it). It covers the scheduler and the GIL (whose
+#: switch interval is 5 ms) on a loaded Pi; ``read_gap_max_ms`` in the health shows how
+#: late reads really came. A read later still is an overrun: counted, resynced, logged.
+READ_MARGIN_S = 0.02
+#: After a FIFO overrun the reader reads at a quarter FIFO for this long.
 OVERRUN_WARY_S = 60.0
 
 Sample = tuple[int, int, int]
@@ -237,6 +242,7 @@ class _Health:
     saturated_recent: bool = False
     stuck_run: int = 0
     stuck_episodes: int = 0
+    read_gap_max_s: float = 0.0  # the longest time between two reads of the run loop
     last_sample_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -278,16 +284,18 @@ class AccelReader:
 
     @property
     def read_interval_s(self) -> float:
-        """Read when the FIFO is about half full (16 of 32 samples: 40 ms at 400 Hz), at
-        least every 0.1 s: each read wakes a core, and half a FIFO still leaves as
-        long again before an overrun for a read that comes late. Once a read has come
-        that late (an overrun: the machine is loaded), at a quarter full for the next
-        ``OVERRUN_WARY_S``: a start-up or a burst of load passes, and a terminal that
-        hiccuped once should not wake twice as often for the years after."""
+        """Read when the FIFO holds all but ``READ_MARGIN_S`` of samples, at least half
+        of it and at most 0.1 s apart (400 Hz: 24 of 32 samples, every 60 ms): each read
+        wakes a core, and on a Pi-class core a wake-up costs more than the reading. Once
+        a read has come too late (an overrun: the machine is loaded), at a quarter full
+        for the next ``OVERRUN_WARY_S``: a start-up or a burst of load passes, and a
+        terminal that hiccuped once should not wake more often for the years after."""
         if self._read_interval_s is not None:
             return self._read_interval_s
-        half = min(0.1, self.chip.fifo_depth / self.chip.fs / 2)
-        return half / 2 if self.clock() < self._wary_until else half
+        fifo_s = self.chip.fifo_depth / self.chip.fs
+        if self.clock() < self._wary_until:
+            return min(0.1, fifo_s / 4)
+        return min(0.1, max(fifo_s / 2, fifo_s - READ_MARGIN_S))
 
     def open(self, now: float | None = None) -> None:
         """Open the chip (raises AccelError) and anchor the sample clock."""
@@ -406,6 +414,7 @@ class AccelReader:
                     "reads": h.reads, "overruns": h.overruns, "resyncs": h.resyncs,
                     "i2c_errors": h.i2c_errors, "saturated_samples": h.saturated_samples,
                     "stuck_episodes": h.stuck_episodes,
+                    "read_gap_max_ms": round(1000.0 * h.read_gap_max_s, 1),
                     "last_sample_age_s": None if age is None else round(age, 3)}
 
     def step(self, now: float | None = None) -> AccelBlock | None:
@@ -438,7 +447,11 @@ class AccelReader:
         seen within one interval, and the FIFO is drained once more then, so what the
         chip measured before the stop is not left in it."""
         next_t = self.clock()
+        last_read = next_t
         while not stop.is_set():
+            now = self.clock()
+            self._h.read_gap_max_s = max(self._h.read_gap_max_s, now - last_read)
+            last_read = now
             block = self.step()
             if block is not None:
                 emit(block)

@@ -11,6 +11,7 @@ import random
 import pytest
 from liftwatch.drivers.accel import (
     OVERRUN_WARY_S,
+    READ_MARGIN_S,
     AccelBlock,
     AccelError,
     AccelIdentityError,
@@ -189,6 +190,15 @@ def test_fifo_overrun_is_a_dropout_with_resync(kind: str) -> None:
     assert reader.read_interval_s == pytest.approx(half_fifo_s / 2)
     clock.advance(1.0)  # a minute without overruns: back to half-FIFO reads
     assert reader.read_interval_s == pytest.approx(half_fifo_s)
+
+
+@pytest.mark.parametrize(("rate", "every_s"), [(400, 0.06), (800, 0.02), (1600, 0.01)])
+def test_reads_leave_the_margin_before_an_overrun_and_at_least_half_the_fifo(
+        rate: int, every_s: float) -> None:
+    _, _, _, drv, reader = setup("adxl345", rate)
+    assert reader.read_interval_s == pytest.approx(every_s)
+    fifo_s = 32 / drv.fs
+    assert fifo_s - reader.read_interval_s >= min(READ_MARGIN_S, fifo_s / 2) - 1e-9
 
 
 @pytest.mark.parametrize("kind", ["adxl345", "lis3dh"])
