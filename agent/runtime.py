@@ -456,6 +456,7 @@ class Agent:
         assert self._stop_evt is not None
         wd_every = watchdog_interval_s()
         last_wd = -float("inf")
+        tick = TICK_S if self.trace is not None else LIVE_TICK_S
         while not self._stop_evt.is_set():
             self.heartbeats["tick"] = time.monotonic()
             try:
@@ -463,11 +464,12 @@ class Agent:
             except Exception:
                 log.exception("tick failed")
             now = time.monotonic()
-            # systemd's watchdog is pinged only while no loop has stalled
-            if wd_every and now - last_wd >= wd_every and not self.stalled():
+            # systemd's watchdog is pinged only while no loop has stalled; on the tick
+            # that is due (within half a tick: the grid's wake-ups jitter by a little)
+            if wd_every and now - last_wd >= wd_every - tick / 2 and not self.stalled():
                 self.notifier.watchdog()
                 last_wd = now
-            await sleep_on_grid(TICK_S if self.trace is not None else LIVE_TICK_S)
+            await sleep_on_grid(tick)
 
     async def _tick_once(self) -> None:
         assert self.pipeline is not None and self.uplink is not None
