@@ -76,6 +76,22 @@ def _g3(v: Any, what: str) -> tuple[float, float, float]:
     return (float(v[0]), float(v[1]), float(v[2]))
 
 
+def _samples(acc: list[Any]) -> list[tuple[float, float, float]]:
+    """``acc``'s samples, checked as ``_g3`` does, written for speed: the HIL rig sends
+    400 a second, and this runs in the simulated terminal's own process."""
+    out = []
+    num = (int, float)
+    for v in acc:
+        if type(v) is not list or len(v) != 3:
+            return [_g3(v, "an acc sample") for v in acc]  # raises, naming the sample
+        x, y, z = v
+        if type(x) not in num or type(y) not in num or type(z) not in num \
+                or not math.isfinite(x + y + z):
+            return [_g3(v, "an acc sample") for v in acc]
+        out.append((float(x), float(y), float(z)))
+    return out
+
+
 def parse_message(data: bytes) -> dict[str, Any]:
     """Decode and validate one datagram; raise SimFeedError naming the problem."""
     try:
@@ -100,7 +116,7 @@ def parse_message(data: bytes) -> dict[str, Any]:
         acc = msg["acc"]
         if not isinstance(acc, list):
             raise SimFeedError("acc must be a list of [gx, gy, gz]")
-        out["acc"] = [_g3(s, "an acc sample") for s in acc]
+        out["acc"] = _samples(acc)
     if "acc_hold" in msg:
         out["acc_hold"] = _g3(msg["acc_hold"], "acc_hold")
     if "chip" in msg:
