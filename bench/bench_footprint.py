@@ -117,6 +117,9 @@ async def main_async(minutes: float, workdir: Path, chip: str = "adxl345") -> di
         broker.stop()
     span = t_threads1 - t_threads0
     statuses = observer.messages("status")
+    healths = [h.payload for h in observer.messages("health") if isinstance(h.payload, dict)]
+    accel = (healths[-1].get("sensors", {}).get("drivers", {}).get("accel", {})
+             if healths else {})
     first_status = statuses[0].t - t_spawn if statuses else None
     t0, _, c0 = samples[0]
     t1, rss_end, c1 = samples[-1]
@@ -133,6 +136,9 @@ async def main_async(minutes: float, workdir: Path, chip: str = "adxl345") -> di
             name: {"cpu_pct": round(100 * (c - threads0.get(name, (0.0, 0))[0]) / span, 2),
                    "wakeups_per_s": round((w - threads0.get(name, (0.0, 0))[1]) / span, 1)}
             for name, (c, w) in sorted(threads1.items(), key=lambda kv: -kv[1][0])},
+        # the last health message's word on the accelerometer: how late its reads came
+        "accel_read_gap_max_ms": accel.get("read_gap_max_ms"),
+        "accel_overruns": accel.get("overruns", 0),
         "messages_at_broker": len(observer.arrivals),
         "trips_at_broker": len(observer.messages("trip")),
     }
