@@ -106,9 +106,10 @@ STALL_S = 5.0
 #: outputs waiting for the outbox before acquisition is made to wait (and counted)
 MAX_UNWRITTEN = 5000
 HEALTH_CHANGE_MIN_S = 10.0
-#: the once-a-second health check reuses outbox figures this young: each fresh read is a
-#: hop to the outbox thread and back, two wake-ups (a health message reads them fresh)
-OUTBOX_STATS_MAX_AGE_S = 5.0
+#: the health state (faults, stalled loops) is assessed this often between health
+#: messages, each time with a hop to the outbox thread for its figures; a change is
+#: sent at once (at most every HEALTH_CHANGE_MIN_S)
+HEALTH_CHECK_S = 5.0
 PENDING_MARKER = "config_set.pending"
 EXIT_ROLLED_BACK = 3
 
@@ -226,8 +227,7 @@ class Agent:
         self._last_status_key: tuple[Any, ...] | None = None
         self._last_status_sent = -float("inf")
         self._last_health_sent = -float("inf")
-        self._last_health_check = -float("inf")  # state is re-assessed once a second
-        self._outbox_stats: tuple[float, dict[str, Any]] | None = None  # (mono, stats)
+        self._last_health_check = -float("inf")
         self._health_state: tuple[str, tuple[str, ...]] | None = None
         self._power: dict[str, Any] = {"src": None, "batt": None}
         self._period_start: dict[str, int] = {}
@@ -508,17 +508,10 @@ class Agent:
                 self._queue("stats", self.factory.stats(body))
                 self._period_start[period] = boundary
 
-    async def _outbox_figures(self, max_age_s: float) -> dict[str, Any]:
-        now = time.monotonic()
-        if self._outbox_stats is None or now - self._outbox_stats[0] > max_age_s:
-            loop = asyncio.get_running_loop()
-            self._outbox_stats = (now, await loop.run_in_executor(self.executor,
-                                                                  self.outbox.stats))
-        return self._outbox_stats[1]
-
-    async def health_body(self, outbox_max_age_s: float = 0.0) -> dict[str, Any]:
+    async def health_body(self) -> dict[str, Any]:
         assert self.pipeline is not None and self.uplink is not None
-        ob = await self._outbox_figures(outbox_max_age_s)
+        loop = asyncio.get_running_loop()
+        ob = await loop.run_in_executor(self.executor, self.outbox.stats)
         ph = self.pipeline.health()
         sensors = health_mod.sensors_view(ph)
         body = health_mod.machine(self.data_dir, self.started_mono)
@@ -540,18 +533,14 @@ class Agent:
 
     async def _maybe_health(self, now: float, force: bool = False) -> None:
         due = now - self._last_health_sent >= self.cfg.uplink.health_s
-        if not (due or force) and now - self._last_health_check < 1.0:
+        if not (due or force) and now - self._last_health_check < HEALTH_CHECK_S:
             return
         self._last_health_check = now
-        fresh = due or force
-        body = await self.health_body(0.0 if fresh else OUTBOX_STATS_MAX_AGE_S)
+        body = await self.health_body()
         key = (body["state"], tuple(body["faults"]))
         # on change, but a flapping fault sends at most one health per HEALTH_CHANGE_MIN_S
         changed = key != self._health_state and \
             now - self._last_health_sent >= HEALTH_CHANGE_MIN_S
-        if changed and not fresh:  # the message carries the outbox as it is now
-            body = await self.health_body()
-            key = (body["state"], tuple(body["faults"]))
         if due or force or changed:
             self._health_state = key
             self._last_health_sent = now
@@ -725,6 +714,12 @@ class Agent:
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             self.source = self._make_source()
+            # what start-up built (modules, config, tables) lives as long as the process:
+            # out of the collector's sight, every full collection has that much less to
+            # walk. Collected before the acquisition threads start: a full collection
+            # holds the GIL for tens of milliseconds, as long as the accelerometer's FIFO
+            gc.collect()
+            gc.freeze()
             if self.trace is not None:
                 self._trace_start_ms = _trace_start_ms(self.source.header.start)
             elif hasattr(self.source, "start"):
@@ -754,10 +749,7 @@ class Agent:
         log.info("agent running: lift %s, boot %d, %s", self.lift_id, self.boot,
                  f"trace {self.trace} at x{self.speed:g}" if self.trace else "live inputs")
         self.notifier.ready(f"lift {self.lift_id} running")
-        # what start-up built (modules, config, tables) lives as long as the process:
-        # out of the collector's sight, every full collection has that much less to walk
-        gc.collect()
-        gc.freeze()
+        gc.freeze()  # and the pipeline and uplink, without another collection
         await asyncio.wait({acq, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         t_stop = time.monotonic()
         by_signal = self._stop_evt.is_set()
