@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -417,3 +418,53 @@ def test_stored_messages_go_out_with_ts_corrected_after_a_clock_step(
     now_ms = (clock["wall"] + time.monotonic()) * 1000
     assert all(abs(m["ts"] - now_ms) < 60_000 for m in msgs)  # all on the set clock
     obs.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_message_the_broker_refuses_stays_and_goes_out_when_it_is_accepted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PUBACK with a failure reason (here 0x87, not authorised by the broker's ACL)
+    leaves the message in the outbox; it is offered again at its retry time, without any
+    other wake-up of the drain, and goes out once the broker takes it."""
+    from liftwatch.agent import uplink as uplink_mod
+
+    monkeypatch.setattr(uplink_mod, "REFUSED_RETRY_S", 1.0)
+    monkeypatch.setattr(uplink_mod, "DRAIN_IDLE_S", 30.0)  # so only the retry timer helps
+    acl = tmp_path / "acl"
+    allowed = "topic read lift/#\n" + "".join(
+        f"topic write lift/{LIFT}/{t}\n" for t in ("online", "status", "event", "reply"))
+    acl.write_text(allowed)
+    b = Broker(workdir=tmp_path, extra_conf=f"acl_file {acl}\n")
+    b.start()
+    try:
+        obs = Observer(b.port)
+        ob = Outbox(tmp_path / "outbox", 1 << 20)
+        f = factory()
+        store(ob, f, "trip", f.trip(trip_rec(1)))
+
+        async def main() -> tuple[int, int, float]:
+            u = Uplink(settings(b, protocol="mqtt5"), LIFT, ob)
+            await u.start()
+            assert await u.wait_connected(10)
+            t0 = time.monotonic()
+            while u.stats.puback_refused == 0 and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.05)
+            refused = u.stats.puback_refused
+            depth = ob.stats()["lanes"]["record"]["depth"]
+            acl.write_text(allowed + f"topic write lift/{LIFT}/trip\n")
+            assert b.proc is not None
+            b.proc.send_signal(signal.SIGHUP)  # Mosquitto reads its ACL file again
+            while ob.stats()["lanes"]["record"]["depth"] and time.monotonic() - t0 < 15:
+                await asyncio.sleep(0.05)  # no flush(): it would wake the drain itself
+            took = time.monotonic() - t0
+            await u.stop(1.0)
+            return refused, depth, took
+
+        refused, depth, took = run(main())
+        assert refused >= 1 and depth == 1  # refused, and kept
+        assert ob.stats()["lanes"]["record"]["depth"] == 0
+        assert took < 5.0  # offered again at its retry time (1 s), acked
+        ob.close()
+        assert obs.wait_for(lambda g: any(r.topic.endswith("/trip") for r in g), 5)
+    finally:
+        b.stop()
