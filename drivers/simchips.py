@@ -210,20 +210,22 @@ class SimChip:
             if mode == "stream":
                 self.lost += skip
                 self.overrun = True
+        # quantised, clipped, noise added and clipped again, inline: this runs for every
+        # sample the chip makes
         lsb, lo, hi = self.scale()[:3]
-        src, t0, rate, noise, fifo = self.source, self._t_start, self._rate, self._noise, self.fifo
+        noise = self._noise if self.noise_lsb else None
+        source, fifo, t0, rate = self.source, self.fifo, self._t_start, self._rate
         for k in range(first + skip, due):
-            # quantised and clipped, then noise, clipped again (written out per axis: this
-            # runs 400 times a second in the HIL rig's agent)
-            gx, gy, gz = src(self.index, t0 + (k + 1) / rate)
+            gx, gy, gz = source(self.index, t0 + (k + 1) / rate)
             x, y, z = round(gx * lsb), round(gy * lsb), round(gz * lsb)
-            if self.noise_lsb:
+            x, y, z = min(max(x, lo), hi), min(max(y, lo), hi), min(max(z, lo), hi)
+            if noise is not None:
                 if len(noise) < 3:
                     self._draw_noise()
-                x = min(max(x, lo), hi) + noise.pop()
-                y = min(max(y, lo), hi) + noise.pop()
-                z = min(max(z, lo), hi) + noise.pop()
-            s = (min(max(x, lo), hi), min(max(y, lo), hi), min(max(z, lo), hi))
+                x = min(max(x + noise.pop(), lo), hi)
+                y = min(max(y + noise.pop(), lo), hi)
+                z = min(max(z + noise.pop(), lo), hi)
+            s = (x, y, z)
             self.index += 1
             self.latest = s
             if mode == "bypass":

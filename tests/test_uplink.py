@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import Broker
+from liftwatch.agent import uplink as uplink_mod
 from liftwatch.agent.messages import MessageFactory, dumps, lane_of, topic
 from liftwatch.agent.settings import UplinkSettings
 from liftwatch.agent.timebase import Timebase
@@ -426,8 +427,6 @@ def test_a_message_the_broker_refuses_stays_and_goes_out_when_it_is_accepted(
     """A PUBACK with a failure reason (here 0x87, not authorised by the broker's ACL)
     leaves the message in the outbox; it is offered again at its retry time, without any
     other wake-up of the drain, and goes out once the broker takes it."""
-    from liftwatch.agent import uplink as uplink_mod
-
     monkeypatch.setattr(uplink_mod, "REFUSED_RETRY_S", 1.0)
     monkeypatch.setattr(uplink_mod, "DRAIN_IDLE_S", 30.0)  # so only the retry timer helps
     acl = tmp_path / "acl"
