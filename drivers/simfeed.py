@@ -76,9 +76,14 @@ def _g3(v: Any, what: str) -> tuple[float, float, float]:
     400 samples a second into the simulated terminal's own process)."""
     if type(v) is list and len(v) == 3:
         x, y, z = v
-        if type(x) in _NUMBERS and type(y) in _NUMBERS and type(z) in _NUMBERS \
-                and math.isfinite(x) and math.isfinite(y) and math.isfinite(z):
-            return (float(x), float(y), float(z))
+        if type(x) in _NUMBERS and type(y) in _NUMBERS and type(z) in _NUMBERS:
+            try:
+                g = (float(x), float(y), float(z))
+            except OverflowError:  # an integer beyond a float's range: refused below
+                pass
+            else:
+                if math.isfinite(g[0]) and math.isfinite(g[1]) and math.isfinite(g[2]):
+                    return g
     raise SimFeedError(f"{what} must be [gx, gy, gz] finite numbers, found {v!r}")
 
 

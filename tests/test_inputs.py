@@ -254,6 +254,8 @@ def test_simfeed_drives_pins_and_accel_from_another_socket(tmp_path: Path) -> No
     (b'{"pins": {"D17": 2}}', "pins must be an object of pin: 0|1"),
     (b'{"acc": [[0, 0]]}', "an acc sample must be"),
     (b'{"acc": [[0, 0, NaN]]}', "an acc sample must be"),
+    (b'{"acc": [[0, 0, 1' + b"0" * 400 + b']]}', "an acc sample must be"),  # > float range
+    (b'{"acc_hold": [0, 0, -1' + b"0" * 400 + b']}', "acc_hold must be"),
     (b'{"acc_hold": "up"}', "acc_hold must be"),
     (b'{"chip": {"frozen": 1}}', "chip.frozen must be true or false"),
     (b'{"door": 1}', "unknown keys"),
