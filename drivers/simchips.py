@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 G3 = tuple[float, float, float]
+_XYZ = struct.Struct("<3h")  # ADXL345 DATAX0…DATAZ1
 #: FIFO mode by the two mode bits both chips use (FIFO_CTL / FIFO_CTRL_REG bits 7..6)
 FIFO_MODES = ("bypass", "fifo", "stream", "stream")
 Source = Callable[[int, float], G3]  # (sample index, sample time) -> acceleration in g
@@ -118,7 +119,8 @@ class SimChip:
         self.source = source
         self.noise_lsb = noise_lsb
         self._rng = np.random.default_rng(seed)
-        self._noise: list[int] = []  # whole counts, drawn in batches (one numpy call)
+        self._noise = np.zeros(0)  # whole counts, drawn in batches (one numpy call)
+        self._noise_at = 0
         self.clock = clock
         self.address = address
         self.regs = bytearray(256)
@@ -210,37 +212,46 @@ class SimChip:
             if mode == "stream":
                 self.lost += skip
                 self.overrun = True
-        # quantised, clipped, noise added and clipped again, inline: this runs for every
-        # sample the chip makes
-        lsb, lo, hi = self.scale()[:3]
-        noise = self._noise if self.noise_lsb else None
-        source, fifo, t0, rate = self.source, self.fifo, self._t_start, self._rate
-        for k in range(first + skip, due):
-            gx, gy, gz = source(self.index, t0 + (k + 1) / rate)
-            x, y, z = round(gx * lsb), round(gy * lsb), round(gz * lsb)
-            x, y, z = min(max(x, lo), hi), min(max(y, lo), hi), min(max(z, lo), hi)
-            if noise is not None:
-                if len(noise) < 3:
-                    self._draw_noise()
-                x = min(max(x + noise.pop(), lo), hi)
-                y = min(max(y + noise.pop(), lo), hi)
-                z = min(max(z + noise.pop(), lo), hi)
-            s = (x, y, z)
-            self.index += 1
-            self.latest = s
-            if mode == "bypass":
-                continue
-            if len(fifo) >= depth:
-                self.overrun = True
-                self.lost += 1
-                if mode == "fifo":
-                    continue  # FIFO mode stops collecting when full
+        samples = self._make(first + skip, due)
+        self.index += len(samples)
+        self.latest = samples[-1]
+        if mode == "bypass":
+            return
+        fifo = self.fifo
+        over = len(fifo) + len(samples) - depth
+        if over > 0:
+            self.overrun = True
+            self.lost += over
+            if mode == "fifo":
+                samples = samples[:len(samples) - over]  # FIFO mode stops collecting when full
+        fifo.extend(samples)
+        if mode == "stream":
+            for _ in range(over):  # the oldest are overwritten
                 fifo.popleft()
-            fifo.append(s)
 
-    def _draw_noise(self) -> None:
-        self._noise.extend(np.rint(self._rng.normal(0.0, self.noise_lsb, 3 * 1024))
-                           .astype(int).tolist())
+    def _make(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """Samples ``start`` to ``end - 1`` of this rate: the source's g quantised, clipped,
+        noise added and clipped again, in one numpy pass (a live read makes ~24 at once;
+        Python's ``round`` and ``np.rint`` both round half to even)."""
+        source, t0, rate, i0 = self.source, self._t_start, self._rate, self.index
+        assert rate is not None
+        g = np.array([source(i0 + j, t0 + (k + 1) / rate)
+                      for j, k in enumerate(range(start, end))], dtype=np.float64)
+        lsb, lo, hi = self.scale()[:3]
+        counts = np.clip(np.rint(g * lsb), lo, hi)
+        if self.noise_lsb:
+            counts += self._noise_counts(counts.size).reshape(counts.shape)
+            np.clip(counts, lo, hi, out=counts)
+        return list(map(tuple, counts.astype(np.int64).tolist()))
+
+    def _noise_counts(self, n: int) -> np.ndarray:
+        """``n`` whole counts of Gaussian noise, drawn in batches (one numpy call each)."""
+        if self._noise_at + n > len(self._noise):
+            self._noise = np.rint(self._rng.normal(0.0, self.noise_lsb, max(3 * 1024, n)))
+            self._noise_at = 0
+        out = self._noise[self._noise_at:self._noise_at + n]
+        self._noise_at += n
+        return out
 
     def scale(self) -> tuple[Any, ...]:
         """(counts per g, min, max, ...) for the current register settings."""
@@ -250,7 +261,7 @@ class SimChip:
         return self.fifo[0] if self.fifo else self.latest
 
     def _pop(self) -> None:
-        if self.fifo and self.fifo_mode() != "bypass":
+        if self.fifo:  # empty in bypass mode: a write that selects it clears it
             self.latest = self.fifo.popleft()
             self.overrun = False
 
@@ -270,10 +281,16 @@ class SimChip:
         return self._read_bytes(n)
 
     def i2c_transfer(self, data: bytes, n: int) -> bytes:
-        """A write then a read in one transaction (repeated start): one step of the clock."""
-        self._check_io()
+        """A write then a read in one transaction (repeated start): one step of the clock.
+
+        The drivers' FIFO read is one of these per sample (400 a second live)."""
+        if self.io_error is not None:
+            self._check_io()
         self.step()
-        self._write(data)
+        if len(data) == 1:  # the register address alone
+            self._set_pointer(data[0])
+        else:
+            self._write(data)
         return self._read_bytes(n)
 
     def _write(self, data: bytes) -> None:
@@ -361,10 +378,14 @@ class SimADXL345(SimChip):
     def _read_bytes(self, n: int) -> bytes:
         # One multi-byte read of the data registers pops one FIFO entry (data sheet).
         if n == 6 and self._ptr == 0x32:  # the drivers' read, without a call per byte
-            out = struct.pack("<3h", *self._current())
+            fifo = self.fifo
+            if fifo:
+                self.latest = s = fifo.popleft()
+                self.overrun = False
+            else:
+                s = self.latest
             self._ptr = 0x38
-            self._pop()
-            return out
+            return _XYZ.pack(*s)
         self._data_read = False
         out = super()._read_bytes(n)
         if self._data_read:
@@ -511,8 +532,9 @@ class SimI2C:
                               out_start: int = 0, out_end: int | None = None,
                               in_start: int = 0, in_end: int | None = None) -> None:
         in_end = len(buffer_in) if in_end is None else in_end
-        buffer_in[in_start:in_end] = self._chip(address).i2c_transfer(
-            bytes(buffer_out[out_start:out_end]), in_end - in_start)
+        out = buffer_out if type(buffer_out) is bytes and out_start == 0 and out_end is None \
+            else bytes(buffer_out[out_start:out_end])
+        buffer_in[in_start:in_end] = self._chip(address).i2c_transfer(out, in_end - in_start)
 
 
 def make_sim_chip(kind: str, source: Source = at_rest,

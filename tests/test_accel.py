@@ -278,3 +278,25 @@ def test_power_cycled_chip_is_set_up_again(kind: str) -> None:
     assert h["reopens"] >= 1 and h["state"] == "ok" and h["error"] == ""
     assert blocks and blocks[0].gap
     assert chip.rate() == drv.fs
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("fifo_ctl, kept, lost", [(0x80, range(8, 40), 8),  # stream
+                                                  (0x40, range(0, 32), 8),  # FIFO
+                                                  (0x00, range(0), 0)])     # bypass
+def test_the_simulated_fifo_keeps_what_the_data_sheet_says(fifo_ctl: int, kept: range,
+                                                           lost: int, steps: int) -> None:
+    """40 samples into a 32-level FIFO: stream mode keeps the newest, FIFO mode the
+    oldest, both flag the overrun; bypass keeps none, and the data registers show the
+    newest sample."""
+    clock = SimClock()
+    chip = SimADXL345(lambda i, _t: (i / 256, 0.0, 1.0), clock)
+    bus = SimI2C(chip)
+    for reg, value in ((0x31, 0x08), (0x38, fifo_ctl), (0x2C, 0x0C), (0x2D, 0x08)):
+        bus.writeto(0x53, bytes([reg, value]))  # full resolution, FIFO mode, 400 Hz, measure
+    for _ in range(steps):
+        clock.advance(40 / 400 / steps)
+        chip.step()
+    assert [s[0] for s in chip.fifo] == list(kept)
+    assert (chip.lost, chip.overrun, chip.latest[0]) == (lost, lost > 0, 39)
+    assert chip.index == 40
