@@ -119,8 +119,7 @@ class SimChip:
         self.source = source
         self.noise_lsb = noise_lsb
         self._rng = np.random.default_rng(seed)
-        self._noise = np.zeros(0)  # whole counts, drawn in batches (one numpy call)
-        self._noise_at = 0
+        self._noise: list[int] = []  # whole counts, drawn in batches (one numpy call)
         self.clock = clock
         self.address = address
         self.regs = bytearray(256)
@@ -212,46 +211,37 @@ class SimChip:
             if mode == "stream":
                 self.lost += skip
                 self.overrun = True
-        samples = self._make(first + skip, due)
-        self.index += len(samples)
-        self.latest = samples[-1]
-        if mode == "bypass":
-            return
-        fifo = self.fifo
-        over = len(fifo) + len(samples) - depth
-        if over > 0:
-            self.overrun = True
-            self.lost += over
-            if mode == "fifo":
-                samples = samples[:len(samples) - over]  # FIFO mode stops collecting when full
-        fifo.extend(samples)
-        if mode == "stream":
-            for _ in range(over):  # the oldest are overwritten
-                fifo.popleft()
-
-    def _make(self, start: int, end: int) -> list[tuple[int, int, int]]:
-        """Samples ``start`` to ``end - 1`` of this rate: the source's g quantised, clipped,
-        noise added and clipped again, in one numpy pass (a live read makes ~24 at once;
-        Python's ``round`` and ``np.rint`` both round half to even)."""
-        source, t0, rate, i0 = self.source, self._t_start, self._rate, self.index
-        assert rate is not None
-        g = np.array([source(i0 + j, t0 + (k + 1) / rate)
-                      for j, k in enumerate(range(start, end))], dtype=np.float64)
+        # quantised, clipped, noise added and clipped again, inline: this runs for every
+        # sample the chip makes
         lsb, lo, hi = self.scale()[:3]
-        counts = np.clip(np.rint(g * lsb), lo, hi)
-        if self.noise_lsb:
-            counts += self._noise_counts(counts.size).reshape(counts.shape)
-            np.clip(counts, lo, hi, out=counts)
-        return list(map(tuple, counts.astype(np.int64).tolist()))
+        noise = self._noise if self.noise_lsb else None
+        source, fifo, t0, rate = self.source, self.fifo, self._t_start, self._rate
+        for k in range(first + skip, due):
+            gx, gy, gz = source(self.index, t0 + (k + 1) / rate)
+            x, y, z = round(gx * lsb), round(gy * lsb), round(gz * lsb)
+            x, y, z = min(max(x, lo), hi), min(max(y, lo), hi), min(max(z, lo), hi)
+            if noise is not None:
+                if len(noise) < 3:
+                    self._draw_noise()
+                x = min(max(x + noise.pop(), lo), hi)
+                y = min(max(y + noise.pop(), lo), hi)
+                z = min(max(z + noise.pop(), lo), hi)
+            s = (x, y, z)
+            self.index += 1
+            self.latest = s
+            if mode == "bypass":
+                continue
+            if len(fifo) >= depth:
+                self.overrun = True
+                self.lost += 1
+                if mode == "fifo":
+                    continue  # FIFO mode stops collecting when full
+                fifo.popleft()
+            fifo.append(s)
 
-    def _noise_counts(self, n: int) -> np.ndarray:
-        """``n`` whole counts of Gaussian noise, drawn in batches (one numpy call each)."""
-        if self._noise_at + n > len(self._noise):
-            self._noise = np.rint(self._rng.normal(0.0, self.noise_lsb, max(3 * 1024, n)))
-            self._noise_at = 0
-        out = self._noise[self._noise_at:self._noise_at + n]
-        self._noise_at += n
-        return out
+    def _draw_noise(self) -> None:
+        self._noise.extend(np.rint(self._rng.normal(0.0, self.noise_lsb, 3 * 1024))
+                           .astype(int).tolist())
 
     def scale(self) -> tuple[Any, ...]:
         """(counts per g, min, max, ...) for the current register settings."""
