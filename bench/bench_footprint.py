@@ -4,13 +4,21 @@ Runs the real ``liftwatch run`` on the software rig (Modbus RTU over a pty, inpu
 400 Hz accelerometer through the simulation feed, a local Mosquitto) while a simulated
 lift does ordinary service, and samples the agent process from /proc:
 
-    .venv/bin/python bench/bench_footprint.py --minutes 60 [--chip lis3dh]
+    .venv/bin/python bench/bench_footprint.py --minutes 60 [--chip lis3dh] \
+        [--python /usr/bin/python3]
 
 Prints: start to first status message at the broker, RSS after the run and its peak,
 CPU share of one core over the run (and over the last half, after warm-up), and that
 share per thread (the agent names its threads in the kernel). ``simfeed`` is the
 simulated backends' receiver, which a terminal with real GPIO and I2C does not run.
 Targets (issue 8): RSS <= 80 MB after an hour, CPU <= 3 %, first status <= 3 s.
+
+The CPU figure depends on the interpreter as much as on the agent. ``--python`` runs the
+agent (only the agent) under another one, in a virtualenv made for it once under
+``bench/.cache/``: ``/usr/bin/python3`` is Debian's build, the one Raspberry Pi OS runs
+on a terminal (the interpreter statically linked and profile-optimised); a pyenv or
+``--enable-shared`` build calls the interpreter through ``libpython3.so`` and is slower.
+The output names the interpreter and says whether ``libpython`` was a shared library.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import asyncio
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 sys.path.insert(0, str(HERE.parent / "hil_tests"))
 
 from liftsim import LiftSim, SimLift  # noqa: E402
@@ -81,7 +91,35 @@ def proc_sample(pid: int) -> tuple[float, float]:
     return rss, cpu
 
 
-async def main_async(minutes: float, workdir: Path, chip: str = "adxl345") -> dict[str, Any]:
+def agent_python(python: str) -> str:
+    """An interpreter with liftwatch installed: ``python`` itself, or a virtualenv made
+    from it under bench/.cache/ (once; later runs reuse it)."""
+    has = subprocess.run([python, "-c", "import liftwatch.agent.cli"], capture_output=True)
+    if has.returncode == 0:
+        return python
+    ver = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    venv = HERE / ".cache" / f"agent-venv-{Path(python).resolve().name}-{ver}"
+    vpy = venv / "bin" / "python"
+    if not vpy.exists():
+        print(f"making {venv} for the agent", file=sys.stderr)
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(vpy), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "-e", str(REPO)], check=True)
+    return str(vpy)
+
+
+def interpreter(pid: int) -> dict[str, Any]:
+    """What the agent process runs on: version, executable, libpython shared or not."""
+    exe = os.readlink(f"/proc/{pid}/exe")
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    ver = subprocess.run([exe, "-c", "import sys; print(sys.version.split()[0])"],
+                         capture_output=True, text=True).stdout.strip()
+    return {"version": ver, "executable": exe, "libpython_shared": "libpython3" in maps}
+
+
+async def main_async(minutes: float, workdir: Path, chip: str = "adxl345",
+                     python: str = sys.executable) -> dict[str, Any]:
     lift = SimLift(chip=chip)
     sim = LiftSim(lift, seed=9, start_floor=1)
     scn = Scenario("footprint", lift, service_stream(sim, minutes * 60), minutes * 60, [],
@@ -92,16 +130,19 @@ async def main_async(minutes: float, workdir: Path, chip: str = "adxl345") -> di
     observer = Observer(broker.host, broker.port, "lift", LIFT_ID)
     observer.start()
     (workdir / "rig").mkdir()
-    rig = SoftRig(workdir / "rig", scn, broker, transport="rtu")
+    rig = SoftRig(workdir / "rig", scn, broker, transport="rtu", python=python)
     samples: list[tuple[float, float, float]] = []
     try:
         t_spawn = time.monotonic()
         await rig.start()
         assert rig.agent is not None
         pid = rig.agent.pid
+        interp: dict[str, Any] = {}
         play = asyncio.create_task(rig.play(observer))
         threads0: dict[str, tuple[float, int]] = {}
         while not play.done():
+            if not interp:
+                interp = interpreter(pid)
             if not threads0 and time.monotonic() - t_spawn > 10:
                 threads0, t_threads0 = thread_cpu(pid), time.monotonic()
             rss, cpu = proc_sample(pid)
@@ -127,6 +168,7 @@ async def main_async(minutes: float, workdir: Path, chip: str = "adxl345") -> di
     return {
         "minutes": minutes,
         "accelerometer": chip,
+        "interpreter": interp,
         "start_to_first_status_s": None if first_status is None else round(first_status, 2),
         "rss_mb_end": round(rss_end, 1),
         "rss_mb_peak": round(max(s[1] for s in samples), 1),
@@ -149,9 +191,13 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--chip", choices=["adxl345", "lis3dh"], default="adxl345",
                     help="the terminal's accelerometer (adxl345: an I2C read per sample)")
+    ap.add_argument("--python", default=sys.executable,
+                    help="the agent's interpreter, e.g. /usr/bin/python3 (Debian's, as on a "
+                         "Pi); default: this one")
     args = ap.parse_args()
+    python = agent_python(args.python)
     with tempfile.TemporaryDirectory(prefix="liftwatch-footprint-") as tmp:
-        result = asyncio.run(main_async(args.minutes, Path(tmp), args.chip))
+        result = asyncio.run(main_async(args.minutes, Path(tmp), args.chip, python))
     print(json.dumps(result, indent=1))
     return 0
 

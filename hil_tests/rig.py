@@ -144,8 +144,10 @@ class SoftRig:
     """The software rig for one scenario: Modbus server, feed, agent process, broker."""
 
     def __init__(self, workdir: Path, scenario: Scenario, broker: Broker,
-                 transport: str = "tcp", speed_log: bool = False) -> None:
+                 transport: str = "tcp", speed_log: bool = False,
+                 python: str = sys.executable) -> None:
         self.workdir = workdir
+        self.python = python  # the agent's interpreter (the footprint bench may change it)
         self.scn = scenario
         self.broker = broker
         self.transport = transport
@@ -190,7 +192,7 @@ class SoftRig:
         log = open(self.agent_log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "liftwatch.agent.cli", "-v", "run",
+            [self.python, "-m", "liftwatch.agent.cli", "-v", "run",
              "--config", str(self.config_path)],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
         self._log = log
