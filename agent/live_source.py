@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import heapq
 import itertools
 import logging
@@ -199,6 +200,13 @@ class LiveSource:
             return
         self._started = True
         self._build()
+        # A full collection holds the GIL for tens of milliseconds in a small process and
+        # far longer in a large one: longer than the accelerometer's FIFO lasts. Collect
+        # now, before the reader thread starts, and freeze what is alive, so that later
+        # full collections only walk what came after (``liftwatch record``, ``monitor``
+        # and the tests get this too, not only ``run``).
+        gc.collect()
+        gc.freeze()
         self.t_start = self.clock()
         for feed in self.feeds:
             feed.start()

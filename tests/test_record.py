@@ -9,6 +9,7 @@ writes is read back with TraceReader and replayed through the pipeline.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import subprocess
@@ -143,6 +144,43 @@ def test_live_source_yields_time_ordered_records_from_simulated_inputs(tmp_path:
     assert len(acc) == chip.index - chip.lost - len(chip.fifo)  # every other sample made
     assert health["accel"]["state"] == "ok" and health["inputs"]["ok"]
     assert not any(r.kind == "ctl" for r in recs)
+
+
+@pytest.mark.timeout(60)
+def test_a_full_garbage_collection_during_acquisition_loses_no_sample(tmp_path: Path) -> None:
+    """A long-lived process holds many objects; a full collection of them holds the GIL
+    for longer than the FIFO lasts (this is how CI once saw an overrun here). What is
+    alive when acquisition starts is frozen out of the collector's sight, so a full
+    collection during acquisition is short and the reader keeps its pace."""
+    cfg = load_config(write_config(tmp_path, "adxl345", controller=False))
+    heap = [{"k": [i, str(i)]} for i in range(800_000)]
+    t0 = time.perf_counter()
+    gc.collect()
+    unfrozen_s = time.perf_counter() - t0
+
+    async def main() -> tuple[float, dict[str, Any]]:
+        src = LiveSource(cfg, backend="simulated")
+        await src.start()
+        await asyncio.sleep(0.4)
+        t1 = time.perf_counter()
+        gc.collect()  # in the loop's thread, holding the GIL, as an automatic one does
+        during_s = time.perf_counter() - t1
+        await asyncio.sleep(0.4)
+        src.stop()
+        async for _ in src:
+            pass
+        health = src.health()
+        await src.close()
+        return during_s, health
+
+    try:
+        during_s, health = asyncio.run(main())
+    finally:
+        gc.unfreeze()
+        del heap
+    assert unfrozen_s > 0.1, "the heap is too small to show anything on this machine"
+    assert during_s < 0.05
+    assert health["accel"]["overruns"] == 0 and health["accel"]["reads"] >= 10
 
 
 @pytest.mark.timeout(60)
