@@ -250,10 +250,15 @@ class SimChip:
     def _current(self) -> tuple[int, int, int]:
         return self.fifo[0] if self.fifo else self.latest
 
-    def _pop(self) -> None:
-        if self.fifo:  # empty in bypass mode: a write that selects it clears it
-            self.latest = self.fifo.popleft()
-            self.overrun = False
+    def _take(self) -> tuple[int, int, int]:
+        """The sample the data registers show, popped from the FIFO (a data read does that;
+        in bypass mode the FIFO is empty: a write that selects it clears it)."""
+        fifo = self.fifo
+        if not fifo:
+            return self.latest
+        self.latest = s = fifo.popleft()
+        self.overrun = False
+        return s
 
     # -- bus side ----------------------------------------------------------------------
     def _check_io(self) -> None:
@@ -368,18 +373,12 @@ class SimADXL345(SimChip):
     def _read_bytes(self, n: int) -> bytes:
         # One multi-byte read of the data registers pops one FIFO entry (data sheet).
         if n == 6 and self._ptr == 0x32:  # the drivers' read, without a call per byte
-            fifo = self.fifo
-            if fifo:
-                self.latest = s = fifo.popleft()
-                self.overrun = False
-            else:
-                s = self.latest
             self._ptr = 0x38
-            return _XYZ.pack(*s)
+            return _XYZ.pack(*self._take())
         self._data_read = False
         out = super()._read_bytes(n)
         if self._data_read:
-            self._pop()
+            self._take()
         return out
 
 
@@ -439,10 +438,9 @@ class SimLIS3DH(SimChip):
             shift = 16 - self.scale()[3]
             out = bytearray()
             for _ in range(n // 6):
-                x, y, z = self._current()
+                x, y, z = self._take()
                 out += struct.pack("<3H", (x << shift) & 0xFFFF, (y << shift) & 0xFFFF,
                                    (z << shift) & 0xFFFF)
-                self._pop()
             return bytes(out)
         return super()._read_bytes(n)
 
@@ -469,7 +467,7 @@ class SimLIS3DH(SimChip):
             word = (s[(reg - 0x28) // 2] << (16 - bits)) & 0xFFFF  # left-justified
             value = word & 0xFF if reg % 2 == 0 else word >> 8
             if reg == 0x2D:
-                self._pop()
+                self._take()
             return value
         if reg == 0x2F:  # FIFO_SRC_REG: WTM, OVRN_FIFO, EMPTY, FSS
             n = len(self.fifo)
