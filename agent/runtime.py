@@ -714,13 +714,14 @@ class Agent:
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             self.source = self._make_source()
-            # what start-up built (modules, config, tables) lives as long as the process:
-            # out of the collector's sight, every full collection has that much less to
-            # walk. Collected before the acquisition threads start: a full collection
-            # holds the GIL for tens of milliseconds, as long as the accelerometer's FIFO
-            gc.collect()
-            gc.freeze()
             if self.trace is not None:
+                # what start-up built (modules, config, tables) lives as long as the
+                # process: out of the collector's sight, every full collection has that
+                # much less to walk. A live source does the same in its start(), just
+                # before its reader threads, where a collection would hold the GIL
+                # longer than the accelerometer's FIFO lasts.
+                gc.collect()
+                gc.freeze()
                 self._trace_start_ms = _trace_start_ms(self.source.header.start)
             elif hasattr(self.source, "start"):
                 # the drivers must be open before the pipeline is built: the accelerometer's
