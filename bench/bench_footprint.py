@@ -91,15 +91,18 @@ def proc_sample(pid: int) -> tuple[float, float]:
     return rss, cpu
 
 
+def python_version(python: str) -> str:
+    return subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def agent_python(python: str) -> str:
     """An interpreter with liftwatch installed: ``python`` itself, or a virtualenv made
     from it under bench/.cache/ (once; later runs reuse it)."""
     has = subprocess.run([python, "-c", "import liftwatch.agent.cli"], capture_output=True)
     if has.returncode == 0:
         return python
-    ver = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    venv = HERE / ".cache" / f"agent-venv-{Path(python).resolve().name}-{ver}"
+    venv = HERE / ".cache" / f"agent-venv-{Path(python).resolve().name}-{python_version(python)}"
     vpy = venv / "bin" / "python"
     if not vpy.exists():
         print(f"making {venv} for the agent", file=sys.stderr)
@@ -113,9 +116,8 @@ def interpreter(pid: int) -> dict[str, Any]:
     """What the agent process runs on: version, executable, libpython shared or not."""
     exe = os.readlink(f"/proc/{pid}/exe")
     maps = Path(f"/proc/{pid}/maps").read_text()
-    ver = subprocess.run([exe, "-c", "import sys; print(sys.version.split()[0])"],
-                         capture_output=True, text=True).stdout.strip()
-    return {"version": ver, "executable": exe, "libpython_shared": "libpython3" in maps}
+    return {"version": python_version(exe), "executable": exe,
+            "libpython_shared": "libpython3" in maps}
 
 
 async def main_async(minutes: float, workdir: Path, chip: str = "adxl345",
@@ -137,12 +139,10 @@ async def main_async(minutes: float, workdir: Path, chip: str = "adxl345",
         await rig.start()
         assert rig.agent is not None
         pid = rig.agent.pid
-        interp: dict[str, Any] = {}
+        interp = interpreter(pid)
         play = asyncio.create_task(rig.play(observer))
         threads0: dict[str, tuple[float, int]] = {}
         while not play.done():
-            if not interp:
-                interp = interpreter(pid)
             if not threads0 and time.monotonic() - t_spawn > 10:
                 threads0, t_threads0 = thread_cpu(pid), time.monotonic()
             rss, cpu = proc_sample(pid)
