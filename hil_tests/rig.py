@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,13 @@ from typing import Any
 from liftwatch.drivers.modbus_server import ModbusSimServer
 from liftwatch.drivers.registermap import load_register_map
 from liftwatch.drivers.settings import InputWiring
-from liftwatch.drivers.simfeed import SimFeed, input_pins, socket_path, write_initial
+from liftwatch.drivers.simfeed import (
+    SOCKET_NAME,
+    SimFeed,
+    input_pins,
+    socket_path,
+    write_initial,
+)
 from mosquitto import Broker
 from observer import Observer
 from scenarios import Scenario
@@ -94,15 +101,16 @@ def merged_acc(records: Iterator[tuple[float, str, Any]] | list[tuple[float, str
 
 
 def hil_config(workdir: Path, scn: Scenario, broker: Broker, *, transport: str,
-               serial_port: str = "", tcp_port: int = 0) -> str:
+               serial_port: str = "", tcp_port: int = 0, feed_dir: Path | None = None) -> str:
     """The terminal config the agent under test runs with (events.md default timers)."""
     lift = scn.lift
+    feed = feed_dir or workdir / "feed"
     lines = [
         "[terminal]", f'lift_id = "{LIFT_ID}"', f'name = "HIL rig: {scn.name}"', "",
         "[lift]", f"landings = {json.dumps(lift.landings)}",
         f"landing_heights_m = {json.dumps(lift.heights)}",
         f"rated_speed = {lift.rated_speed}", f"door_zone_m = {lift.door_zone_m}", "",
-        "[inputs]", 'backend = "simulated"', f'sim_feed = "{workdir / "feed"}"', "",
+        "[inputs]", 'backend = "simulated"', f'sim_feed = "{feed}"', "",
     ]
     for name, w in WIRING.items():
         lines += [f"[inputs.{name}]", f'pin = "{w.pin}"', f'pull = "{w.pull}"',
@@ -110,7 +118,7 @@ def hil_config(workdir: Path, scn: Scenario, broker: Broker, *, transport: str,
                   ""]
     range_g, address = {"adxl345": (4, "0x53"), "lis3dh": (2, "0x18")}[lift.chip]
     lines += ["[accel]", f'chip = "{lift.chip}"', f"address = {address}", 'backend = "simulated"',
-              f'sim_feed = "{workdir / "feed"}"', f"rate_hz = {lift.fs}", f"range_g = {range_g}",
+              f'sim_feed = "{feed}"', f"rate_hz = {lift.fs}", f"range_g = {range_g}",
               'orientation = "auto"', ""]
     if lift.controller:
         lines += ["[controller]", "enabled = true", f'transport = "{transport}"',
@@ -157,6 +165,12 @@ class SoftRig:
         self.feed: SimFeed | None = None
         self.config_path = workdir / "hil.toml"
         self.agent_log_path = workdir / "agent.log"
+        # A Unix socket path has at most 107 bytes: a deep work folder (pytest-xdist's
+        # per-worker temp folders) gets a short one of its own for the feed.
+        self.feed_dir = workdir / "feed"
+        self._own_feed_dir = len(os.fsencode(self.feed_dir / SOCKET_NAME)) > 107
+        if self._own_feed_dir:
+            self.feed_dir = Path(tempfile.mkdtemp(prefix="lw-feed-"))
 
     async def _start_controller(self) -> tuple[str, int]:
         regmap = load_register_map(EXAMPLE_MAP)
@@ -198,17 +212,18 @@ class SoftRig:
         self._log = log
 
     async def start(self) -> None:
-        (self.workdir / "feed").mkdir(parents=True, exist_ok=True)
+        self.feed_dir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         serial_port, tcp_port = "", 0
         if self.scn.lift.controller:
             serial_port, tcp_port = await self._start_controller()
         self.config_path.write_text(hil_config(self.workdir, self.scn, self.broker,
                                                transport=self.transport,
-                                               serial_port=serial_port, tcp_port=tcp_port))
+                                               serial_port=serial_port, tcp_port=tcp_port,
+                                               feed_dir=self.feed_dir))
         self._write_initial_state()
         self._start_agent()
-        sock = socket_path(self.workdir / "feed")
+        sock = socket_path(self.feed_dir)
         deadline = time.monotonic() + 20
         while not sock.exists():
             if self.agent and self.agent.poll() is not None:
@@ -217,7 +232,7 @@ class SoftRig:
                 raise RuntimeError("agent did not open its simulation feed:\n"
                                    + self.agent_log())
             await asyncio.sleep(0.05)
-        self.feed = SimFeed(self.workdir / "feed")
+        self.feed = SimFeed(self.feed_dir)
 
     def _write_initial_state(self) -> None:
         """The lift's inputs and accelerometer at t = 0, applied as the terminal starts."""
@@ -234,7 +249,7 @@ class SoftRig:
                 msg["acc_hold"] = [c / lsb for c in data[0]]
             if len(msg) == 2:
                 break
-        write_initial(self.workdir / "feed", msg)
+        write_initial(self.feed_dir, msg)
 
     def agent_log(self) -> str:
         try:
@@ -292,6 +307,8 @@ class SoftRig:
             self._log.close()
         if self.feed is not None:
             self.feed.close()
+        if self._own_feed_dir:
+            shutil.rmtree(self.feed_dir, ignore_errors=True)
         if self.server is not None:
             await self.server.stop()
         if self.socat is not None:

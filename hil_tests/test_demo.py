@@ -12,6 +12,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.mark.realtime(140)
 @pytest.mark.timeout(280)
 def test_demo_quick_mode_shows_the_entrapment_at_the_platform(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(HERE / "demo.py"), "--quick",

@@ -16,6 +16,7 @@ from scenarios import ALL
 from suite import run_suite
 
 
+@pytest.mark.realtime(215)
 @pytest.mark.timeout(290)
 def test_hil_suite_on_the_software_rig(tmp_path: Path) -> None:
     results = asyncio.run(run_suite(list(ALL), tmp_path))

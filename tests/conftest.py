@@ -113,3 +113,19 @@ def shared_traces() -> Path:
     if not SHARED_TRACES.is_dir():
         pytest.fail(f"{SHARED_TRACES} is missing: the shared/ folder must sit beside the repo")
     return SHARED_TRACES
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the long real-time tests first, one on each worker.
+
+    They spend minutes mostly waiting on a live agent. scripts/test runs pytest-xdist
+    with ``--maxschedchunk 1``, which hands each worker two tests to start with and then
+    one at a time: putting a real-time test at every other place, longest first (the
+    marker's argument is its usual length in seconds), sends the first two to different
+    workers at once, and the short tests fill in around them.
+    """
+    slow = sorted((item for item in items if item.get_closest_marker("realtime")),
+                  key=lambda item: -item.get_closest_marker("realtime").args[0])
+    rest = [item for item in items if not item.get_closest_marker("realtime")]
+    items[:] = [x for pair in zip(slow, rest[:len(slow)], strict=True) for x in pair] \
+        + rest[len(slow):]

@@ -202,6 +202,7 @@ def test_outbox_drains_in_lane_order_and_acks_only_on_puback(broker: Broker,
     assert trips == [float(n) for n in range(30)]
 
 
+@pytest.mark.realtime(65)
 @pytest.mark.timeout(120)
 def test_broker_killed_60s_while_producing_everything_arrives(tmp_path: Path) -> None:
     """The Done-when outage: 60 s without broker while events, trips and an alarm are
