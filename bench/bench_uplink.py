@@ -1,7 +1,7 @@
 """Uplink figures: drain rate to a local Mosquitto at QoS 1, and bytes uploaded per day.
 
     .venv/bin/python bench/bench_uplink.py [--messages 20000] [--inflight 20 100] [--repeat 3]
-                                           [--trace ../shared/traces/normal_day.jsonl.gz]
+                                           [--trace hil_tests/traces/normal_day.jsonl.gz]
 
 1. Drain rate (target >= 1,500 messages/s): an outbox filled with N event messages of
    real size is drained by :class:`~liftwatch.agent.uplink.Uplink` to a Mosquitto on
@@ -273,7 +273,7 @@ def main() -> None:
     ap.add_argument("--inflight", type=int, nargs="+", default=[20, 100])
     ap.add_argument("--repeat", type=int, default=3, help="drain runs per setting")
     ap.add_argument("--trace", type=Path,
-                    default=REPO.parent / "shared" / "traces" / "normal_day.jsonl.gz")
+                    default=REPO / "hil_tests" / "traces" / "normal_day.jsonl.gz")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
