@@ -6,7 +6,7 @@ the clock starts, so only the tracker is measured.
 
     .venv/bin/python bench/bench_motion.py [TRACE] [--chain-batch-s 2.0]
 
-TRACE defaults to the normal_day example (hil_tests/traces/, 8 minutes of service).
+TRACE defaults to the normal_day example (hil_tests/traces/, 7.5 minutes of service).
 """
 
 from __future__ import annotations
