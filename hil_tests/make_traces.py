@@ -54,10 +54,13 @@ class Made:
                 for t, kind, data in self.records]
         return out
 
+    def text(self) -> str:
+        return "\n".join(self.lines()) + "\n"
+
     def gz_bytes(self) -> bytes:
         buf = io.BytesIO()
         with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as g:
-            g.write(("\n".join(self.lines()) + "\n").encode())
+            g.write(self.text().encode())
         return buf.getvalue()
 
 
