@@ -8,14 +8,15 @@
    loopback, QoS 1, each message acked in the outbox on its PUBACK; timed from the
    CONNACK to the empty outbox.
 2. Bytes per day for a lift doing 300 trips (target <= 1 MB). The day's messages are
-   built by the agent's own code with real payloads: the pipeline runs over a recorded
-   day (``normal_day``) and every status it would send (on change, at most 1/s, plus a
-   heartbeat every 60 s), every trip and event, is scaled to 300 trips; plus 24 hourly
-   and 1 daily stats, a health every 300 s, and the self test every 72 h. All of them are
-   then sent through the real uplink over TLS 1.3 to a local Mosquitto through a byte-
-   counting TCP relay, which measures what the terminal uploads above TCP: MQTT framing,
-   TLS records, the handshake with certificates, keep-alive pings. TCP/IP headers are
-   added as an estimate (one segment per message, 52 bytes IPv4 + TCP with timestamps).
+   built by the agent's own code with real payloads: the pipeline runs over a trace of
+   service (``--trace``, by default the normal_day example) and every status it would
+   send (on change, at most 1/s, plus a heartbeat every 60 s), every trip and event, is
+   scaled to 300 trips; plus 24 hourly and 1 daily stats, a health every 300 s, and the
+   self test every 72 h. All of them are then sent through the real uplink over TLS 1.3
+   to a local Mosquitto through a byte-counting TCP relay, which measures what the
+   terminal uploads above TCP: MQTT framing, TLS records, the handshake with
+   certificates, keep-alive pings. TCP/IP headers are added as an estimate (one segment
+   per message, 52 bytes IPv4 + TCP with timestamps).
 """
 
 from __future__ import annotations
