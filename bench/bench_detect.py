@@ -6,8 +6,9 @@ Usage:  .venv/bin/python bench/bench_detect.py [--hours 24] [--trace FILE.jsonl.
    polled every 0.2 s, all terminal inputs; no accelerometer, so the figure is the
    detection side alone) generated an hour at a time by tests/synthlift.py and fed
    the way ``liftwatch replay`` does (advance() on a 0.1 s grid).
-2. Optionally a recorded trace with accelerometer data (e.g. the shared normal_day),
-   where the accel chain / motion tracker (the DSP engineer's part) dominates.
+2. Optionally a trace with accelerometer data (e.g. the normal_day example,
+   ``hil_tests/traces/normal_day.jsonl.gz``), where the accel chain / motion tracker
+   (the DSP engineer's part) dominates.
 
 Prints replay speed as a multiple of real time, CPU µs per record and peak RSS.
 """

@@ -1,10 +1,12 @@
-"""How much CPU MotionTracker costs: a shared trace's accelerometer and zone records through it.
+"""How much CPU MotionTracker costs: a trace's accelerometer and zone records through it.
 
 Prints CPU seconds per hour of signal, the multiple of real time, and the share spent in
 the fixed-point chain (the rest is motion's own bookkeeping). Records are parsed before
 the clock starts, so only the tracker is measured.
 
     .venv/bin/python bench/bench_motion.py [TRACE] [--chain-batch-s 2.0]
+
+TRACE defaults to the normal_day example (hil_tests/traces/, 7.5 minutes of service).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from liftwatch.drivers.trace import TraceReader
 from liftwatch.signal.motion import MotionTracker
 from liftwatch.signal.settings import LiftParams
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "traces" / "normal_day.jsonl.gz"
+DEFAULT = Path(__file__).resolve().parents[1] / "hil_tests" / "traces" / "normal_day.jsonl.gz"
 
 
 def main() -> None:

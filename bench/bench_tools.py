@@ -8,7 +8,7 @@ Run from the repository root::
 (:mod:`liftwatch.agent.outbox_view`) while the agent runs; on a Pi the technician waits
 for it, so the time to read a full outbox (``storage.outbox_max_mb``, 64 MB by default)
 is printed, with the peak RSS. ``liftwatch plot`` replays the trace up to the trip:
-its time and peak RSS for trip 1 of the shared normal_day trace are printed too.
+its time and peak RSS for trip 1 of the normal_day example trace are printed too.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from liftwatch.agent.outbox_view import export_jsonl, snapshot
 from liftwatch.buffer.outbox import Outbox
 
 REPO = Path(__file__).resolve().parent.parent
-TRACE = REPO.parent / "shared" / "traces" / "normal_day.jsonl.gz"
+TRACE = REPO / "hil_tests" / "traces" / "normal_day.jsonl.gz"
 PAYLOAD = b'{"id":"b1-000000","code":"door_fault","state":"raised","ts":1795575600000,' \
           b'"floor":"12","detail":{"reopens":4,"open_s":41.5},"tq":1,"sev":"major"}' + b" " * 100
 
@@ -60,9 +60,6 @@ def bench_outbox(mb: float) -> None:
 
 
 def bench_plot() -> None:
-    if not TRACE.exists():
-        print(f"plot: {TRACE} missing, skipped")
-        return
     try:
         import matplotlib  # noqa: F401
     except ImportError:

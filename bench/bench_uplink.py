@@ -1,21 +1,22 @@
 """Uplink figures: drain rate to a local Mosquitto at QoS 1, and bytes uploaded per day.
 
     .venv/bin/python bench/bench_uplink.py [--messages 20000] [--inflight 20 100] [--repeat 3]
-                                           [--trace ../shared/traces/normal_day.jsonl.gz]
+                                           [--trace hil_tests/traces/normal_day.jsonl.gz]
 
 1. Drain rate (target >= 1,500 messages/s): an outbox filled with N event messages of
    real size is drained by :class:`~liftwatch.agent.uplink.Uplink` to a Mosquitto on
    loopback, QoS 1, each message acked in the outbox on its PUBACK; timed from the
    CONNACK to the empty outbox.
 2. Bytes per day for a lift doing 300 trips (target <= 1 MB). The day's messages are
-   built by the agent's own code with real payloads: the pipeline runs over a recorded
-   day (``normal_day``) and every status it would send (on change, at most 1/s, plus a
-   heartbeat every 60 s), every trip and event, is scaled to 300 trips; plus 24 hourly
-   and 1 daily stats, a health every 300 s, and the self test every 72 h. All of them are
-   then sent through the real uplink over TLS 1.3 to a local Mosquitto through a byte-
-   counting TCP relay, which measures what the terminal uploads above TCP: MQTT framing,
-   TLS records, the handshake with certificates, keep-alive pings. TCP/IP headers are
-   added as an estimate (one segment per message, 52 bytes IPv4 + TCP with timestamps).
+   built by the agent's own code with real payloads: the pipeline runs over a trace of
+   service (``--trace``, by default the normal_day example) and every status it would
+   send (on change, at most 1/s, plus a heartbeat every 60 s), every trip and event, is
+   scaled to 300 trips; plus 24 hourly and 1 daily stats, a health every 300 s, and the
+   self test every 72 h. All of them are then sent through the real uplink over TLS 1.3
+   to a local Mosquitto through a byte-counting TCP relay, which measures what the
+   terminal uploads above TCP: MQTT framing, TLS records, the handshake with
+   certificates, keep-alive pings. TCP/IP headers are added as an estimate (one segment
+   per message, 52 bytes IPv4 + TCP with timestamps).
 """
 
 from __future__ import annotations
@@ -273,7 +274,7 @@ def main() -> None:
     ap.add_argument("--inflight", type=int, nargs="+", default=[20, 100])
     ap.add_argument("--repeat", type=int, default=3, help="drain runs per setting")
     ap.add_argument("--trace", type=Path,
-                    default=REPO.parent / "shared" / "traces" / "normal_day.jsonl.gz")
+                    default=REPO / "hil_tests" / "traces" / "normal_day.jsonl.gz")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

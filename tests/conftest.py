@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_TRACES = REPO.parent / "shared" / "traces"
+#: The example traces (hil_tests/make_traces.py makes them with the project's lift simulator).
+EXAMPLE_TRACES = REPO / "hil_tests" / "traces"
 sys.path.insert(0, str(REPO / "hil_tests"))
 
 from mosquitto import Broker, free_port, wait_port  # noqa: E402
 from mosquitto import mosquitto_path as _mosquitto_path  # noqa: E402
 
-__all__ = ["Broker", "free_port", "wait_port", "REPO", "SHARED_TRACES"]
+__all__ = ["Broker", "free_port", "wait_port", "REPO", "EXAMPLE_TRACES"]
 
 
 def mosquitto_path() -> str:
@@ -108,11 +109,11 @@ def raw_pty() -> Iterator[tuple[int, str]]:
 
 
 @pytest.fixture
-def shared_traces() -> Path:
-    """The example traces of ../shared/traces (made by an independent lift simulator)."""
-    if not SHARED_TRACES.is_dir():
-        pytest.fail(f"{SHARED_TRACES} is missing: the shared/ folder must sit beside the repo")
-    return SHARED_TRACES
+def example_traces() -> Path:
+    """The example traces of hil_tests/traces/, each with its ``NAME.truth.json``."""
+    if not EXAMPLE_TRACES.is_dir():
+        pytest.fail(f"{EXAMPLE_TRACES} is missing: run hil_tests/make_traces.py")
+    return EXAMPLE_TRACES
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,6 +7,7 @@ fixed-point output against it.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from liftwatch.drivers.trace import TraceReader
 from liftwatch.signal.chain import ChainDesign
 
 G = 9.80665
-TRACES = Path("/work/shared/traces")
+#: The example traces (hil_tests/make_traces.py).
+TRACES = Path(__file__).resolve().parent.parent / "hil_tests" / "traces"
 
 
 def ser_db(ref: np.ndarray, got: np.ndarray) -> float:
@@ -58,6 +60,12 @@ def lift_counts(seconds: float, fs: int = 400, lsb_per_g: float = 256.0, seed: i
     sensor = acc @ np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]).T
     counts = np.round(sensor / G * lsb_per_g + rng.normal(0.0, 1.0, sensor.shape))
     return counts.astype(np.int64)
+
+
+def first_trip_end(name: str) -> float:
+    """When the first trip of an example trace stops (its ground truth), plus 2 s."""
+    truth = json.loads((TRACES / f"{name}.truth.json").read_text())
+    return float(truth["trips"][0]["t_stop"]) + 2.0
 
 
 def trace_counts(name: str, t_end: float) -> tuple[np.ndarray, int, float]:

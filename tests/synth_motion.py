@@ -182,8 +182,9 @@ def zone_intervals(door_zone_m: float, sensor_gap_m: float = 0.08
 
     Both are active within ±door_zone_m/2 (LiftParams); ``zone_up`` (mounted higher
     on the car) reaches the landing's vane ``sensor_gap_m`` earlier when the car rises,
-    ``zone_down`` that much earlier when it descends. The shared traces' simulator
-    matches this with door_zone_m 0.4 and a gap of 0.08 m.
+    ``zone_down`` that much earlier when it descends. The independent simulator
+    whose traces the geometry was measured on (docs/interfaces.md) matches this with
+    door_zone_m 0.4 and a gap of 0.08 m.
     """
     h = door_zone_m / 2
     return {"zone_up": (-h - sensor_gap_m, h), "zone_down": (-h, h + sensor_gap_m)}

@@ -144,11 +144,12 @@ def test_lsq_slope_scalar_equals_numpy(ys: list[int], fs: int) -> None:
     assert fp.lsq_slope(ys, fs) == dsp.lsq_slope(np.asarray(ys), fs)
 
 
-def test_kernels_identical_on_real_lift_signal() -> None:
-    """Each kernel on the z axis of a real trace (a trip at 29 s): both paths agree."""
-    from dsp_reference import trace_counts
+def test_kernels_identical_on_an_example_trace() -> None:
+    """Each kernel on the z axis of the normal_day example, its first trip's last 15 s
+    (the braking among them): both paths agree."""
+    from dsp_reference import first_trip_end, trace_counts
 
-    counts, fs, _lsb = trace_counts("normal_day.jsonl.gz", 40.0)
+    counts, fs, _lsb = trace_counts("normal_day.jsonl.gz", first_trip_end("normal_day"))
     z = (counts[-6000:, 2] * fp.Q14_ONE).tolist()  # Q14 counts, the decimator's input
     words, frac = fd.quantize_taps(fd.decimator_taps(fs, 200), 4.0)
     dz = fp.FirDecimator(words, frac, fs // 200).process(z)

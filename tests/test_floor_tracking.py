@@ -46,8 +46,9 @@ def day(sills: list[float], n_trips: int, seed: int, gain: float = 1.0,
         moving[(t >= tr["t_start"]) & (t <= tr["t_end"])] = True
     counts = accel_counts(acc, FS, lsb_per_g=256, rotation=rotation_matrix([1, 0.5, 0], 15),
                           noise_counts=1.5, vib_amp=0.15, vib_mask=moving, gain=gain, seed=seed)
-    # The simulator's vanes: level within ±0.2 m, sensors 0.08 m apart (as in the shared
-    # traces), while the config says door_zone_m = 0.2: the tracker must learn the rest.
+    # The simulator's vanes: level within ±0.2 m, sensors 0.08 m apart (as in the
+    # independent simulator's traces of docs/interfaces.md), while the config says
+    # door_zone_m = 0.2: the tracker must learn the rest.
     zones = zone_edges(t, pos, sills, zone_intervals(0.4, 0.08))
     lift = LiftParams(landings=[f"L{i}" for i in range(len(sills))], landing_heights_m=sills,
                       rated_speed=2.0, door_zone_m=0.2)

@@ -1,4 +1,4 @@
-"""``liftwatch plot``: a trip of the independent simulator's trace drawn to a PNG."""
+"""``liftwatch plot``: a trip of the normal_day example trace drawn to a PNG."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import pytest
 from liftwatch.agent import plot
 from liftwatch.agent.cli import main
 from liftwatch.drivers.trace import TraceHeader, TraceReader, TraceWriter
+from make_traces import truth
 
 pytestmark = pytest.mark.timeout(120)
 
 REPO = Path(__file__).resolve().parent.parent
-NORMAL_DAY = REPO.parent / "shared" / "traces" / "normal_day.jsonl.gz"
+NORMAL_DAY = REPO / "hil_tests" / "traces" / "normal_day.jsonl.gz"
+#: What the simulator did in normal_day: its first trip is the one drawn.
+FIRST, SECOND = truth("normal_day")["trips"][:2]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -28,11 +31,13 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def first_minute(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 50 s of normal_day (one whole trip), so the tests stay fast."""
+    """normal_day up to half-way between its first and second trip (one whole trip, under
+    a minute), so the tests stay fast."""
     out = tmp_path_factory.mktemp("plot") / "minute.jsonl.gz"
+    cut = (FIRST["t_stop"] + SECOND["t_run"]) / 2
     with TraceReader(NORMAL_DAY) as reader, TraceWriter(out, reader.header) as writer:
         for rec in reader:
-            if rec.t > 50.0:
+            if rec.t > cut:
                 break
             writer.write_record(rec)
     return out
@@ -69,12 +74,16 @@ def test_png_of_a_trip_has_the_asked_size_and_is_drawn(first_minute: Path, tmp_p
     assert img.shape[:2] == (900, 1200)
     ink = (img[..., :3].mean(axis=2) < 0.5).mean()  # share of dark pixels: curves, text
     assert 0.005 < ink < 0.5
-    assert "trip 1 (7 -> B1" in r.stdout
+    assert f"trip 1 ({FIRST['from']} -> {FIRST['to']}" in r.stdout
 
 
 def test_curves_agree_with_the_pipelines_iso_figures(first_minute: Path) -> None:
     trip, records, accel = plot.find_trip(first_minute, 1)
     s = plot.trip_series(trip, records, accel, None, 1)
+    with TraceReader(first_minute) as r:
+        h = dict(zip(r.header.lift["landings"], r.header.lift["landing_heights_m"], strict=True))
+    down = h[FIRST["to"]] < h[FIRST["from"]]
+    assert down  # the script's first trip, 7 -> B1: the sign convention is checked
     assert trip["dir"] == "down" and s.speed.min() < 0  # up positive: this trip goes down
     assert np.abs(s.speed).max() == pytest.approx(trip["v_max"], rel=0.03)
     assert s.acc.max() == pytest.approx(trip["a_max"], rel=0.15)

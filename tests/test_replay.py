@@ -103,8 +103,9 @@ def test_replay_reports_bad_lines_by_number_and_finishes(tmp_path: Path) -> None
     assert [(r["from"], r["to"]) for r in recs if r["type"] == "trip"] == [("1", "3")]
 
 
-def test_replay_of_the_shared_entrapment_trace_in_text(shared_traces: Path) -> None:
-    out = replay(shared_traces / "entrapment_between_floors.jsonl.gz", "--format", "text")
+def test_replay_of_the_entrapment_example_in_text(example_traces: Path) -> None:
+    """The README's example command."""
+    out = replay(example_traces / "entrapment_between_floors.jsonl.gz", "--format", "text")
     assert out.returncode == 0, out.stderr
     assert "EVENT entrapment_nonlevel RAISED" in out.stdout
     assert "EVENT entrapment_nonlevel CLEARED" in out.stdout

@@ -26,13 +26,21 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import SHARED_TRACES, Broker
+from conftest import Broker
 from liftwatch.agent.config import load_config
 from liftwatch.agent.outbox_view import snapshot
 from liftwatch.agent.runtime import STALL_S, Agent
 from liftwatch.agent.timebase import ClockState, Timebase
 from liftwatch.drivers.trace import Record, TraceReader, TraceWriter
-from test_runtime_trace import CUT_START, cut_trace, liftwatch, replay_oracle
+from test_runtime_trace import (
+    CUT_FROM,
+    CUT_START,
+    CUT_TO,
+    cut_trace,
+    entrapment_example,
+    liftwatch,
+    replay_oracle,
+)
 from uplink_helpers import AUTOSAVE_CONF, LIFT, Observer, Received, wait_saved, write_config
 
 DI = {"door_closed": 1, "door_lock": 1, "zone_up": 1, "zone_down": 1, "presence": 0,
@@ -43,11 +51,9 @@ CTL = {"mode": 1, "run": 0, "dir": 0, "floor": "1", "door": 4, "zone": 1, "speed
 
 @pytest.fixture(scope="module")
 def entrapment_cut(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """140 s of the shared entrapment trace (a trip, an entrapment, an alarm press)."""
-    assert SHARED_TRACES.is_dir(), f"{SHARED_TRACES} is missing"
+    """140 s of the entrapment example (a trip, an entrapment, an alarm press)."""
     dst = tmp_path_factory.mktemp("traces") / "entrapment_cut.jsonl"
-    cut_trace(SHARED_TRACES / "entrapment_between_floors.jsonl.gz", dst, 145.0, 285.0,
-              start=CUT_START)
+    cut_trace(entrapment_example(), dst, CUT_FROM, CUT_TO, start=CUT_START)
     return dst
 
 

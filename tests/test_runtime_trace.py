@@ -15,17 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SHARED_TRACES, Broker
+from conftest import EXAMPLE_TRACES, Broker
 from liftwatch.agent.replay import build_pipeline, replay_records
 from liftwatch.drivers.trace import TraceHeader, TraceReader, TraceWriter
+from make_traces import PRESS_S, STALL_S
 from uplink_helpers import LIFT, Observer, kind_of_topic, validate, write_config
 
 CUT_START = "2026-11-23T23:59:00Z"
 CUT_START_MS = 1795478340000  # CUT_START in ms
+#: 140 s of the entrapment example: the boarding, the run that stalls between landings
+#: (the run drops 23.9 s in), the entrapment 30 s later, midnight at 60 s (CUT_START), the
+#: alarm press 123.9 s in (make_traces places the stall at STALL_S, the press at PRESS_S)
+CUT_FROM = STALL_S - 23.9
+CUT_TO = CUT_FROM + 140.0
+assert CUT_FROM < PRESS_S < CUT_TO
+
+
+def entrapment_example() -> Path:
+    return EXAMPLE_TRACES / "entrapment_between_floors.jsonl.gz"
 
 
 def cut_trace(src: Path, dst: Path, t_from: float, t_to: float, start: str) -> None:
-    """A piece of a shared trace, without accelerometer blocks (so it plays fast), rebased
+    """A piece of a trace, without accelerometer blocks (so it plays fast), rebased
     to t = 0 with a first di line holding every input's level, as the format requires;
     ``start`` is the header's wall-clock start."""
     with TraceReader(src) as r:
@@ -67,11 +78,9 @@ def liftwatch(*args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def entrapment_cut(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    assert SHARED_TRACES.is_dir(), f"{SHARED_TRACES} is missing"
     dst = tmp_path_factory.mktemp("traces") / "entrapment_cut.jsonl"
     # it starts a minute before midnight: an hour and a day of stats close during it
-    cut_trace(SHARED_TRACES / "entrapment_between_floors.jsonl.gz", dst, 145.0, 285.0,
-              start=CUT_START)
+    cut_trace(entrapment_example(), dst, CUT_FROM, CUT_TO, start=CUT_START)
     return dst
 
 

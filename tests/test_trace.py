@@ -1,4 +1,4 @@
-"""Trace reader and writer (trace-format.md): round trip, shared traces, malformed lines."""
+"""Trace reader and writer (trace-format.md): round trip, example traces, malformed lines."""
 
 from __future__ import annotations
 
@@ -41,15 +41,17 @@ def test_round_trip(tmp_path: Path, name: str) -> None:
     assert reader.bad_lines == 0
 
 
-def test_shared_traces_read_without_errors(shared_traces: Path) -> None:
-    for path in sorted(shared_traces.glob("*.jsonl.gz")):
+def test_example_traces_read_without_errors(example_traces: Path) -> None:
+    paths = sorted(example_traces.glob("*.jsonl.gz"))
+    assert len(paths) == 3
+    for path in paths:
         reader = TraceReader(path)
         kinds = {r.kind for r in reader}
         assert reader.bad_lines == 0, path
         assert {"di", "acc", "pwr"} <= kinds
         if reader.header.controller_present:
             assert "ctl" in kinds
-    only = TraceReader(shared_traces / "sensor_only_entrapment_level.jsonl.gz")
+    only = TraceReader(example_traces / "sensor_only_entrapment_level.jsonl.gz")
     assert only.header.controller_present is False
 
 
