@@ -24,7 +24,6 @@ import contextlib
 import math
 import os
 import re
-import shutil
 import sys
 import tempfile
 import tomllib
@@ -172,32 +171,47 @@ def new_config_text(path: Path, rotation: list[list[float]]) -> str:
 
 def write_atomically(path: Path, text: str, backup: bool = True) -> Path | None:
     """Replace ``path`` by ``text`` (temp + fsync + rename, mode and owner kept); the old
-    file is kept as ``path.bak``. Returns the backup's path."""
+    file is kept as ``path.bak``, written the same way. Returns the backup's path.
+
+    Only the directory needs to be writable, not the files: the installed config is
+    root-owned in a directory the ``liftwatch`` group may write (deploy/INSTALL.md),
+    and an earlier backup may belong to root. The service user cannot give a file to
+    root, so the new files keep at least the old group (and so stay readable by it).
+    """
     st = path.stat()
     bak = None
     if backup:
         bak = path.with_name(path.name + ".bak")
-        shutil.copy2(path, bak)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fchmod(fh.fileno(), st.st_mode & 0o7777)
-            with contextlib.suppress(PermissionError):  # only root may give it away
-                os.fchown(fh.fileno(), st.st_uid, st.st_gid)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        _replace(bak, path.read_bytes(), st)
+    _replace(path, text.encode("utf-8"), st)
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
     return bak
+
+
+def _replace(path: Path, data: bytes, like: os.stat_result) -> None:
+    """Write ``data`` to a temporary file beside ``path`` with ``like``'s mode and owner
+    (or group, when the owner cannot be given), fsync it and rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), like.st_mode & 0o7777)
+            try:
+                os.fchown(fh.fileno(), like.st_uid, like.st_gid)
+            except PermissionError:  # only root may give a file away; a member may regroup
+                with contextlib.suppress(PermissionError):
+                    os.fchown(fh.fileno(), -1, like.st_gid)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def report(cal: Calibration) -> str:

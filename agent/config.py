@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liftwatch.agent.credentials import permission_problem, read_credentials
+from liftwatch.agent.credentials import PRIVATE, permission_problem, read_credentials
 from liftwatch.agent.profiles import (
     NAME_RE,
     PlatformProfile,
@@ -383,7 +383,7 @@ class _Checker:
             except (OSError, ValueError) as exc:
                 problem = f"cannot check it: {exc}"
             if problem:
-                self.add("uplink.key_file", "a file only its owner can read", problem)
+                self.add("uplink.key_file", PRIVATE, problem)
         if not up["tls"]:
             self.warnings.append(PLAINTEXT_WARNING)
 

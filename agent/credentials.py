@@ -1,8 +1,14 @@
 """The MQTT credentials file and the private-file rule it and the TLS key follow.
 
 A password never sits in the terminal config (which technicians copy around and
-``config show`` prints): it lives in its own file, readable by the agent's user
-only, checked when the config is validated and again each time it is read.
+``config show`` prints): it lives in its own file, checked when the config is
+validated and again each time it is read.
+
+The rule for it and the TLS key: refused when other users can access it. Group
+access is allowed on purpose: the installed layout (deploy/INSTALL.md) keeps the
+secrets owned by root and readable by the ``liftwatch`` group only (mode 0640), so
+the unprivileged service reads them but cannot change them; a root-owned 0600 file
+would be unreadable by the service.
 """
 
 from __future__ import annotations
@@ -13,17 +19,19 @@ from pathlib import Path
 from typing import Any
 
 KEYS = ("username", "password")
+#: What a secret file must be, as config problems say it.
+PRIVATE = "a file other users cannot access (owner and group only, e.g. mode 0640)"
 
 
 def _mode_problem(path: Path, mode: int) -> str | None:
     mode &= 0o777
-    if mode & 0o077:
-        return f"mode {mode:04o}: group/others can access it; fix with: chmod 600 {path}"
+    if mode & 0o007:
+        return f"mode {mode:04o}: other users can access it; fix with: chmod o-rwx {path}"
     return None
 
 
 def permission_problem(path: Path) -> str | None:
-    """Why group or others could read ``path``, or None when only its owner can."""
+    """Why other users could access ``path``, or None when only its owner and group can."""
     return _mode_problem(path, path.stat().st_mode)
 
 
@@ -39,7 +47,7 @@ def read_credentials(path: Path) -> tuple[dict[str, Any] | None, list[tuple[str,
         with path.open("rb") as f:
             problem = _mode_problem(path, os.fstat(f.fileno()).st_mode)
             if problem:
-                return None, [("a file only its owner can read", problem)]
+                return None, [(PRIVATE, problem)]
             data = tomllib.loads(f.read().decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError):
         # The parser's message may quote the file: it holds a password, so say less.

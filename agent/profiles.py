@@ -29,7 +29,8 @@ ENV_VAR = "LIFTWATCH_PROFILES"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 PCODE_MAX = 65535
 
-#: The repository's firmware_config/ (editable install) and the system locations.
+#: The repository's firmware_config/ (editable install; a wheel ships its controllers/
+#: and platforms/ there too, see pyproject.toml) and the system locations.
 REPO_PROFILES = Path(__file__).resolve().parents[1] / "firmware_config"
 SYSTEM_DIRS = (Path("/etc/liftwatch"), Path("/usr/share/liftwatch/firmware_config"))
 

@@ -77,9 +77,10 @@ Besides each key's type and allowed values, `liftwatch config check` refuses:
   `key_file` (mutual TLS needs both);
 - an `uplink.platform_profile` that is not found or not valid;
 - an `uplink.credentials_file` that does not exist, is not TOML with non-empty
-  `username` and `password` strings (nothing else), or that group or others can
-  access (`mode & 0o077`; fix with `chmod 600 FILE`); a `key_file` that exists
-  and group or others can access.
+  `username` and `password` strings (nothing else), or that other users can
+  access (`mode & 0o007`; fix with `chmod o-rwx FILE`); a `key_file` that exists
+  and other users can access. Group access is allowed: the installed secrets are
+  root-owned, group `liftwatch`, mode 0640 (deploy/INSTALL.md).
 
 Warnings (the file is usable; the agent logs them at every start):
 `uplink.tls = false` (plaintext), and a terminal with neither a controller link

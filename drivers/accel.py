@@ -31,6 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from liftwatch.drivers.settings import AccelSettings
@@ -169,17 +170,40 @@ def make_accelerometer(i2c: Any, settings: AccelSettings) -> Accelerometer:
     raise AccelError(f"accel.chip must be adxl345 or lis3dh, found {settings.chip!r}")
 
 
-def open_blinka_i2c(bus: int) -> Any:
-    """The terminal's I2C bus ``bus`` through Blinka (bus 1 is board.SCL/SDA on a Pi)."""
+def open_blinka_i2c(bus: int, dev_dir: str | Path = "/dev") -> Any:
+    """The terminal's I2C bus ``bus`` through Blinka (bus 1 is board.SCL/SDA on a Pi).
+
+    A bus is the kernel's ``/dev/i2c-N``: when it is missing the error says so, rather
+    than whatever Blinka fails with first (on a PC it is ``cannot import name
+    'i2cPorts'``: Blinka has no pin table for such boards). On those boards an existing
+    bus is opened through Blinka's generic Linux driver, which needs no pin table.
+    """
+    node = Path(dev_dir) / f"i2c-{bus}"
+    if not node.exists():
+        raise AccelError(f"no I2C bus {bus} on this machine: {node} does not exist "
+                         f"({_blinka_board()}); on a Raspberry Pi enable I2C with "
+                         "`raspi-config nonint do_i2c 0` and reboot")
     try:
-        import board
-        import busio
-        if bus == 1 and hasattr(board, "SCL") and hasattr(board, "SDA"):
-            return busio.I2C(board.SCL, board.SDA)
+        from adafruit_blinka.agnostic import chip_id
+
+        if bus == 1 and chip_id not in (None, "GENERIC_X86"):
+            import board
+            import busio
+            if hasattr(board, "SCL") and hasattr(board, "SDA"):
+                return busio.I2C(board.SCL, board.SDA)
         from adafruit_blinka.microcontroller.generic_linux.i2c import I2C as LinuxI2C
         return _LockedI2C(LinuxI2C(bus))
     except Exception as exc:  # Blinka raises many kinds when the bus is absent
         raise AccelError(f"I2C bus {bus} cannot be opened: {exc}") from exc
+
+
+def _blinka_board() -> str:
+    """The board as Blinka detects it, for error messages."""
+    try:
+        from adafruit_blinka.agnostic import board_id
+    except Exception as exc:  # detection reads /proc and /sys: anything may fail
+        return f"Blinka cannot detect the board: {exc}"
+    return f"Blinka board {board_id}" if board_id else "Blinka: board not detected"
 
 
 class _LockedI2C:

@@ -7,6 +7,7 @@ source is a known sequence so a lost, duplicated or mis-scaled sample is caught.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from liftwatch.drivers.accel import (
@@ -17,6 +18,7 @@ from liftwatch.drivers.accel import (
     AccelIdentityError,
     AccelReader,
     make_accelerometer,
+    open_blinka_i2c,
 )
 from liftwatch.drivers.adxl345 import ADXL345
 from liftwatch.drivers.lis3dh import LIS3DH
@@ -300,3 +302,13 @@ def test_the_simulated_fifo_keeps_what_the_data_sheet_says(fifo_ctl: int, kept: 
     assert [s[0] for s in chip.fifo] == list(kept)
     assert (chip.lost, chip.overrun, chip.latest[0]) == (lost, lost > 0, 39)
     assert chip.index == 40
+
+
+def test_missing_i2c_bus_is_named_not_blinkas_import_error(tmp_path: Path) -> None:
+    """On a PC Blinka fails with "cannot import name 'i2cPorts'": say which bus is missing."""
+    with pytest.raises(AccelError) as info:
+        open_blinka_i2c(1, dev_dir=tmp_path)
+    msg = str(info.value)
+    assert msg.startswith(f"no I2C bus 1 on this machine: {tmp_path / 'i2c-1'} does not exist (")
+    assert "Blinka" in msg and "raspi-config nonint do_i2c 0" in msg
+    assert "i2cPorts" not in msg

@@ -258,6 +258,23 @@ def test_cli_exit_code_tells_pass_or_fail(tmp_path: Path, broker: Broker) -> Non
     assert f"FAIL  127.0.0.1:{broker.port}: connection refused" in line
 
 
+def test_check_on_a_pc_names_the_missing_i2c_bus(tmp_path: Path, broker: Broker) -> None:
+    """The real accelerometer backend where the bus is missing (a PC, I2C not enabled):
+    one precise line, not Blinka's "cannot import name 'i2cPorts'" nor its stdout noise."""
+    cfg_path = write_config(tmp_path, broker.port, controller=False)
+    text = cfg_path.read_text().replace('chip = "adxl345"\nbackend = "simulated"',
+                                        'chip = "adxl345"\nbackend = "blinka"\ni2c_bus = 250')
+    assert "i2c_bus = 250" in text
+    cfg_path.write_text(text)
+    r = _cli("--config", str(cfg_path), "--watch", "0.8")
+    assert r.returncode == 1
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("accel identity"))
+    assert "FAIL  adxl345 on I2C bus 250 address 0x53 absent: no I2C bus 250 on this " \
+           "machine: /dev/i2c-250 does not exist (Blinka" in line
+    assert "i2cPorts" not in r.stdout + r.stderr
+    assert "not fully supported" not in r.stdout + r.stderr
+
+
 def test_cli_reports_a_broken_config_and_bad_arguments(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "bad.toml"
