@@ -1,6 +1,6 @@
 """``liftwatch plot``: one trip's ride quality as ride-quality analysers draw it.
 
-    liftwatch plot TRACE --trip N --out FILE.png [--config FILE] [--size 1600x1200]
+    liftwatch plot TRACE --trip N --out FILE.png|FILE.jpg [--config FILE] [--size 1600x1200]
 
 Stacked panels on one time axis (seconds from the trip's start): vertical acceleration
 (low-passed at 10 Hz), speed, jerk, vertical vibration (ISO 2631-1 Wk) and horizontal
@@ -179,7 +179,8 @@ def _fmt(v: Any, unit: str) -> str:
 
 def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1200),
            dpi: int = 100, title: str = "") -> None:
-    """Draw the panels into a PNG of exactly ``size`` pixels."""
+    """Draw the panels into a PNG or JPEG (by ``out``'s extension) of exactly ``size``
+    pixels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,8 +225,23 @@ def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1
     route = f"{trip.get('from') or '?'} → {trip.get('to') or '?'}"
     fig.suptitle(title or (f"trip {series.number}: {route} ({trip.get('dir', '')}), "
                            f"{dur:.1f} s — ISO 18738-1 figures"))
-    fig.savefig(out, dpi=dpi, format="png")
+    fig.savefig(out, dpi=dpi, format=image_format(out))
     plt.close(fig)
+
+
+#: image formats by file extension: matplotlib writes PNG itself and JPEG through Pillow
+#: (a dependency of matplotlib); a vector format would ignore --size
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def image_format(out: str | Path) -> str:
+    """The format ``out``'s extension asks for; PlotError for any other extension (rather
+    than a PNG under a .jpg name, or matplotlib's own error after the replay)."""
+    ext = Path(out).suffix.lower()
+    if ext not in FORMATS:
+        raise PlotError(f"--out {out}: the extension must be {', '.join(FORMATS)} "
+                        f"(PNG or JPEG), found {ext or 'none'}")
+    return FORMATS[ext]
 
 
 SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
@@ -243,7 +259,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("trace", type=Path, help="trace file (.jsonl or .jsonl.gz)")
     p.add_argument("--trip", type=int, required=True, metavar="N",
                    help="which trip of the trace (1 = the first)")
-    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--out", type=Path, required=True,
+                   help="image to write: PNG (.png) or JPEG (.jpg, .jpeg)")
     p.add_argument("--config", type=Path,
                    help="terminal config (lift, detection timers, fixed mounting rotation)")
     p.add_argument("--size", type=parse_size, default=(1600, 1200), metavar="WxH",
@@ -256,6 +273,11 @@ def run(args: argparse.Namespace) -> int:
         import matplotlib  # noqa: F401 - only to say clearly that it is missing
     except ImportError:
         print(f"{prog}: {MISSING}", file=sys.stderr)
+        return 2
+    try:
+        image_format(args.out)
+    except PlotError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     cfg = None
     if args.config is not None:
