@@ -29,7 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "outbox": ("liftwatch.agent.outbox_cli", "what is waiting to be sent"),
     "events": ("liftwatch.agent.events_cli", "the event journal"),
     "plot": ("liftwatch.agent.plot", "plot a trip's ride quality to a PNG or JPEG"),
-    "demo": ("liftwatch.agent.demo", "simulated lift, agent and platform view on this machine"),
+    "demo": ("liftwatch.agent.demo", "simulated lift, agent and platform view on this machine "
+             "(runs the source repository's demo)"),
 }
 
 
