@@ -62,6 +62,8 @@ def describe(e: dict[str, Any]) -> str:
         parts.append(f"after {e['duration_s']:.1f} s")
     if e.get("id"):
         parts.append(f"id {e['id']}")
+    if e.get("replay") is True:  # kept by a run from a recorded trace: time is the trace's
+        parts.append("REPLAYED from a trace")
     if e.get("detail"):
         parts.append(json.dumps(e["detail"], separators=(",", ":"), ensure_ascii=False))
     return "  ".join(parts)

@@ -246,11 +246,14 @@ def test_events_filters_and_exports(tmp_path: Path, capsys: pytest.CaptureFixtur
     j.add({"type": "event", "code": "entrapment_nonlevel", "state": "cleared", "id": "b1-1",
            "sev": "alarm", "duration_s": 312.5, "ts": now_ms - 30_000})
     j.add({"type": "event", "code": "entrapment_level", "state": "raised", "id": "b1-3",
-           "sev": "alarm", "floor": "1", "ts": now_ms - 20_000})
+           "sev": "alarm", "floor": "1", "ts": now_ms - 20_000, "replay": True})
     j.close()
     code, out, _ = cli(capsys, "events", "--config", str(path))
     assert code == 0 and out.strip().endswith("4 event(s)")
     assert "after 312.5 s" in out and '{"reopens":4}' in out
+    lines = out.splitlines()
+    assert [ln for ln in lines if "REPLAYED from a trace" in ln] == \
+        [ln for ln in lines if "entrapment_level" in ln]
     code, out, _ = cli(capsys, "events", "--config", str(path), "--code", "entrapment",
                        "--since", "1h")
     # a prefix: both entrapment codes
