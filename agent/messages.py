@@ -43,8 +43,8 @@ STATUS_FIELDS = ("mode", "run", "dir", "floor", "door", "zone", "person", "speed
                  "lock", "overload", "src")
 STATUS_REQUIRED = ("mode", "run", "dir", "floor", "door", "src")
 TRIP_FIELDS = ("from", "to", "t_start", "t_end", "duration_s", "dir", "level", "complete",
-               "distance_m", "v_max", "a_max", "d_max", "a95", "d95", "jerk_max", "vib_pp_max",
-               "vib_pp_a95")
+               "from_between", "to_between", "emergency_stop", "distance_m", "v_max", "a_max",
+               "d_max", "a95", "d95", "jerk_max", "vib_pp_max", "vib_pp_a95")
 STATS_FIELDS = ("period", "from", "to", "runs", "run_s", "distance_m", "door_cycles",
                 "reopens", "starts_by_floor", "events")
 SEVERITIES = ("alarm", "fault", "warning", "info")

@@ -177,6 +177,17 @@ def _fmt(v: Any, unit: str) -> str:
     return "-" if v is None else f"{v:.3f} {unit}"
 
 
+def title_of(trip: dict[str, Any], number: int) -> str:
+    """The figure's title: where the trip went (a stop between floors said so) and whether
+    its figures are ride quality or an emergency stop's."""
+    from liftwatch.agent.replay import trip_route
+
+    dur = float(trip["t_end"]) - float(trip["t_start"])
+    what = ("EMERGENCY STOP: the figures are the fault stop's, not ride quality"
+            if trip.get("emergency_stop") else "ISO 18738-1 figures")
+    return f"trip {number}: {trip_route(trip, '→')} ({trip.get('dir') or ''}), {dur:.1f} s — {what}"
+
+
 def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1200),
            dpi: int = 100, title: str = "") -> None:
     """Draw the panels into a PNG or JPEG (by ``out``'s extension) of exactly ``size``
@@ -222,9 +233,7 @@ def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1
         if len(curves) > 1:
             ax.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time from the trip's start (s); shaded: the trip as detected")
-    route = f"{trip.get('from') or '?'} → {trip.get('to') or '?'}"
-    fig.suptitle(title or (f"trip {series.number}: {route} ({trip.get('dir', '')}), "
-                           f"{dur:.1f} s — ISO 18738-1 figures"))
+    fig.suptitle(title or title_of(trip, series.number))
     fig.savefig(out, dpi=dpi, format=image_format(out))
     plt.close(fig)
 
@@ -301,6 +310,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{prog}: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(f"{prog}: trip {args.trip} ({trip.get('from') or '?'} -> {trip.get('to') or '?'}, "
-          f"{float(trip['t_end']) - float(trip['t_start']):.1f} s) drawn to {args.out}")
+    from liftwatch.agent.replay import trip_route
+
+    print(f"{prog}: trip {args.trip} ({trip_route(trip)}, "
+          f"{float(trip['t_end']) - float(trip['t_start']):.1f} s"
+          f"{', an emergency stop' if trip.get('emergency_stop') else ''}) drawn to {args.out}")
     return 0

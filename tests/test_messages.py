@@ -119,6 +119,20 @@ def test_a_replay_marks_every_message_and_stamps_it_on_the_traces_clock() -> Non
         validate("event", {**live, "replay": False})
 
 
+def test_a_stop_between_floors_and_the_relevel_travel_in_the_trip_message() -> None:
+    f = make()
+    stall = f.trip({**TRIP, "to": "2", "level": False, "to_between": ["2", "3"],
+                    "emergency_stop": True, "jerk_max": 24.9})
+    rescue = f.trip({**TRIP, "from": "2", "to": "3", "from_between": ["2", "3"]})
+    validate("trip", stall)
+    validate("trip", rescue)
+    assert (stall["to_between"], stall["emergency_stop"]) == (["2", "3"], True)
+    assert rescue["from_between"] == ["2", "3"] and "emergency_stop" not in rescue
+    for bad in ({**stall, "to_between": ["2"]}, {**stall, "emergency_stop": False}):
+        with pytest.raises(jsonschema.ValidationError):
+            validate("trip", bad)
+
+
 def test_schemas_reject_what_the_spec_forbids() -> None:
     f = make()
     bad_event = f.event(ev())
