@@ -28,8 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("liftwatch.agent.calibrate", "record the mounting orientation at rest"),
     "outbox": ("liftwatch.agent.outbox_cli", "what is waiting to be sent"),
     "events": ("liftwatch.agent.events_cli", "the event journal"),
-    "plot": ("liftwatch.agent.plot", "plot a trip's ride quality to a PNG"),
-    "demo": ("liftwatch.agent.demo", "simulated lift, agent and platform view on this machine"),
+    "plot": ("liftwatch.agent.plot", "plot a trip's ride quality to a PNG or JPEG"),
+    "demo": ("liftwatch.agent.demo", "simulated lift, agent and platform view on this machine "
+             "(runs the source repository's demo)"),
 }
 
 

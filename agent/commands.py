@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 16 * 1024
 MAX_ID = 128
+#: how much of an oversized payload is read for its id: the longest id JSON-escaped
+#: (6 characters a \uXXXX escape), its key, and a few short keys before it
+ID_SCAN = 8 * MAX_ID + 256
 OPS = ("ack", "snapshot", "self_test", "config_get", "config_set")
 
 
@@ -104,16 +107,61 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _peek_id(head: bytes) -> str | None:
+    """The top-level ``"id"`` of a JSON object read from its first bytes only, or None.
+
+    For a payload too large to parse: the reply should still name the command. Keys
+    are walked from the opening brace while their values are scalars (a short ``op``
+    before the id); at the first object or array value, or a cut, the search stops, so
+    an ``"id"`` nested in ``args`` is never taken for the command's.
+    """
+    text = head.decode("utf-8", errors="replace")
+    dec = json.JSONDecoder()
+    ws = " \t\n\r"
+    i = len(text) - len(text.lstrip(ws))
+    if not text.startswith("{", i):
+        return None
+    i += 1
+    try:
+        while True:
+            while i < len(text) and text[i] in ws:
+                i += 1
+            key, i = dec.raw_decode(text, i)
+            while i < len(text) and text[i] in ws:
+                i += 1
+            if not isinstance(key, str) or not text.startswith(":", i):
+                return None
+            i += 1
+            while i < len(text) and text[i] in ws:
+                i += 1
+            if i >= len(text) or text[i] in "{[":
+                return None
+            value, i = dec.raw_decode(text, i)
+            if key == "id":
+                ok = isinstance(value, str) and value and len(value) <= MAX_ID
+                return value if ok else None
+            while i < len(text) and text[i] in ws:
+                i += 1
+            if not text.startswith(",", i):
+                return None
+            i += 1
+    except ValueError:  # cut inside a key or value, or not JSON
+        return None
+
+
 def parse(payload: bytes) -> Command:
     """Parse and check one payload; raise :class:`CommandError` with the reason.
 
     The error carries ``cmd_id`` when the payload had a usable id, so the reply can
-    name the command it answers.
+    name the command it answers; a payload over ``MAX_PAYLOAD`` is not parsed, but
+    its id is still read from its first bytes when it is there (:func:`_peek_id`).
     """
     cmd_id: str | None = None
     try:
         if len(payload) > MAX_PAYLOAD:
-            raise CommandError(f"payload over {MAX_PAYLOAD} bytes")
+            cmd_id = _peek_id(payload[:ID_SCAN])
+            raise CommandError(f"payload too large: {len(payload)} bytes, the limit is "
+                               f"{MAX_PAYLOAD}")
         try:
             obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:

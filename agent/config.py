@@ -60,6 +60,10 @@ REDACTED = "***"
 #: Keys holding file paths: a relative path is relative to the config file's folder.
 PATH_KEYS = frozenset({"uplink.ca_file", "uplink.cert_file", "uplink.key_file",
                        "uplink.credentials_file", "storage.data_dir"})
+#: Sections a terminal config cannot do without although none of their keys is required
+#: alone, and what they hold: an absent one is named, not its keys' defaults (an absent
+#: [terminal] or [uplink] is already named by its one required key).
+REQUIRED_SECTIONS = {"lift": "the landings and their heights"}
 #: 7-bit addresses each accelerometer chip can answer on (its address pin).
 CHIP_ADDRESSES = {"adxl345": (0x53, 0x1D), "lis3dh": (0x18, 0x19)}
 ROTATION_TOL = 0.02
@@ -168,6 +172,9 @@ class _Checker:
             if key not in SECTIONS:
                 self._unknown_section(key, value)
         for section, cls in SECTIONS.items():
+            if section in REQUIRED_SECTIONS and section not in data:
+                self._missing_section(section, field_specs(cls))
+                continue
             table = data.get(section, {})
             if not isinstance(table, dict):
                 self.add(section, f"a table [{section}]", show(table))
@@ -177,6 +184,14 @@ class _Checker:
             if section == INPUTS_SECTION:
                 self._inputs(table)
         self._cross_checks()
+
+    def _missing_section(self, section: str, specs: list[FieldSpec]) -> None:
+        """One issue naming the absent section, instead of one per key it should hold
+        (or, for [lift], a puzzling "landings: found []"); its keys are then skipped."""
+        self.add(f"[{section}]", f"a section [{section}] ({REQUIRED_SECTIONS[section]})",
+                 "none: the section is missing from the file")
+        self.bad.update(f"{section}.{spec.name}" for spec in specs)
+        self.values[section] = {spec.name: spec.default for spec in specs}
 
     def _unknown_section(self, key: str, value: Any) -> None:
         hint = _belongs_in(key) or _did_you_mean(key, list(SECTIONS))

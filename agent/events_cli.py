@@ -2,6 +2,9 @@
 
     liftwatch events --config FILE [--code C] [--since WHEN] [--limit N] [--export FILE.jsonl]
 
+``--code`` takes an event code of events.md or the start of one: ``entrapment`` selects
+``entrapment_level`` and ``entrapment_nonlevel``; a code that names none is an error
+(exit 2) listing the known codes, rather than an empty list that looks like "no event".
 ``--since`` takes an ISO 8601 time (``2026-11-26T03:00``, UTC when no zone is given),
 a span back from now (``90s``, ``30m``, ``2h``, ``7d``) or UTC milliseconds. The journal
 is read where the agent writes it (``storage.data_dir``/journal); the agent may run
@@ -59,14 +62,33 @@ def describe(e: dict[str, Any]) -> str:
         parts.append(f"after {e['duration_s']:.1f} s")
     if e.get("id"):
         parts.append(f"id {e['id']}")
+    if e.get("replay") is True:  # kept by a run from a recorded trace: time is the trace's
+        parts.append("REPLAYED from a trace")
     if e.get("detail"):
         parts.append(json.dumps(e["detail"], separators=(",", ":"), ensure_ascii=False))
     return "  ".join(parts)
 
 
+def codes_matching(code: str, seen: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """The codes ``--code`` selects: itself when it is a code, else every code that starts
+    with it. Known are the catalogue's codes and those already in the journal (an older
+    agent's). ValueError naming the catalogue when there is none."""
+    from liftwatch.signal.events import CATALOGUE
+
+    known = set(CATALOGUE) | set(seen)
+    if code in known:
+        return {code}
+    found = {c for c in known if code and c.startswith(code)}
+    if not found:
+        raise ValueError(f"--code: no event code is or starts with {code!r}; known codes: "
+                         f"{', '.join(CATALOGUE)}")
+    return found
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="terminal config file (TOML)")
-    p.add_argument("--code", help="only events of this code (events.md), e.g. entrapment")
+    p.add_argument("--code", help="only events of this code (events.md) or of the codes that "
+                   "start with it, e.g. entrapment")
     p.add_argument("--since", help="only events from then on: ISO time, 30m / 2h / 7d, or "
                    "UTC milliseconds")
     p.add_argument("--limit", type=int, help="only the newest N of them")
@@ -101,10 +123,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"{prog}: cannot open the event journal {path}: {exc}", file=sys.stderr)
             return 1
         try:
-            events = journal.query(code=args.code, since=since, limit=args.limit)
+            events = journal.query(since=since)
             quarantined = list(journal.quarantined)
         finally:
             journal.close()
+    codes: set[str] = set()
+    if args.code is not None:
+        try:
+            codes = codes_matching(args.code, {str(e.get("code")) for e in events})
+        except ValueError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
+        events = [e for e in events if e.get("code") in codes]
+    if args.limit is not None:
+        events = events[len(events) - args.limit:] if args.limit else []
     for name in quarantined:
         print(f"{prog}: warning: damaged journal file set aside as quarantine/{name}",
               file=sys.stderr)
@@ -120,6 +152,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for e in events:
         print(describe(e))
-    print(f"{len(events)} event(s)" + (f" of code {args.code}" if args.code else "")
+    print(f"{len(events)} event(s)" + (f" of code {', '.join(sorted(codes))}" if codes else "")
           + (f" since {iso_ms(since)} UTC" if since is not None else ""))
     return 0

@@ -10,6 +10,11 @@ One place builds them all so that the envelope rules hold everywhere:
 - Compact JSON, UTF-8, no NaN (a NaN is not JSON and the platform would reject the
   whole message; such a value is sent as null instead).
 
+A run from a recorded trace (``liftwatch run --trace``) marks every message
+``"replay": true`` and stamps ``ts`` on the trace's own clock (its header ``start`` plus
+trace seconds, ``tq`` 0), so a platform can never take a re-run entrapment for a real
+one (:meth:`MessageFactory.replay_from`). A live run's messages carry no such key.
+
 ``cmd/reply`` is the one exception to ``id``: the spec makes its ``id`` the command's
 id, which is what the platform correlates and de-duplicates replies on; it carries
 ``v``, ``ts`` and ``tq`` like the others. ``online`` is the bare ``1``/``0``.
@@ -23,6 +28,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,11 +43,13 @@ STATUS_FIELDS = ("mode", "run", "dir", "floor", "door", "zone", "person", "speed
                  "lock", "overload", "src")
 STATUS_REQUIRED = ("mode", "run", "dir", "floor", "door", "src")
 TRIP_FIELDS = ("from", "to", "t_start", "t_end", "duration_s", "dir", "level", "complete",
-               "distance_m", "v_max", "a_max", "d_max", "a95", "d95", "jerk_max", "vib_pp_max",
-               "vib_pp_a95")
+               "from_between", "to_between", "emergency_stop", "distance_m", "v_max", "a_max",
+               "d_max", "a95", "d95", "jerk_max", "vib_pp_max", "vib_pp_a95")
 STATS_FIELDS = ("period", "from", "to", "runs", "run_s", "distance_m", "door_cycles",
                 "reopens", "starts_by_floor", "events")
 SEVERITIES = ("alarm", "fault", "warning", "info")
+#: the service mode code "unknown" of trace-format.md
+MODE_UNKNOWN = 7
 
 
 def topic(prefix: str, lift_id: str, kind: str) -> str:
@@ -116,6 +124,21 @@ class Stamper(Protocol):
     def stamp(self, mono: float | None = None) -> tuple[int, int]: ...
 
 
+class TraceStamper:
+    """Stamps on a recorded trace's clock: ``ts`` = the trace's start (UTC ms, 0 when the
+    header has none) + trace seconds; ``tq`` 0, since the trace's start is the recording
+    terminal's clock, not known here to have been synchronised. ``stamp(t)`` takes a
+    trace time (a decision's ``t``), ``stamp()`` the trace's now."""
+
+    def __init__(self, start_ms: int, now: Callable[[], float]) -> None:
+        self.start_ms = int(start_ms)
+        self.now = now
+
+    def stamp(self, mono: float | None = None) -> tuple[int, int]:
+        t = self.now() if mono is None else mono
+        return max(0, self.start_ms + int(round(float(t) * 1000.0))), 0
+
+
 class CodeProfile(Protocol):
     """The part of the platform profile that numbers event codes."""
 
@@ -136,9 +159,26 @@ class MessageFactory:
         self.timebase = timebase
         self.profile = profile
         self.seq = 0
+        #: True in a run from a recorded trace: every message is marked (replay_from)
+        self.replay = False
         #: clock steps of this boot: (first seq stamped after the step, step in ms)
         self.steps: list[tuple[int, int]] = []
         self._steps_seen = 0
+
+    def replay_from(self, start_ms: int | None, now: Callable[[], float]) -> None:
+        """From now on mark every message ``"replay": true`` and stamp it on the trace's
+        clock (:class:`TraceStamper`; ``now`` gives the trace's current time). Events and
+        trips are stamped with their record's ``t``, the trace time of the decision."""
+        self.timebase = TraceStamper(start_ms or 0, now)
+        self.replay = True
+
+    def mark_replayed(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """A pipeline record of a replay, marked for what keeps it beyond this run (the
+        event journal, the alarm ledger whose repeats may be sent by a later run): a
+        copy with ``replay`` true and ``ts`` on the trace's clock."""
+        t = rec.get("t")
+        ts = self.timebase.stamp(float(t) if isinstance(t, int | float) else None)[0]
+        return {**rec, "replay": True, "ts": ts}
 
     def _note_steps(self) -> None:
         """Book the clock steps the timebase saw since the last look: they apply from the
@@ -158,8 +198,11 @@ class MessageFactory:
         for _, step_ms in steps[self._steps_seen:]:
             self.steps.append((self.seq, step_ms))  # a step seen by this stamp: this message
         self._steps_seen = len(steps)               # already has the new clock
-        return {"v": VERSION, "id": f"{self.terminal_id}-{self.boot}-{self.seq}",
-                "ts": ts, "tq": tq}
+        msg: dict[str, Any] = {"v": VERSION, "id": f"{self.terminal_id}-{self.boot}-{self.seq}",
+                               "ts": ts, "tq": tq}
+        if self.replay:
+            msg["replay"] = True
+        return msg
 
     def correct(self, payload: bytes) -> bytes:
         """The stored message with its ``ts`` corrected for the clock steps since it was
@@ -196,6 +239,8 @@ class MessageFactory:
         for k in STATUS_FIELDS:
             if k in fields and (fields[k] is not None or k in STATUS_REQUIRED):
                 msg[k] = fields[k]
+        if msg.get("mode") is None:
+            msg["mode"] = MODE_UNKNOWN  # no controller to say (a sensors-only terminal)
         return msg
 
     def _pcode(self, code: str, detail: dict[str, Any] | None) -> int | None:
@@ -211,8 +256,14 @@ class MessageFactory:
 
     def event(self, rec: dict[str, Any], repeat: int = 0,
               mono: float | None = None) -> dict[str, Any]:
-        """``event`` from a pipeline event record (``id`` becomes ``eid``)."""
+        """``event`` from a pipeline event record (``id`` becomes ``eid``). A record
+        marked by :meth:`mark_replayed` is sent marked, also by a live run (a repeat of
+        a replayed alarm left in the ledger)."""
+        if self.replay and not repeat and mono is None:
+            mono = _trace_t(rec)
         msg = self.envelope(mono)
+        if rec.get("replay") is True:
+            msg["replay"] = True
         detail = rec.get("detail")
         msg["eid"] = str(rec["id"])
         msg["code"] = str(rec["code"])
@@ -231,7 +282,7 @@ class MessageFactory:
     def trip(self, rec: dict[str, Any], mono: float | None = None) -> dict[str, Any]:
         """``trip`` from a pipeline trip record: its fields, ``t_start``/``t_end`` as
         the agent's clock gave them (seconds; ``ts`` dates the trip's end)."""
-        msg = self.envelope(mono)
+        msg = self.envelope(_trace_t(rec) if self.replay and mono is None else mono)
         for k in TRIP_FIELDS:
             if k in rec:
                 msg[k] = rec[k]
@@ -256,11 +307,18 @@ class MessageFactory:
         """Reply to a command: ``id`` is the command's (None when it had none)."""
         ts, tq = self.timebase.stamp()
         msg: dict[str, Any] = {"v": VERSION, "id": cmd_id, "ts": ts, "tq": tq, "ok": bool(ok)}
+        if self.replay:
+            msg["replay"] = True
         if ok:
             msg["result"] = result
         else:
             msg["error"] = error or "failed"
         return msg
+
+
+def _trace_t(rec: dict[str, Any]) -> float | None:
+    t = rec.get("t")
+    return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else None
 
 
 def lane_of(kind: str, msg: dict[str, Any]) -> str:

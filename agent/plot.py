@@ -1,6 +1,6 @@
 """``liftwatch plot``: one trip's ride quality as ride-quality analysers draw it.
 
-    liftwatch plot TRACE --trip N --out FILE.png [--config FILE] [--size 1600x1200]
+    liftwatch plot TRACE --trip N --out FILE.png|FILE.jpg [--config FILE] [--size 1600x1200]
 
 Stacked panels on one time axis (seconds from the trip's start): vertical acceleration
 (low-passed at 10 Hz), speed, jerk, vertical vibration (ISO 2631-1 Wk) and horizontal
@@ -177,9 +177,21 @@ def _fmt(v: Any, unit: str) -> str:
     return "-" if v is None else f"{v:.3f} {unit}"
 
 
+def title_of(trip: dict[str, Any], number: int) -> str:
+    """The figure's title: where the trip went (a stop between floors said so) and whether
+    its figures are ride quality or an emergency stop's."""
+    from liftwatch.agent.replay import trip_route
+
+    dur = float(trip["t_end"]) - float(trip["t_start"])
+    what = ("EMERGENCY STOP: the figures are the fault stop's, not ride quality"
+            if trip.get("emergency_stop") else "ISO 18738-1 figures")
+    return f"trip {number}: {trip_route(trip, '→')} ({trip.get('dir') or ''}), {dur:.1f} s — {what}"
+
+
 def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1200),
            dpi: int = 100, title: str = "") -> None:
-    """Draw the panels into a PNG of exactly ``size`` pixels."""
+    """Draw the panels into a PNG or JPEG (by ``out``'s extension) of exactly ``size``
+    pixels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,11 +233,24 @@ def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1
         if len(curves) > 1:
             ax.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time from the trip's start (s); shaded: the trip as detected")
-    route = f"{trip.get('from') or '?'} → {trip.get('to') or '?'}"
-    fig.suptitle(title or (f"trip {series.number}: {route} ({trip.get('dir', '')}), "
-                           f"{dur:.1f} s — ISO 18738-1 figures"))
-    fig.savefig(out, dpi=dpi, format="png")
+    fig.suptitle(title or title_of(trip, series.number))
+    fig.savefig(out, dpi=dpi, format=image_format(out))
     plt.close(fig)
+
+
+#: image formats by file extension: matplotlib writes PNG itself and JPEG through Pillow
+#: (a dependency of matplotlib); a vector format would ignore --size
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def image_format(out: str | Path) -> str:
+    """The format ``out``'s extension asks for; PlotError for any other extension (rather
+    than a PNG under a .jpg name, or matplotlib's own error after the replay)."""
+    ext = Path(out).suffix.lower()
+    if ext not in FORMATS:
+        raise PlotError(f"--out {out}: the extension must be {', '.join(FORMATS)} "
+                        f"(PNG or JPEG), found {ext or 'none'}")
+    return FORMATS[ext]
 
 
 SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
@@ -243,7 +268,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("trace", type=Path, help="trace file (.jsonl or .jsonl.gz)")
     p.add_argument("--trip", type=int, required=True, metavar="N",
                    help="which trip of the trace (1 = the first)")
-    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--out", type=Path, required=True,
+                   help="image to write: PNG (.png) or JPEG (.jpg, .jpeg)")
     p.add_argument("--config", type=Path,
                    help="terminal config (lift, detection timers, fixed mounting rotation)")
     p.add_argument("--size", type=parse_size, default=(1600, 1200), metavar="WxH",
@@ -256,6 +282,11 @@ def run(args: argparse.Namespace) -> int:
         import matplotlib  # noqa: F401 - only to say clearly that it is missing
     except ImportError:
         print(f"{prog}: {MISSING}", file=sys.stderr)
+        return 2
+    try:
+        image_format(args.out)
+    except PlotError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     cfg = None
     if args.config is not None:
@@ -279,6 +310,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{prog}: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(f"{prog}: trip {args.trip} ({trip.get('from') or '?'} -> {trip.get('to') or '?'}, "
-          f"{float(trip['t_end']) - float(trip['t_start']):.1f} s) drawn to {args.out}")
+    from liftwatch.agent.replay import trip_route
+
+    print(f"{prog}: trip {args.trip} ({trip_route(trip)}, "
+          f"{float(trip['t_end']) - float(trip['t_start']):.1f} s"
+          f"{', an emergency stop' if trip.get('emergency_stop') else ''}) drawn to {args.out}")
     return 0

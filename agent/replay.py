@@ -82,6 +82,44 @@ def _mmss(t: float) -> str:
     return f"{int(t // 60):3d}:{t % 60:05.2f}"
 
 
+def trip_route(rec: dict[str, Any], arrow: str = "->") -> str:
+    """Where a trip went, for people: "3 -> 5", but "3 -> stopped between 4 and 5" for a
+    trip that ended outside a door zone and "between 4 and 5 -> 5" for the relevel that
+    follows (``from_between``/``to_between``, not the last landing passed)."""
+    def pair(p: Any) -> str | None:
+        return f"between {p[0]} and {p[1]}" if isinstance(p, list) and len(p) == 2 else None
+
+    start = pair(rec.get("from_between")) or str(rec.get("from") or "?")
+    end = pair(rec.get("to_between"))
+    if rec.get("complete") is False:
+        end = f"{end or rec.get('to') or '?'} (cut short: the input ended)"
+    elif end is not None:
+        end = f"stopped {end}"
+    elif rec.get("level") is False:
+        end = f"stopped outside a door zone past {rec.get('to') or '?'}"
+    else:
+        end = str(rec.get("to") or "?")
+    return f"{start} {arrow} {end}"
+
+
+def trip_figures(rec: dict[str, Any]) -> str:
+    """The ride-quality figures of a trip; those of an emergency stop said to be that."""
+    def f(key: str) -> float:
+        v = rec.get(key)
+        return float(v) if isinstance(v, int | float) else 0.0
+
+    if rec.get("emergency_stop"):
+        figs = (f"EMERGENCY STOP: d_max {f('d_max'):.2f} m/s², jerk {f('jerk_max'):.2f} m/s³ "
+                "(a fault stop, not ride quality)")
+        if rec.get("v_max") is not None:
+            figs = f"{f('distance_m'):.1f} m, v_max {f('v_max'):.2f} m/s, " + figs
+        return figs
+    if rec.get("v_max") is None:
+        return ""
+    return (f"{f('distance_m'):.1f} m, v_max {f('v_max'):.2f} m/s, "
+            f"a_max {f('a_max'):.2f} m/s², jerk {f('jerk_max'):.2f} m/s³")
+
+
 def describe(rec: dict[str, Any]) -> str:
     """One line for a person reading the replay."""
     t = _mmss(float(rec.get("t", 0.0)))
@@ -91,11 +129,8 @@ def describe(rec: dict[str, Any]) -> str:
         dur = f" after {rec['duration_s']:.1f} s" if "duration_s" in rec else ""
         return f"{t}  EVENT {what}{where}{dur} [{rec.get('sev', '')}]"
     if rec["type"] == "trip":
-        figs = ""
-        if rec.get("v_max") is not None:
-            figs = (f": {rec.get('distance_m', 0):.1f} m, v_max {rec['v_max']:.2f} m/s, "
-                    f"a_max {rec.get('a_max', 0):.2f} m/s², jerk {rec.get('jerk_max', 0):.2f} m/s³")
-        return f"{t}  trip {rec.get('from')} -> {rec.get('to')}{figs}"
+        figs = trip_figures(rec)
+        return f"{t}  trip {trip_route(rec)}{': ' + figs if figs else ''}"
     if rec["type"] == "door":
         def s(v: Any) -> str:
             return "-" if v is None else f"{v:.1f} s"

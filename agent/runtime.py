@@ -335,6 +335,8 @@ class Agent:
         """Pipeline outputs → messages → the write queue (written by ``_write``)."""
         for rec in outs:
             typ = rec.get("type")
+            if self.factory.replay and typ == "event":  # the journal and ledger keep it
+                rec = self.factory.mark_replayed(rec)
             if typ == "event":
                 self._queue("event", self.factory.event(rec))
                 if rec.get("sev") == "alarm" and rec.get("state") == "raised":
@@ -723,6 +725,8 @@ class Agent:
                 gc.collect()
                 gc.freeze()
                 self._trace_start_ms = _trace_start_ms(self.source.header.start)
+                # a re-run never looks live: every message marked, on the trace's clock
+                self.factory.replay_from(self._trace_start_ms, self.source_now)
             elif hasattr(self.source, "start"):
                 # the drivers must be open before the pipeline is built: the accelerometer's
                 # real rate and scale (the trace header's ``accel``) come from the chip

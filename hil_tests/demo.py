@@ -6,15 +6,19 @@
 Starts a local Mosquitto on loopback, the software HIL rig (a simulated lift playing
 its controller over Modbus RTU on a pseudo-terminal, and its inputs and accelerometer
 through the simulation feed), the real ``liftwatch run`` agent, and a console view of
-what the platform receives: a live status line, events, trips with their ride-quality
-figures. The story: ordinary trips, a passenger trapped between floors, the command
-centre acknowledges the alarm, the rescue. Ends with a summary.
+what the platform receives: a live status line (the speed while the car moves: the
+demo's agent sends a status every second), events, trips with their ride-quality
+figures. The story: ordinary trips, a passenger trapped between floors (the trip shown
+as stopped between two landings, its figures as an emergency stop's), the command
+centre acknowledges the alarm (named), the rescue (a relevel from between the landings).
+Ends with a summary. ``liftwatch demo`` runs this file.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import tempfile
 import time
@@ -30,6 +34,69 @@ from scenarios import story  # noqa: E402
 
 DOOR = {0: "?", 1: "closing", 2: "closed", 3: "opening", 4: "open", 5: "locked", 6: "ajar"}
 DIR = {0: " ", 1: "↑", 2: "↓"}
+#: the demo's agent sends a status every second (a field terminal: on change and every
+#: 60 s), so that the live line follows the car's speed while it moves
+DEMO_HEARTBEAT_S = 1
+
+
+def _between(pair: Any) -> str | None:
+    return f"between {pair[0]} and {pair[1]}" if isinstance(pair, list) and len(pair) == 2 \
+        else None
+
+
+def trip_text(p: dict[str, Any]) -> str:
+    """A trip message as the operator reads it: where from and to (a stop between floors
+    and the relevel from there said so), then its figures; an emergency stop's figures
+    are not ride quality and are shown as what they are."""
+    start = _between(p.get("from_between")) or str(p.get("from"))
+    end = _between(p.get("to_between"))
+    end = f"stopped {end}" if end else str(p.get("to"))
+    figs = ""
+    if p.get("emergency_stop"):
+        figs = (f"  {p.get('distance_m', 0):5.1f} m  EMERGENCY STOP: d_max "
+                f"{p.get('d_max') or 0:.2f} m/s²  jerk {p.get('jerk_max') or 0:.2f} m/s³ "
+                "(a fault stop, not ride quality)")
+    elif p.get("v_max") is not None:
+        figs = (f"  {p.get('distance_m', 0):5.1f} m  v_max {p['v_max']:.2f} m/s  "
+                f"a_max {p.get('a_max', 0):.2f} m/s²  jerk {p.get('jerk_max', 0):.2f}"
+                f" m/s³  vib z {(p.get('vib_pp_max') or {}).get('z') or 0:.2f} m/s²")
+    return f"trip  {start} → {end}{figs}"
+
+
+def command_text(p: dict[str, Any], codes: dict[str, str]) -> str:
+    """A command of the command centre; an ``ack`` names the alarm it acknowledges."""
+    args = p.get("args") if isinstance(p.get("args"), dict) else {}
+    if p.get("op") == "ack":
+        eid = str(args.get("eid"))
+        return f"command centre acknowledges the {codes.get(eid, 'unknown')} alarm (eid {eid})"
+    return f"command centre: {p.get('op')} {args}"
+
+
+def live_line(s: dict[str, Any], between: list[str] | None = None) -> str:
+    """The status as one line: the speed and direction while moving; stopped, at a floor
+    or outside a door zone (between the landings the last trip stopped between)."""
+    floor = "?" if s.get("floor") is None else str(s.get("floor"))
+    if s.get("run"):
+        speed = s.get("speed")
+        where = (f"floor {floor} {DIR.get(s.get('dir'), ' ')} "
+                 f"{'?' if speed is None else f'{speed:4.2f}'} m/s")
+    elif s.get("zone") == 0:
+        where = f"stopped outside a door zone, {_between(between) or 'past ' + floor}"
+    else:
+        where = f"floor {floor}  stopped"
+    return (f"   [{s.get('src', '')}] {where}  door {DOOR.get(s.get('door'), '?')}"
+            f"  person {'yes' if s.get('person') else 'no'}")
+
+
+class DemoRig(SoftRig):
+    """The soft rig, its agent sending a status every DEMO_HEARTBEAT_S."""
+
+    def _start_agent(self) -> None:
+        text = self.config_path.read_text()
+        line = re.compile(r"^heartbeat_s = .*$", re.M)
+        assert line.search(text), "the rig's config has no heartbeat_s to set"
+        self.config_path.write_text(line.sub(f"heartbeat_s = {DEMO_HEARTBEAT_S}", text))
+        super()._start_agent()
 
 
 class ConsoleView:
@@ -41,6 +108,8 @@ class ConsoleView:
         self.live = live and sys.stdout.isatty()
         self.seen = 0
         self.status: dict[str, Any] = {}
+        self.codes: dict[str, str] = {}  # eid -> code of the events seen
+        self.between: list[str] | None = None  # where the last trip stopped, if between
 
     def _clock(self, a: Arrival) -> str:
         s = a.t - self.t0
@@ -60,32 +129,28 @@ class ConsoleView:
             if kind == "status":
                 self.status = p
             elif kind == "event":
+                self.codes[str(p.get("eid"))] = str(p.get("code"))
                 sev = str(p.get("sev", "")).upper()
                 mark = "!!" if sev == "ALARM" and p.get("state") == "raised" else "  "
                 extra = f", after {p['duration_s']:.0f} s" if p.get("duration_s") else ""
                 rep = f" (repeat {p['repeat']})" if p.get("repeat") else ""
+                st = self.status
+                # the car stands between the landings the last trip stopped between
+                between = _between(self.between) \
+                    if not st.get("run") and st.get("zone") == 0 else None
+                where = between or f"at floor {p.get('floor')}"
                 self.line(f"{self._clock(a)} {mark} {sev:<7} {p.get('code')} "
-                          f"{p.get('state')} at floor {p.get('floor')}{extra}{rep}")
+                          f"{p.get('state')} {where}{extra}{rep}")
             elif kind == "trip":
-                figs = ""
-                if p.get("v_max") is not None:
-                    figs = (f"  {p.get('distance_m', 0):5.1f} m  v_max {p['v_max']:.2f} m/s  "
-                            f"a_max {p.get('a_max', 0):.2f} m/s²  jerk {p.get('jerk_max', 0):.2f}"
-                            f" m/s³  vib z {p.get('vib_pp_max', {}).get('z', 0):.2f} m/s²")
-                self.line(f"{self._clock(a)}    trip  {p.get('from')} → {p.get('to')}{figs}")
+                self.between = p.get("to_between")
+                self.line(f"{self._clock(a)}    {trip_text(p)}")
             elif kind == "cmd":
-                self.line(f"{self._clock(a)} >> command centre: {p.get('op')} "
-                          f"{p.get('args', {})}")
+                self.line(f"{self._clock(a)} >> {command_text(p, self.codes)}")
             elif kind == "online":
                 state = "online" if a.payload == 1 else "OFFLINE"
                 self.line(f"{self._clock(a)}    terminal {state}")
         if self.live and self.status:
-            s = self.status
-            sys.stdout.write(
-                f"\r\x1b[2K   [{s.get('src', '')}] floor {s.get('floor')} "
-                f"{DIR.get(s.get('dir'), '')}"
-                f" {s.get('speed', 0):4.2f} m/s  door {DOOR.get(s.get('door'), '?')}"
-                f"  person {'yes' if s.get('person') else 'no '}")
+            sys.stdout.write("\r\x1b[2K" + live_line(self.status, self.between))
             sys.stdout.flush()
 
 
@@ -103,7 +168,7 @@ async def main_async(quick: bool, workdir: Path) -> int:
     observer = Observer(broker.host, broker.port, "lift", LIFT_ID,
                         auto_ack_after_s=scn.ack_alarms_after_s)
     observer.start()
-    rig = SoftRig(workdir / "rig", scn, broker, transport="rtu")
+    rig = DemoRig(workdir / "rig", scn, broker, transport="rtu")
     (workdir / "rig").mkdir()
     view = ConsoleView(observer, time.monotonic(), live=True)
     try:

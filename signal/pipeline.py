@@ -293,7 +293,7 @@ class Pipeline:
         if "moving" in changed:
             if st.val["moving"]:
                 self._check_stuck(t)
-                self.trips.start(t, st.val["floor"])
+                self.trips.start(t, st.val["floor"], st.val["in_zone"])
                 self.rules.on_trip_start(t)
             else:
                 rec = self.trips.stop(t, st.val["floor"], st.last_dir, st.val["in_zone"])
@@ -367,9 +367,9 @@ class Pipeline:
             out.append(rec)
             self.stats.on_trip(rec)
             out += self.rules.on_trip(t, rec, self._stop_err)
-        rec = self.trips.stop(t, st.val["floor"], st.last_dir, st.val["in_zone"])
+        rec = self.trips.stop(t, st.val["floor"], st.last_dir, st.val["in_zone"],
+                              complete=False)
         if rec is not None:
-            rec["complete"] = False
             out.append(rec)
             self.stats.on_trip(rec)
         for d in self.doors.finish(t):

@@ -6,6 +6,14 @@ fused floor (controller floor, or the accelerometer's own floor count on a
 sensors-only terminal). With an accelerometer the ISO 18738-1 figures come from
 ``MotionTracker.end_trip``; without one, ``distance_m`` is the difference of the
 landing heights when both ends are known, so the statistics still add up.
+
+A trip that ends outside a door zone (``level`` false) did not arrive anywhere: it
+carries ``to_between``, the two landings the car stopped between (from the last landing
+passed and the direction; from the accelerometer's position when those do not say),
+and ``emergency_stop`` true: its deceleration and jerk are those of a fault stop, not
+ride quality. The next trip, starting outside a door zone from there (the rescue's
+relevel), carries ``from_between`` the same way; ``from``/``to`` stay the last landing
+passed, as the controller reports it.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ RIDE_KEYS = ("distance_m", "v_max", "a_max", "d_max", "a95", "d95", "jerk_max",
 class OpenTrip:
     t_start: float
     floor: str | None
+    between: list[str] | None = None  # started outside a door zone, between these
 
 
 class TripTracker:
@@ -36,18 +45,46 @@ class TripTracker:
         self.count = 0
         #: an exception the motion tracker raised (the pipeline then drops the tracker)
         self.failed: BaseException | None = None
+        #: where the last trip stopped outside a door zone: (its floor, the two landings)
+        self._stopped_between: tuple[str | None, list[str]] | None = None
 
-    def start(self, t: float, floor: str | None) -> None:
-        self.current = OpenTrip(t, floor)
+    def between(self, floor: str | None, direction: int) -> list[str] | None:
+        """The two landings (lower first) a car stopped outside a door zone is between:
+        the last landing passed (``floor``) and the next one in the direction of travel;
+        failing that, the accelerometer's position when it is known."""
+        labels = list(self.lift.landings)
+        if floor in labels and direction in (1, 2):
+            i = labels.index(floor)
+            j = i + 1 if direction == 1 else i - 1
+            if 0 <= j < len(labels):
+                return [labels[min(i, j)], labels[max(i, j)]]
+        m = self.motion
+        if m is None or not getattr(m, "position_known", False):
+            return None
+        pos, hs = float(m.position_m), list(self.lift.landing_heights_m)
+        for k in range(len(hs) - 1):
+            if hs[k] < pos < hs[k + 1]:
+                return [labels[k], labels[k + 1]]
+        return None
+
+    def start(self, t: float, floor: str | None, in_zone: bool | None = None) -> None:
+        between = None
+        if in_zone is False:
+            last = self._stopped_between
+            between = last[1] if last is not None and last[0] == floor else \
+                self.between(floor, 0)
+        self.current = OpenTrip(t, floor, between)
         if self.motion is not None:
             try:
                 self.motion.begin_trip(t)
             except Exception as exc:  # noqa: BLE001 - the trip is still recorded
                 self.failed = exc
 
-    def stop(self, t: float, floor: str | None, direction: int, level: bool | None
-             ) -> dict[str, Any] | None:
-        """Close the open trip; return its record (None when no trip was open)."""
+    def stop(self, t: float, floor: str | None, direction: int, level: bool | None,
+             complete: bool = True) -> dict[str, Any] | None:
+        """Close the open trip; return its record (None when no trip was open).
+        ``complete`` false: cut short by the end of input, the car maybe still moving
+        (where it was is said, but not that it stopped there)."""
         cur = self.current
         if cur is None:
             return None
@@ -57,8 +94,21 @@ class TripTracker:
                                "t_start": round(cur.t_start, 3), "t_end": round(t, 3),
                                "duration_s": round(t - cur.t_start, 3),
                                "dir": {1: "up", 2: "down"}.get(direction)}
+        if cur.between:
+            rec["from_between"] = cur.between
+        if level is not None:
+            self._stopped_between = None
         if level is False:
             rec["level"] = False
+            between = self.between(floor, direction)
+            if between:
+                rec["to_between"] = between
+            if complete:
+                rec["emergency_stop"] = True
+                if between:
+                    self._stopped_between = (floor, between)
+        if not complete:
+            rec["complete"] = False
         ride = None
         if self.motion is not None:
             try:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from liftwatch.agent.commands import OPS, CommandError, parse
+from liftwatch.agent.commands import MAX_PAYLOAD, OPS, CommandError, parse
 from liftwatch.agent.config import load_config
 from liftwatch.agent.messages import MessageFactory
 from liftwatch.agent.runtime import Agent
@@ -58,6 +58,29 @@ def test_refusal_keeps_the_command_id_when_there_is_one() -> None:
     with pytest.raises(CommandError) as ei:
         parse(b'{"id":"c7","op":"nope"}')
     assert getattr(ei.value, "cmd_id", None) == "c7"
+
+
+def _oversized(head: bytes) -> bytes:
+    """``head`` then an args object that takes the payload over the limit."""
+    filler = b'{"patch":{"uplink":{"x":"' + b"a" * (MAX_PAYLOAD + 10) + b'"}}}}'
+    return head + filler
+
+
+@pytest.mark.parametrize("head, cmd_id", [
+    (b'{"id":"big-1","op":"config_set","args":', "big-1"),
+    (b' { "op" : "config_set" , "id" : "big-\\u00e9" , "args":', "big-\u00e9"),
+    (b'{"op":"config_set","args":{"id":"nested"},"id":"late","x":', None),
+    (b'{"op":"config_set","args":', None),
+    (b'{"id":' + json.dumps("z" * 200).encode() + b',"op":"config_set","args":', None),
+])
+def test_an_oversized_command_is_refused_naming_its_id_when_the_first_bytes_hold_it(
+        head: bytes, cmd_id: str | None) -> None:
+    payload = _oversized(head)
+    assert len(payload) > MAX_PAYLOAD
+    with pytest.raises(CommandError) as ei:
+        parse(payload)
+    assert "too large" in str(ei.value) and str(len(payload)) in str(ei.value)
+    assert getattr(ei.value, "cmd_id", None) == cmd_id
 
 
 # ---------------------------------------------------------------- the agent as host
@@ -171,6 +194,15 @@ def test_200_malformed_commands_get_ok_false_and_change_nothing(host: Agent,
     after = state_of(host)
     assert after == before
     assert after["cfg"] is before["cfg"] and after["pipeline"] is before["pipeline"]
+
+
+def test_the_reply_to_an_oversized_command_names_it_and_says_too_large(host: Agent) -> None:
+    before = state_of(host)
+    cmd_id, ok, reason = handle(host, _oversized(b'{"id":"big-7","op":"config_set","args":'))
+    reply = host.factory.cmd_reply(cmd_id, ok, error=reason)
+    validate("cmd_reply", reply)
+    assert (reply["id"], reply["ok"]) == ("big-7", False) and "too large" in reply["error"]
+    assert state_of(host) == before
 
 
 def test_config_get_hides_secrets(host: Agent, tmp_path: Path) -> None:

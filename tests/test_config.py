@@ -264,9 +264,22 @@ def test_unreadable_files_are_clear_errors(tmp_path: Path) -> None:
     assert issue.expected == "UTF-8 text" and issue.line == 2 and issue.found == "byte 0xff"
 
 
-def test_empty_file_reports_every_missing_required_key(tmp_path: Path) -> None:
+def test_empty_file_reports_every_missing_required_key_and_section(tmp_path: Path) -> None:
     keys = {i.key for i in issues(write(tmp_path, "", "empty.toml"))}
-    assert {"terminal.lift_id", "uplink.broker", "lift.landings"} <= keys
+    assert keys == {"terminal.lift_id", "uplink.broker", "[lift]"}
+
+
+def test_a_missing_lift_section_is_named_as_missing(tmp_path: Path) -> None:
+    data = {k: v for k, v in BASE.items() if k != "lift"}
+    path = write(tmp_path, data, "nolift.toml")
+    found = issues(path)
+    assert [i.key for i in found] == ["[lift]"]
+    text = str(found[0])
+    assert text.startswith(f"{path}: [lift]: expected a section [lift] (the landings")
+    assert "the section is missing" in text and "found []" not in text
+    # a required key absent from a section that is there is still named as the key
+    data["lift"] = {"landing_heights_m": [0.0, 3.0]}
+    assert "lift.landings" in {i.key for i in issues(write(tmp_path, data, "nolabels.toml"))}
 
 
 # ------------------------------------------------------------------ files a config refers to

@@ -100,3 +100,37 @@ def test_finish_reports_a_door_cycle_still_open() -> None:
     assert d["complete"] is False and d["close_s"] is None and d["t_closed"] is None
     assert d["open_s"] == pytest.approx(3.0, abs=0.21)
     assert d["dwell_s"] == pytest.approx(7.0, abs=0.01)
+
+
+@pytest.mark.parametrize("sources", ["both", "controller"])
+def test_a_stall_between_floors_and_the_rescue_say_where_the_car_was(sources: str) -> None:
+    # up from 2 toward 4, stopped three quarters of the way: past 3, short of 4
+    lift = SynthLift(sources=sources, start="2")
+    lift.idle(2).stall_between_floors("4", fraction=0.75).idle(5).relevel("4").idle(3)
+    # and down: from 4 toward 1, stopped past 3, short of 2
+    lift.stall_between_floors("1", fraction=0.4).idle(5).relevel("2").idle(3)
+    stall, rescue, stall_down, rescue_down = trips(lift.run())
+    assert (stall["from"], stall["to"], stall["to_between"]) == ("2", "3", ["3", "4"])
+    assert stall["level"] is False and stall["emergency_stop"] is True
+    assert "from_between" not in stall
+    # the relevel starts where the stall left the car and ends level at a landing
+    assert (rescue["from_between"], rescue["to"]) == (["3", "4"], "4")
+    assert "to_between" not in rescue and "emergency_stop" not in rescue
+    assert "level" not in rescue
+    assert (stall_down["to_between"], stall_down["dir"]) == (["2", "3"], "down")
+    assert (rescue_down["from_between"], rescue_down["to"]) == (["2", "3"], "2")
+
+
+def test_a_trip_cut_by_the_end_of_input_is_no_emergency_stop() -> None:
+    lift = SynthLift(sources="both")
+    lift.idle(1).set(run=1).ctl_set(run=1, dir=1, zone=0).set(zone_up=0, zone_down=0).idle(3)
+    (t,) = trips(lift.run())
+    assert t["complete"] is False and t["level"] is False
+    assert t["to_between"] == ["1", "2"] and "emergency_stop" not in t
+
+
+def test_ordinary_trips_carry_no_stop_marks() -> None:
+    lift = SynthLift(sources="both")
+    lift.idle(2).trip("4").idle(3)
+    (t,) = trips(lift.run())
+    assert not {"level", "to_between", "from_between", "emergency_stop"} & set(t)

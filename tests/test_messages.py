@@ -85,6 +85,54 @@ def test_every_message_kind_validates_against_its_schema() -> None:
     assert set(messages.KINDS) == set(built)
 
 
+def test_a_replay_marks_every_message_and_stamps_it_on_the_traces_clock() -> None:
+    f = make()
+    live = f.event(ev())
+    assert "replay" not in live and "replay" not in f.cmd_reply("c", True, 1)
+    trace_now = [100.0]
+    start_ms = 1795478340000
+    f.replay_from(start_ms, lambda: trace_now[0])
+    status = f.status({"mode": None, "run": 0, "dir": 0, "floor": "1", "door": 2,
+                       "src": "sen"})
+    built = {"status": status, "event": f.event(ev()), "trip": f.trip(TRIP),
+             "stats": f.stats(STATS), "health": f.health(HEALTH),
+             "cmd_reply": f.cmd_reply("c1", False, error="x")}
+    for kind, msg in built.items():
+        validate(kind, msg)
+        assert msg["replay"] is True and msg["tq"] == 0, kind
+    assert status["mode"] == messages.MODE_UNKNOWN  # no controller: "unknown", not null
+    # events and trips at their decision's trace time, the others at the trace's now
+    assert built["event"]["ts"] == start_ms + 57_250 and built["trip"]["ts"] == start_ms + 80_100
+    assert built["status"]["ts"] == built["health"]["ts"] == start_ms + 100_000
+    # a repeat is stamped when it is sent
+    trace_now[0] = 160.0
+    assert f.event(ev(), repeat=1)["ts"] == start_ms + 160_000
+    # what outlives the run (journal, alarm ledger) is marked: a later live run that
+    # repeats a replayed alarm still sends it marked
+    kept = f.mark_replayed(ev())
+    assert kept["replay"] is True and kept["ts"] == start_ms + 57_250
+    later = make()
+    assert later.event(kept, repeat=3)["replay"] is True
+    validate("event", later.event(kept, repeat=3))
+    # the schemas know the mark as true only
+    with pytest.raises(jsonschema.ValidationError):
+        validate("event", {**live, "replay": False})
+
+
+def test_a_stop_between_floors_and_the_relevel_travel_in_the_trip_message() -> None:
+    f = make()
+    stall = f.trip({**TRIP, "to": "2", "level": False, "to_between": ["2", "3"],
+                    "emergency_stop": True, "jerk_max": 24.9})
+    rescue = f.trip({**TRIP, "from": "2", "to": "3", "from_between": ["2", "3"]})
+    validate("trip", stall)
+    validate("trip", rescue)
+    assert (stall["to_between"], stall["emergency_stop"]) == (["2", "3"], True)
+    assert rescue["from_between"] == ["2", "3"] and "emergency_stop" not in rescue
+    for bad in ({**stall, "to_between": ["2"]}, {**stall, "emergency_stop": False}):
+        with pytest.raises(jsonschema.ValidationError):
+            validate("trip", bad)
+
+
 def test_schemas_reject_what_the_spec_forbids() -> None:
     f = make()
     bad_event = f.event(ev())

@@ -77,6 +77,22 @@ def test_png_of_a_trip_has_the_asked_size_and_is_drawn(first_minute: Path, tmp_p
     assert f"trip 1 ({FIRST['from']} -> {FIRST['to']}" in r.stdout
 
 
+def test_a_jpg_name_gives_a_jpeg_and_another_extension_is_refused(first_minute: Path,
+                                                                   tmp_path: Path, cli) -> None:
+    from PIL import Image
+
+    out = tmp_path / "trip1.jpg"
+    r = cli(str(first_minute), "--trip", "1", "--out", str(out), "--size", "400x300")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG's SOI marker, not a PNG
+    with Image.open(out) as img:
+        assert (img.format, img.size) == ("JPEG", (400, 300))
+    for name in ("trip1.gif", "trip1"):
+        r = cli(str(first_minute), "--trip", "1", "--out", str(tmp_path / name))
+        assert r.returncode == 2 and not (tmp_path / name).exists()
+        assert "the extension must be .png, .jpg, .jpeg (PNG or JPEG)" in r.stderr
+
+
 def test_curves_agree_with_the_pipelines_iso_figures(first_minute: Path) -> None:
     trip, records, accel = plot.find_trip(first_minute, 1)
     s = plot.trip_series(trip, records, accel, None, 1)

@@ -27,10 +27,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker
-from liftwatch.agent.config import load_config
+from liftwatch.agent.config import TerminalConfig, load_config
 from liftwatch.agent.outbox_view import snapshot
 from liftwatch.agent.runtime import STALL_S, Agent
 from liftwatch.agent.timebase import ClockState, Timebase
+from liftwatch.agent.trace_source import TraceSource
 from liftwatch.drivers.trace import Record, TraceReader, TraceWriter
 from test_runtime_trace import (
     CUT_FROM,
@@ -348,6 +349,35 @@ def _decided(obs: Observer) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+class LiveFromTrace(TraceSource):
+    """The trace played as a live source (the Agent's ``source`` seam, not ``--trace``):
+    a run from a trace is a replay, marked and stamped on the trace's clock (issue 13),
+    while this test is about a live terminal whose wall clock steps."""
+
+    @property
+    def controller_present(self) -> bool:
+        return self.header.controller_present
+
+    def accel_header(self) -> dict[str, Any] | None:
+        return self.header.accel or None
+
+
+def live_config(d: Path, port: int, trace: Path) -> TerminalConfig:
+    """write_config's terminal with the lift of ``trace``'s header (a live source has no
+    header for the pipeline to take the lift from)."""
+    path = write_config(d, port)
+    with TraceReader(trace) as r:
+        lift = r.header.lift
+    assert lift is not None
+    text = path.read_text().replace(
+        'landings = ["1", "2"]\nlanding_heights_m = [0.0, 3.0]\n',
+        f"landings = {json.dumps(lift['landings'])}\n"
+        f"landing_heights_m = {json.dumps(lift['landing_heights_m'])}\n"
+        f"rated_speed = {lift['rated_speed']}\ndoor_zone_m = {lift['door_zone_m']}\n")
+    path.write_text(text)
+    return load_config(path)
+
+
 def _seq(msg: dict[str, Any]) -> int:
     return int(str(msg["id"]).rsplit("-", 1)[1])
 
@@ -359,10 +389,11 @@ def test_a_clock_step_of_an_hour_leaves_detection_alone_and_tq_right(
     for d in ("ref", "field"):
         (tmp_path / d).mkdir()
     # the reference: a clock synchronised all along
-    ref_cfg = load_config(write_config(tmp_path / "ref", broker.port))
+    ref_cfg = live_config(tmp_path / "ref", broker.port, entrapment_cut)
     ref_obs = TimedObserver(broker.port, client_id="ref-observer")
     steady = Timebase(probe=lambda: ClockState(True, 0, 0, 0, 0), probe_interval_s=0.0)
-    ref = Agent(ref_cfg, trace=entrapment_cut, speed=speed, drain_s=5.0, timebase=steady)
+    ref = Agent(ref_cfg, source=LiveFromTrace(entrapment_cut, speed=speed), drain_s=5.0,
+                timebase=steady)
     assert asyncio.run(ref.run()) == 0
     ref_obs.close()
     want = _decided(ref_obs)
@@ -383,8 +414,9 @@ def test_a_clock_step_of_an_hour_leaves_detection_alone_and_tq_right(
     broker.stop()
     clock = SteppedClock(sync_at=0.8, back_at=5.5)
     tb = Timebase(probe=clock.probe, probe_interval_s=0.0, wall=clock.wall)
-    cfg = load_config(write_config(tmp_path / "field", broker.port))
-    agent = Agent(cfg, trace=entrapment_cut, speed=speed, drain_s=5.0, timebase=tb)
+    cfg = live_config(tmp_path / "field", broker.port, entrapment_cut)
+    agent = Agent(cfg, source=LiveFromTrace(entrapment_cut, speed=speed), drain_s=5.0,
+                  timebase=tb)
 
     async def main() -> int:
         async def platform_back() -> None:

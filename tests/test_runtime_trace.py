@@ -1,7 +1,7 @@
 """``liftwatch run --trace`` end to end against a real Mosquitto: the messages that reach
 the broker are the ones the pipeline decides in replay of the same trace, every one
-valid against its schema; SIGTERM stops within 5 s with ``online`` 0; commands work
-over the broker."""
+valid against its schema and marked as replayed on the trace's clock (a live run's are
+not); SIGTERM stops within 5 s with ``online`` 0; commands work over the broker."""
 
 from __future__ import annotations
 
@@ -107,8 +107,22 @@ def test_run_trace_delivers_what_replay_decides(broker: Broker, tmp_path: Path,
         kind = kind_of_topic(m.topic)
         if kind is not None:
             validate(kind, m.json())
+    # a re-run never looks live (issue 13): every message is marked as replayed and
+    # stamped on the trace's own clock (tq 0), not on the wall clock of the re-run
+    bodies = [m.json() for m in got if kind_of_topic(m.topic) is not None]
+    assert bodies and all(b.get("replay") is True and b["tq"] == 0 for b in bodies)
+    trace_end_ms = CUT_START_MS + 140_000
+    assert all(CUT_START_MS <= b["ts"] <= trace_end_ms for b in bodies)
     events = [m.json() for m in got if m.topic == f"lift/{LIFT}/event"]
     trips = [m.json() for m in got if m.topic == f"lift/{LIFT}/trip"]
+    # events and trips: stamped at the trace time of their decision, which replay gives
+    # within the next record (a timer decided on the tick, the trace's now, never runs
+    # past a record not yet fed; the records here are at most 1 s apart)
+    want = [CUT_START_MS + x["t"] * 1000 for k in ("event", "trip") for x in expected
+            if x["type"] == k]
+    got_ts = [m["ts"] for m in events + trips]
+    assert len(got_ts) == len(want)
+    assert all(abs(a - b) <= 1000 for a, b in zip(got_ts, want, strict=True)), (got_ts, want)
     assert [(e["code"], e["state"]) for e in events] == codes
     # eids pair raises and clears exactly as the pipeline's ids do (prefixed by boot)
     want_pairs = [(x["code"], x["id"]) for x in expected if x["type"] == "event"]
@@ -182,6 +196,7 @@ def test_commands_over_the_broker(broker: Broker, tmp_path: Path,
         replies = {x.json()["id"]: x.json() for x in obs.got if x.topic.endswith("/cmd/reply")}
         for rep in replies.values():
             validate("cmd_reply", rep)
+            assert rep["replay"] is True  # the replies of a trace run are marked too
         assert replies["a"]["ok"] and replies["a"]["result"]["terminal"]["lift_id"] == LIFT
         assert not replies[None]["ok"] and "JSON" in replies[None]["error"]
         assert not replies["b"]["ok"] and "unknown op" in replies["b"]["error"]
@@ -200,6 +215,69 @@ def test_commands_over_the_broker(broker: Broker, tmp_path: Path,
     assert "entrap_level_s = 50" in text
     assert (cfg.parent / "terminal.toml.prev").read_bytes() == before
     assert not (tmp_path / "data" / "config_set.pending").exists()
+    obs.close()
+
+
+LIVE_SIMULATED = """[terminal]
+lift_id = "{lift}"
+
+[lift]
+landings = ["1", "2"]
+landing_heights_m = [0.0, 3.0]
+
+[inputs]
+backend = "simulated"
+sim_feed = "{feed}"
+
+[inputs.door_closed]
+pin = "D17"
+
+[accel]
+chip = "adxl345"
+backend = "simulated"
+sim_feed = "{feed}"
+
+[controller]
+enabled = false
+
+[uplink]
+broker = "127.0.0.1"
+port = {port}
+tls = false
+
+[storage]
+data_dir = "{data}"
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_live_run_on_simulated_backends_is_not_marked_replayed(broker: Broker,
+                                                                 tmp_path: Path) -> None:
+    obs = Observer(broker.port)
+    cfg = tmp_path / "live.toml"
+    cfg.write_text(LIVE_SIMULATED.format(lift=LIFT, feed=tmp_path / "feed", port=broker.port,
+                                         data=tmp_path / "data"))
+    p = subprocess.Popen(liftwatch("run", "--config", str(cfg)), stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert obs.wait_for(lambda g: {"status", "health"} <= {kind_of_topic(x.topic)
+                                                               for x in g}, 20)
+        obs.publish(f"lift/{LIFT}/cmd", b'{"id":"t","op":"self_test"}')
+        assert obs.wait_for(lambda g: any(x.topic.endswith("/cmd/reply") for x in g)
+                            and any(x.topic.endswith("/event") for x in g), 15)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    bodies = [(kind_of_topic(m.topic), m.json()) for m in obs.got
+              if kind_of_topic(m.topic) is not None]
+    assert {"status", "health", "event", "cmd_reply"} <= {k for k, _ in bodies}
+    for kind, body in bodies:
+        validate(kind, body)
+        assert "replay" not in body
+    # stamped on this machine's clock, now
+    assert all(abs(b["ts"] - time.time() * 1000) < 60_000 for _, b in bodies)
     obs.close()
 
 

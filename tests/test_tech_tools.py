@@ -239,25 +239,40 @@ def test_events_filters_and_exports(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 0 and "no event journal" in out
     now_ms = int(time.time() * 1000)
     j = EventJournal(tmp_path / "data" / "journal", 100)
-    j.add({"type": "event", "code": "entrapment", "state": "raised", "id": "b1-1",
-           "sev": "critical", "floor": "2", "ts": now_ms - 7_200_000})
-    j.add({"type": "event", "code": "door_fault", "state": "raised", "id": "b1-2",
-           "sev": "major", "ts": now_ms - 60_000, "detail": {"reopens": 4}})
-    j.add({"type": "event", "code": "entrapment", "state": "cleared", "id": "b1-1",
-           "sev": "critical", "duration_s": 312.5, "ts": now_ms - 30_000})
+    j.add({"type": "event", "code": "entrapment_nonlevel", "state": "raised", "id": "b1-1",
+           "sev": "alarm", "floor": "2", "ts": now_ms - 7_200_000})
+    j.add({"type": "event", "code": "door_reopen_repeated", "state": "raised", "id": "b1-2",
+           "sev": "fault", "ts": now_ms - 60_000, "detail": {"reopens": 4}})
+    j.add({"type": "event", "code": "entrapment_nonlevel", "state": "cleared", "id": "b1-1",
+           "sev": "alarm", "duration_s": 312.5, "ts": now_ms - 30_000})
+    j.add({"type": "event", "code": "entrapment_level", "state": "raised", "id": "b1-3",
+           "sev": "alarm", "floor": "1", "ts": now_ms - 20_000, "replay": True})
     j.close()
     code, out, _ = cli(capsys, "events", "--config", str(path))
-    assert code == 0 and out.strip().endswith("3 event(s)")
+    assert code == 0 and out.strip().endswith("4 event(s)")
     assert "after 312.5 s" in out and '{"reopens":4}' in out
+    lines = out.splitlines()
+    assert [ln for ln in lines if "REPLAYED from a trace" in ln] == \
+        [ln for ln in lines if "entrapment_level" in ln]
     code, out, _ = cli(capsys, "events", "--config", str(path), "--code", "entrapment",
                        "--since", "1h")
-    assert out.strip().splitlines()[-1].startswith("1 event(s) of code entrapment since")
-    assert "cleared" in out and "raised" not in out
+    # a prefix: both entrapment codes
+    assert out.strip().splitlines()[-1].startswith(
+        "2 event(s) of code entrapment_level, entrapment_nonlevel since")
+    assert "cleared" in out and "entrapment_level" in out and "door_reopen" not in out
+    code, out, _ = cli(capsys, "events", "--config", str(path), "--code",
+                       "entrapment_nonlevel", "--limit", "1")
+    assert code == 0 and "cleared" in out and "entrapment_level " not in out
+    assert out.strip().splitlines()[-1] == "1 event(s) of code entrapment_nonlevel"
+    # a code that is none of the catalogue's: an error naming them, not "0 event(s)"
+    code, out, err = cli(capsys, "events", "--config", str(path), "--code", "entrapped")
+    assert code == 2 and out == ""
+    assert "no event code is or starts with 'entrapped'" in err and "alarm_button" in err
     export = tmp_path / "events.jsonl"
     code, out, _ = cli(capsys, "events", "--config", str(path), "--code", "entrapment",
                        "--export", str(export))
     rows = [json.loads(ln) for ln in export.read_text().splitlines()]
-    assert code == 0 and [r["state"] for r in rows] == ["raised", "cleared"]
+    assert code == 0 and [r["state"] for r in rows] == ["raised", "cleared", "raised"]
     assert rows[0]["ts"] == now_ms - 7_200_000
     code, _, err = cli(capsys, "events", "--config", str(path), "--since", "yesterday")
     assert code == 2 and "--since: expected an ISO time" in err
