@@ -91,6 +91,11 @@ class DoorTracker:
         """Take the current door inputs; return the door records of cycles that ended."""
         out: list[dict[str, Any]] = []
         use_ctl = ctl_door is not None
+        if self.cycle is not None and floor is not None and not moving:
+            # A sensors-only terminal names the arrival floor only once its motion
+            # tracker has booked the stop, after the door began to open: the floor known
+            # while the car stands is the stop's, not the one the car left.
+            self.cycle.floor = floor
         # --- controller door state
         if use_ctl and ctl_door != self._ctl:
             d = ctl_door

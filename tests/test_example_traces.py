@@ -106,6 +106,19 @@ def test_sensor_only_trip_floors_are_the_trackers_after_the_stop() -> None:
                                                     want["trips"][-1]["to"])
 
 
+def test_sensor_only_door_cycles_are_named_for_the_stop_they_belong_to() -> None:
+    """Without a controller the arrival floor is known only after the door began to
+    open: the cycle is still the stop's, never the floor the car left."""
+    want = truth("sensor_only_entrapment_level")
+    out = replay("sensor_only_entrapment_level")
+    doors = of_type(out, "door")
+    assert len(doors) == len(want["door_cycles"])
+    named = [(d["floor"], w["floor"]) for d, w in zip(doors, want["door_cycles"], strict=True)
+             if d["floor"] is not None]
+    assert len(named) >= len(doors) - 1  # only the first stop's floor may be unknown
+    assert all(got == w for got, w in named), named
+
+
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_committed_trace_is_what_make_traces_makes(name: str) -> None:
     """hil_tests/make_traces.py regenerates the committed trace and its truth: the same
