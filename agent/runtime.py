@@ -798,7 +798,13 @@ class Agent:
         except (ConfigError, OSError) as exc:
             healthy, why = False, str(exc).splitlines()[0]
         if not healthy:
-            atomic_write_bytes(path, old_bytes)
+            try:
+                atomic_write_bytes(path, old_bytes)
+            except OSError as exc:  # the marker stays: the next start restores FILE.prev
+                self.disk.failed("config file", exc, path)
+                raise CommandError(f"not healthy ({why}), and the previous file cannot be "
+                                   f"written back ({errno_name(exc)}): it is restored at "
+                                   "the next start") from None
             with contextlib.suppress(ConfigError):
                 self._apply(load_config(path))
             marker.unlink(missing_ok=True)
@@ -872,7 +878,14 @@ class Agent:
             return
         prev = self.cfg.path.with_name(self.cfg.path.name + ".prev")
         if prev.exists():
-            atomic_write_bytes(self.cfg.path, prev.read_bytes())
+            try:
+                atomic_write_bytes(self.cfg.path, prev.read_bytes())
+            except OSError as exc:  # restarting would not help: stay, and try next start
+                self.disk.failed("config file", exc, self.cfg.path)
+                log.error("remote config change not healthy (%s), and the previous config "
+                          "cannot be written back (%s): running on, restored at the next "
+                          "start", why, errno_name(exc))
+                return
         marker.unlink(missing_ok=True)
         log.error("remote config change not healthy (%s): previous config restored; "
                   "exiting to restart on it", why)

@@ -8,6 +8,7 @@ by a file written until ENOSPC, and freed by deleting that file. Nothing is mock
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import SHARED_TRACES, Broker
+from liftwatch.agent.commands import CommandError
 from liftwatch.agent.config import load_config
 from liftwatch.agent.diskfault import DiskFault
 from liftwatch.agent.messages import MessageFactory, dumps, lane_of
@@ -97,6 +99,28 @@ def test_ledger_and_journal_keep_what_the_full_disk_refuses(small_disk: Path) ->
         [1, 4, 5, 6, 7, 8]
 
 
+def test_a_read_only_disk_is_the_same_fault_class(small_disk: Path) -> None:
+    """EROFS (a file system remounted read-only after an I/O error): kept, then written.
+    (The outbox keeps its files open for writing, so it cannot be on a disk remounted
+    read-only under it; its appends fail on any OSError alike, see test_outbox.py.)"""
+    ledger = AlarmLedger(small_disk / "alarms.json")
+    journal = EventJournal(small_disk / "journal", 100)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        with pytest.raises(AlarmLedgerWriteError) as err:
+            ledger.add("e1", "lift/x/event", b"{}", 1.0)
+        assert err.value.errno == errno.EROFS and ledger.get("e1") is not None
+        with pytest.raises(JournalWriteError) as jerr:
+            journal.add({"code": "a", "ts": 1})
+        assert jerr.value.errno == errno.EROFS and journal.pending == 1
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert ledger.sync() and journal.sync() == 1
+    journal.close()
+    ledger.close()
+    assert AlarmLedger(small_disk / "alarms.json").get("e1") is not None
+
+
 def test_disk_fault_is_logged_once_summed_up_and_its_end_said(
         caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
@@ -168,6 +192,21 @@ def test_a_full_disk_at_start_gives_a_unique_boot_not_an_exit(tmp_path: Path,
     # never a number the counter gave or will give, nor the same twice
     assert all(b >= 10**12 for b in boots) and boots[0] != boots[1]
     assert (small_disk / "boot").read_text() == "1\n"
+
+
+def test_config_set_on_a_full_disk_changes_nothing_and_says_why(small_disk: Path) -> None:
+    cfg_path = write_config(small_disk, 1883)  # the config file on the full disk too
+    before = cfg_path.read_bytes()
+    agent = Agent(load_config(cfg_path))
+    try:
+        fill(small_disk)
+        with pytest.raises(CommandError, match=r"cannot be written \(ENOSPC\); nothing changed"):
+            asyncio.run(agent.config_set({"uplink": {"heartbeat_s": 30.0}}))
+        assert cfg_path.read_bytes() == before and agent.cfg.uplink.heartbeat_s == 60.0
+        assert not (agent.data_dir / "config_set.pending").exists()
+        assert "config file" in agent.disk.what
+    finally:
+        agent._close()
 
 
 def liftwatch(*args: str) -> list[str]:
