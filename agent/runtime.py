@@ -990,6 +990,13 @@ class Agent:
         self.executor.shutdown(wait=True)
         self.outbox.close()
         self.notifier.close()
+        if self.ledger.unsaved:
+            try:
+                self.ledger.sync()
+            except OSError as exc:
+                log.error("alarm ledger not saved at exit (%s): the %d alarm(s) waiting for "
+                          "their ack are repeated after the restart as last saved",
+                          errno_name(exc), self.ledger.pending)
         with contextlib.suppress(Exception):
             self.ledger.close()
         if self.journal is not None:

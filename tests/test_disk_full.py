@@ -54,10 +54,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(d: Path) -> Path:
-    """Write a file until the disk is full; ENOSPC must be what stops it."""
+    """Write (or extend) a file until the disk is full; ENOSPC must be what stops it."""
     path = d / "filler"
     chunk = b"\0" * 4096
-    with open(path, "wb", buffering=0) as fh:
+    with open(path, "ab", buffering=0) as fh:
         try:
             while True:
                 fh.write(chunk)
@@ -242,7 +242,7 @@ def test_run_on_a_full_disk_keeps_its_duties_and_writes_what_it_kept(
     broker.proc = None
 
     proc = subprocess.Popen(liftwatch("run", "--config", str(cfg), "--trace", str(trace),
-                                      "--speed", "10", "--drain-s", "10"),
+                                      "--speed", "8", "--drain-s", "10"),
                             stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     running = threading.Event()
@@ -272,6 +272,7 @@ def test_run_on_a_full_disk_keeps_its_duties_and_writes_what_it_kept(
         earlier_ids = {m["id"] for m in earlier}
         assert obs.wait_for(lambda g: earlier_ids <= {e["id"] for e in events()}, 10), \
             "\n".join(lines)
+        fill(small_disk)  # what their acks freed (a deleted segment) is taken too
         # health names the fault (asked for by snapshot: the disk is full at once, but
         # the first write to fail may wait for the slack of a file's last page to fill)
         for i in range(8):
