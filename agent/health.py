@@ -77,6 +77,19 @@ def outbox_view(stats: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def disk_view(fault: dict[str, Any] | None, unstored: int, dropped: int) -> dict[str, Any] | None:
+    """``disk`` of the health message: the disk fault under way (``error`` errno name,
+    ``since`` UTC ms, ``count`` failed writes, ``parts`` hit), the messages waiting in
+    memory for the disk (``unstored``) and those dropped from memory since the start
+    (``dropped``, never alarms). None when there is nothing to report."""
+    out = dict(fault or {})
+    if fault or unstored:
+        out["unstored"] = unstored
+    if dropped:
+        out["dropped"] = dropped
+    return out or None
+
+
 def sensors_view(pipeline_health: dict[str, Any]) -> dict[str, Any]:
     """``sensors`` from ``Pipeline.health()``: how many inputs are wired, the ones found
     faulty by name (every other one is healthy), the accelerometer's state; the
@@ -101,12 +114,14 @@ def sensors_view(pipeline_health: dict[str, Any]) -> dict[str, Any]:
 
 
 def assess(body: dict[str, Any], stalled: list[str], write_errors: int) -> tuple[str, list[str]]:
-    """(state, faults): fault when a loop stalls or messages cannot be stored; degraded
-    for a lost controller link, a sensor issue, little disk or an unsynchronised clock."""
+    """(state, faults): fault when a loop stalls or the data directory refuses writes
+    (``write_errors``: failed writes of the disk fault under way, 0 when there is none);
+    degraded for a lost controller link, a sensor issue, little disk or an
+    unsynchronised clock."""
     faults: list[str] = [f"loop_stalled:{name}" for name in stalled]
     sensors = body.get("sensors") or {}
     if write_errors:
-        faults.append("outbox_write_errors")
+        faults.append("disk_fault")
     degraded: list[str] = []
     ctl = body.get("ctl_link")
     if isinstance(ctl, dict) and ctl.get("ok") is False:

@@ -8,8 +8,23 @@ every ``heartbeat_s``),
 a UTC day of the source's clock has passed) and alarm repeats. Every ``event``,
 ``trip``, ``stats`` and ``health`` message is appended to the outbox before the
 uplink may publish it; appends run on the outbox worker thread (shared with the
-uplink), so acquisition never waits on an fsync. An append that fails (disk full)
-is kept in memory and retried every tick, counted, and reported in ``health``.
+uplink), so acquisition never waits on an fsync.
+
+A failing disk (ENOSPC, EIO, EROFS on the outbox, the alarm ledger or the event
+journal) is one fault (:mod:`liftwatch.agent.diskfault`): logged when it starts, summed
+up every 5 minutes, logged when it ends, and in ``health`` (``disk``, fault
+``disk_fault``) while it lasts. Every other duty of the tick goes on: detection,
+status, health, alarm repeats, and the uplink of what the outbox already holds. What
+cannot be written stays in memory and is written, in order, when the disk takes it
+again (tried every second): messages for the outbox (at most ``MAX_UNSTORED``; over
+that the oldest trips/health go first, then stats, then events; alarms are never
+dropped, and they are kept beyond the bound), the alarm ledger (its memory is the
+truth) and journal events (see :mod:`liftwatch.buffer.journal`). A message that could
+not be stored is published once straight away (QoS 1, alarms first) when the link is
+up, so an alarm or the health that reports the fault is not held back by the disk;
+once stored it goes out again from the outbox (a duplicate, same ``id``). Alarm
+repeats during a fault are published the same way and not kept (the ledger repeats
+them anyway). What is still in memory when the agent stops is lost, said in the log.
 
 Time: the pipeline runs on the source's clock (monotonic seconds live, trace seconds
 with ``--trace``); messages carry wall time and ``tq`` from the kernel's NTP state
@@ -58,6 +73,7 @@ import copy
 import gc
 import json
 import logging
+import secrets
 import signal
 import sys
 import time
@@ -76,15 +92,17 @@ from liftwatch.agent.config import (
     remote_keys,
     validate_dict,
 )
+from liftwatch.agent.diskfault import DiskFault, errno_name
 from liftwatch.agent.messages import MessageFactory, dumps, lane_of, next_boot, topic
 from liftwatch.agent.sdnotify import Notifier, watchdog_interval_s
 from liftwatch.agent.timebase import Timebase, sleep_on_grid
 from liftwatch.agent.tomltext import dump_toml
 from liftwatch.agent.uplink import Uplink, UplinkError
-from liftwatch.buffer.alarms import AlarmLedger
+from liftwatch.buffer.alarms import AlarmLedger, AlarmLedgerWriteError
 from liftwatch.buffer.atomic import atomic_write_bytes
 from liftwatch.buffer.baselines import BaselineStore
-from liftwatch.buffer.outbox import Outbox, OutboxError
+from liftwatch.buffer.journal import JournalWriteError
+from liftwatch.buffer.outbox import Outbox, OutboxError, OutboxWriteError
 from liftwatch.drivers.threadname import name_native_thread
 from liftwatch.drivers.trace import TraceError
 from liftwatch.signal.pipeline import Pipeline
@@ -105,6 +123,10 @@ LIVE_SILENCE_S = 0.5
 STALL_S = 5.0
 #: outputs waiting for the outbox before acquisition is made to wait (and counted)
 MAX_UNWRITTEN = 5000
+#: messages kept in memory while the disk refuses them (about 300 bytes each)
+MAX_UNSTORED = 10_000
+#: the order in which kept messages are dropped beyond MAX_UNSTORED (alarms never)
+UNSTORED_DROP_ORDER = ("record", "stats", "event")
 HEALTH_CHANGE_MIN_S = 10.0
 #: the health state (faults, stalled loops) is assessed this often between health
 #: messages, each time with a hop to the outbox thread for its figures; a change is
@@ -199,7 +221,8 @@ class Agent:
         self.prefix = cfg.uplink.topic_prefix
         self.started_mono = time.monotonic()
         self.timebase = timebase if timebase is not None else Timebase()
-        self.boot = next_boot(self.data_dir)
+        self.disk = DiskFault()
+        self.boot = self._boot_number()
         self.factory = MessageFactory(self.lift_id, self.boot, self.timebase, cfg.platform)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="lw-outbox",
                                            initializer=name_native_thread)
@@ -219,6 +242,8 @@ class Agent:
         self._last_repeat_check = -float("inf")
         self._writing = False
         self.write_errors = 0
+        self._published_unstored: set[int] = set()  # id() of payloads sent straight away
+        self.unstored_dropped = 0
         self.waited_for_outbox = 0
         self.heartbeats: dict[str, float] = {}
         self.notifier = Notifier()
@@ -239,6 +264,20 @@ class Agent:
         self.exit_code = 0
 
     # ------------------------------------------------------------------ set-up
+    def _boot_number(self) -> int:
+        """The boot counter (``next_boot``). A disk that refuses to save it must not keep
+        the lift unmonitored, nor may the next start reuse the number (message ids are
+        ``{terminal}-{boot}-{n}``: a reused id makes the platform drop a message as a
+        duplicate). So this run takes a random number far above any counter,
+        10^12 + [0, 10^12), unique without being saved."""
+        try:
+            return next_boot(self.data_dir)
+        except OSError as exc:
+            boot = 10**12 + secrets.randbelow(10**12)
+            self.disk.failed("boot counter", exc, Path(self.data_dir) / "boot")
+            log.error("boot counter not saved: this run is boot %d (random, unique)", boot)
+            return boot
+
     def _make_source(self) -> Any:
         if self._given_source is not None:
             return self._given_source
@@ -343,28 +382,34 @@ class Agent:
                     self._new_alarms.append(rec)
                 if self.journal is not None:
                     try:
-                        self.journal.add(rec)
+                        self.journal.add(rec, defer=self.disk.active)
+                    except JournalWriteError as exc:  # kept in memory by the journal
+                        self.disk.failed("event journal", exc)
                     except Exception as exc:
                         log.warning("event journal: %s", exc)
             elif typ == "trip":
                 self._queue("trip", self.factory.trip(rec))
             # door cycles are counted in stats; they are not messages of their own
 
-    async def _write(self) -> None:
+    async def _write(self, force: bool = False) -> None:
         """Append everything queued in one group commit; keep it for a retry on error.
 
         New alarms go into the alarm ledger first, then the outbox, then are marked
         sent: a crash in between leaves them in the ledger as never sent, so they go
-        out right after the restart (an alarm is never left silent)."""
-        if self._writing or not self._unwritten:
+        out right after the restart (an alarm is never left silent). During a disk
+        fault this is tried once a second (``DiskFault.retry_due``) unless ``force``."""
+        if self._writing or not (self._unwritten or self._new_alarms or self.disk.active):
+            return
+        if not (force or self.disk.retry_due()):
             return
         self._writing = True
         batch, self._unwritten = self._unwritten, []
         alarms, self._new_alarms = self._new_alarms, []
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.executor, self._store, batch, alarms)
-        except (OutboxError, OSError) as exc:
+            stored, failures, caught_up = await loop.run_in_executor(
+                self.executor, self._store, batch, alarms)
+        except (OutboxError, OSError) as exc:  # not a write error: closed, bad argument
             self.write_errors += 1
             self._unwritten = batch + self._unwritten
             self._new_alarms = alarms + self._new_alarms
@@ -372,37 +417,140 @@ class Agent:
             return
         finally:
             self._writing = False
-        if self.uplink is not None:
+        if not stored:
+            self._unwritten = batch + self._unwritten
+        else:
+            for _lane, _topic, payload in batch:
+                self._published_unstored.discard(id(payload))
+        for part, exc, path in failures:
+            self.write_errors += 1
+            self.disk.failed(part, exc, path)
+        if self.disk.active and not failures:
+            self.disk.recovered(caught_up)
+        if stored and batch and self.uplink is not None:
             self.uplink.wake()
 
-    def _store(self, batch: list[tuple[str, str, bytes]], alarms: list[dict[str, Any]]) -> None:
-        """On the outbox thread: ledger (new alarms), outbox (all), ledger (sent)."""
+    def _store(self, batch: list[tuple[str, str, bytes]], alarms: list[dict[str, Any]]
+               ) -> tuple[bool, list[tuple[str, Exception, Any]], str]:
+        """On the outbox thread: ledger (new alarms), outbox (all), ledger (sent); then
+        whatever an earlier disk fault left unwritten (ledger, journal, outbox cursors).
+
+        Returns (batch stored, the writes that failed as (part, error, path), what was
+        caught up): write errors are the caller's to report, as one disk fault."""
+        failures: list[tuple[str, Exception, Any]] = []
+        done: list[str] = []
+        ledger_failed = False
         t_event = topic(self.prefix, self.lift_id, "event")
-        ledger_ok = True
         for rec in alarms:
             try:
                 self.ledger.add(str(rec["id"]), t_event, json.dumps(rec).encode(), time.time())
-            except (OSError, ValueError) as exc:  # kept in memory; saved with the next change
-                ledger_ok = False
-                log.error("alarm ledger: %s", exc)
-        self.outbox.append_many(batch)
+            except AlarmLedgerWriteError as exc:  # kept in memory; saved with a later write
+                if not ledger_failed:
+                    ledger_failed = True
+                    failures.append(("alarm ledger", exc, self.ledger.path))
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("alarm ledger: alarm %s not kept: %s", rec.get("id"), exc)
+        stored = True
+        if batch:
+            try:
+                self.outbox.append_many(batch)
+            except OutboxWriteError as exc:
+                stored = False
+                failures.append(("outbox", exc, self.outbox.directory))
+            else:
+                if self.disk.active:
+                    done.append(f"{len(batch)} message(s) kept in memory stored in the outbox")
+        # marked sent also when not stored: the runtime publishes it straight away, and
+        # the ledger's repeats must keep their pace
         now = time.time()
         for rec in alarms:
             try:
                 self.ledger.mark_sent(str(rec["id"]), now)
-            except (OSError, ValueError) as exc:
-                if ledger_ok:
-                    log.error("alarm ledger: %s", exc)
+            except AlarmLedgerWriteError as exc:
+                if not ledger_failed:
+                    ledger_failed = True
+                    failures.append(("alarm ledger", exc, self.ledger.path))
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("alarm ledger: %s", exc)
+        if self.ledger.unsaved and not ledger_failed:
+            try:
+                self.ledger.sync()
+                done.append("alarm ledger saved")
+            except AlarmLedgerWriteError as exc:
+                failures.append(("alarm ledger", exc, self.ledger.path))
+        journal = self.journal
+        if journal is not None and journal.pending:
+            try:
+                n = journal.sync()
+                done.append(f"{n} journal event(s) written")
+            except JournalWriteError as exc:
+                failures.append(("event journal", exc, exc.filename))
+        if self.disk.active and self.outbox.stats().get("cursor_save_failing"):
+            self.outbox.flush()
+            if self.outbox.stats().get("cursor_save_failing"):
+                failures.append(("outbox cursors", OSError(0, "cursor save failed"),
+                                 self.outbox.directory / "cursors.json"))
+        return stored, failures, "; ".join(done)
+
+    def _keep_unstored(self) -> None:
+        """During a disk fault: bound what waits in memory, publish what was not yet
+        published (alarms first) when the link is up, and sum up the fault's log."""
+        self.disk.summary()
+        unwritten = self._unwritten
+        if len(unwritten) > MAX_UNSTORED:
+            self._drop_unstored(len(unwritten) - MAX_UNSTORED)
+        uplink = self.uplink
+        if uplink is None or not uplink.connected:
+            return
+        sent = self._published_unstored
+        if len(sent) >= len(self._unwritten):
+            return
+        for lane in ("alarm", "event", "record"):
+            for m_lane, m_topic, payload in self._unwritten:
+                if m_lane != lane or id(payload) in sent:
+                    continue
+                if not uplink.publish_unstored(m_topic, payload):
+                    return
+                sent.add(id(payload))
+
+    def _drop_unstored(self, n: int) -> None:
+        """Drop the ``n`` oldest kept messages, trips/health first, then stats, then
+        events; alarms never (they stay beyond the bound). Counted and reported."""
+        drop: set[int] = set()
+        for kind in UNSTORED_DROP_ORDER:
+            for i, (lane, t, _p) in enumerate(self._unwritten):
+                if len(drop) >= n:
+                    break
+                is_stats = t.endswith("/stats")
+                if (kind == "event" and lane == "event") or (kind == "stats" and is_stats) or \
+                        (kind == "record" and lane == "record" and not is_stats):
+                    drop.add(i)
+        if not drop:
+            return
+        kept: list[tuple[str, str, bytes]] = []
+        for i, item in enumerate(self._unwritten):
+            if i in drop:
+                self._published_unstored.discard(id(item[2]))
+            else:
+                kept.append(item)
+        self._unwritten = kept
+        if self.unstored_dropped == 0:
+            log.error("disk fault: more than %d messages wait for the disk; the oldest are "
+                      "dropped (trips and health first, then stats, then events; alarms "
+                      "never), counted in health", MAX_UNSTORED)
+        self.unstored_dropped += len(drop)
 
     async def _repeat_alarms(self) -> None:
         """EN 81-28: every unacknowledged alarm again every ``alarm_repeat_s``, with its
-        repeat count, in the alarm lane (ahead of any backlog), also after a restart."""
+        repeat count, in the alarm lane (ahead of any backlog), also after a restart.
+        During a disk fault a repeat is published straight away and not kept."""
         if not self.ledger.pending:  # nothing to repeat: no hop to the outbox thread
             return
         loop = asyncio.get_running_loop()
         due = await loop.run_in_executor(self.executor, self.ledger.due, time.time(),
                                          self.cfg.detection.alarm_repeat_s)
         sent: list[str] = []
+        direct = self.disk.active
         for entry in due:
             try:
                 rec = json.loads(entry.payload)
@@ -410,16 +558,28 @@ class Agent:
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("alarm %s in the ledger unusable (%s): dropped from repeats",
                           entry.eid, exc)
-                await loop.run_in_executor(self.executor, self.ledger.ack, entry.eid)
+                try:
+                    await loop.run_in_executor(self.executor, self.ledger.ack, entry.eid)
+                except AlarmLedgerWriteError as werr:  # gone from memory; saved later
+                    self.disk.failed("alarm ledger", werr, self.ledger.path)
                 continue
-            self._queue("event", msg)
+            if direct:
+                if self.uplink is None or not self.uplink.publish_unstored(
+                        topic(self.prefix, self.lift_id, "event"), dumps(msg)):
+                    continue  # offline: due again at the next check, once the link is up
+            else:
+                self._queue("event", msg)
             sent.append(entry.eid)
         if not sent:
             return
-        await self._write()
+        if not direct:
+            await self._write()
         now = time.time()
         for eid in sent:
-            await loop.run_in_executor(self.executor, self.ledger.mark_sent, eid, now)
+            try:
+                await loop.run_in_executor(self.executor, self.ledger.mark_sent, eid, now)
+            except AlarmLedgerWriteError as exc:  # the repeat counted in memory
+                self.disk.failed("alarm ledger", exc, self.ledger.path)
 
     # ------------------------------------------------------------------ loops
     async def _acquire(self) -> None:
@@ -439,7 +599,7 @@ class Agent:
                 continue
             if outs:
                 self.emit(outs)
-            if len(self._unwritten) > MAX_UNWRITTEN:
+            if len(self._unwritten) > MAX_UNWRITTEN and not self.disk.active:
                 self.waited_for_outbox += 1
                 await self._write()
         self.heartbeats.pop("acquisition", None)
@@ -492,6 +652,8 @@ class Agent:
             self._last_status_key = key
             self._send_status(st)
         await self._maybe_health(now)
+        if self.disk.active:
+            self._keep_unstored()
 
     def _send_status(self, st: dict[str, Any]) -> None:
         assert self.uplink is not None
@@ -524,8 +686,17 @@ class Agent:
             "outbox": health_mod.outbox_view(ob), "link": self.uplink.link_health(),
             "ctl_link": ph.get("controller"), "sensors": sensors,
             "clock": self.timebase.health(), "power": dict(self._power)})
+        if ob.get("cursor_save_failing") and "outbox cursors" not in self.disk.what:
+            # the outbox saves its cursors on its own (acks): a failure there is the
+            # disk's fault too; the retries in _store tell when it is over
+            self.disk.failed("outbox cursors", OSError(0, ob.get("last_error") or "failed"),
+                             self.outbox.directory / "cursors.json")
+        disk = health_mod.disk_view(self.disk.health(), len(self._unwritten),
+                                    self.unstored_dropped)
+        if disk is not None:
+            body["disk"] = disk
         state, faults = health_mod.assess(body, self.stalled(),
-                                          self.write_errors + int(ob.get("write_errors", 0)))
+                                          self.disk.count if self.disk.active else 0)
         body["state"], body["faults"] = state, faults
         return body
 
@@ -573,7 +744,7 @@ class Agent:
         try:
             return bool(await loop.run_in_executor(self.executor, self.ledger.ack, eid))
         except OSError as exc:  # not saved: acknowledged in memory, saved with the next change
-            log.error("alarm ack of %s not saved: %s", eid, exc)
+            self.disk.failed("alarm ledger", exc, self.ledger.path)
             return True
 
     async def snapshot(self) -> dict[str, Any]:
@@ -612,10 +783,16 @@ class Agent:
                                          for i in issues[:5]))
         prev = path.with_name(path.name + ".prev")
         marker = self.data_dir / PENDING_MARKER
-        atomic_write_bytes(prev, old_bytes)
-        atomic_write_bytes(marker, json.dumps({"config": str(path), "prev": str(prev)})
-                           .encode())
-        atomic_write_bytes(path, dump_toml(new).encode("utf-8"))
+        try:
+            atomic_write_bytes(prev, old_bytes)
+            atomic_write_bytes(marker, json.dumps({"config": str(path), "prev": str(prev)})
+                               .encode())
+            atomic_write_bytes(path, dump_toml(new).encode("utf-8"))
+        except OSError as exc:  # each write is atomic: the running file is as it was
+            marker.unlink(missing_ok=True)
+            self.disk.failed("config file", exc, exc.filename or path)
+            raise CommandError(f"the config file cannot be written ({errno_name(exc)}); "
+                               "nothing changed") from None
         try:
             new_cfg = load_config(path)
             self._apply(new_cfg)
@@ -623,7 +800,13 @@ class Agent:
         except (ConfigError, OSError) as exc:
             healthy, why = False, str(exc).splitlines()[0]
         if not healthy:
-            atomic_write_bytes(path, old_bytes)
+            try:
+                atomic_write_bytes(path, old_bytes)
+            except OSError as exc:  # the marker stays: the next start restores FILE.prev
+                self.disk.failed("config file", exc, path)
+                raise CommandError(f"not healthy ({why}), and the previous file cannot be "
+                                   f"written back ({errno_name(exc)}): it is restored at "
+                                   "the next start") from None
             with contextlib.suppress(ConfigError):
                 self._apply(load_config(path))
             marker.unlink(missing_ok=True)
@@ -697,7 +880,14 @@ class Agent:
             return
         prev = self.cfg.path.with_name(self.cfg.path.name + ".prev")
         if prev.exists():
-            atomic_write_bytes(self.cfg.path, prev.read_bytes())
+            try:
+                atomic_write_bytes(self.cfg.path, prev.read_bytes())
+            except OSError as exc:  # restarting would not help: stay, and try next start
+                self.disk.failed("config file", exc, self.cfg.path)
+                log.error("remote config change not healthy (%s), and the previous config "
+                          "cannot be written back (%s): running on, restored at the next "
+                          "start", why, errno_name(exc))
+                return
         marker.unlink(missing_ok=True)
         log.error("remote config change not healthy (%s): previous config restored; "
                   "exiting to restart on it", why)
@@ -776,7 +966,12 @@ class Agent:
         for task in (tick, cmds, pending_cfg, stop_wait):
             task.cancel()
         await asyncio.gather(tick, cmds, pending_cfg, stop_wait, return_exceptions=True)
-        await self._write()
+        await self._write(force=True)
+        if self.disk.active:
+            self._keep_unstored()  # sent at least once
+            if self._unwritten:
+                log.error("disk fault: %d message(s) could not be stored and are lost at exit "
+                          "(each was published once if the link was up)", len(self._unwritten))
         # SIGTERM: everything within 5 s; uplink.stop needs 1.8 s after its flush
         budget = STOP_BUDGET_S - 2.0 if by_signal else self.drain_s
         remaining = max(0.1, budget - (time.monotonic() - t_stop))
@@ -790,13 +985,22 @@ class Agent:
         if self.pipeline is not None:
             try:
                 self.baselines.save(self.pipeline.baselines_state())
-            except (OSError, TypeError, ValueError) as exc:
+            except OSError as exc:
+                self.disk.failed("learned baselines", exc, self.baselines.path)
+            except (TypeError, ValueError) as exc:
                 log.warning("learned baselines not saved: %s", exc)
         with contextlib.suppress(Exception):
             self.baselines.close()
         self.executor.shutdown(wait=True)
         self.outbox.close()
         self.notifier.close()
+        if self.ledger.unsaved:
+            try:
+                self.ledger.sync()
+            except OSError as exc:
+                log.error("alarm ledger not saved at exit (%s): the %d alarm(s) waiting for "
+                          "their ack are repeated after the restart as last saved",
+                          errno_name(exc), self.ledger.pending)
         with contextlib.suppress(Exception):
             self.ledger.close()
         if self.journal is not None:

@@ -298,6 +298,15 @@ class Uplink:
         info = self._publish(self._client, self.t_reply, payload, 1)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def publish_unstored(self, topic_: str, payload: bytes) -> bool:
+        """A message the outbox could not store (disk full), QoS 1, once, not tracked:
+        the runtime keeps it and stores it when the disk takes it again (then it goes
+        out again from the outbox, a duplicate with the same ``id``). False if offline."""
+        if not self.connected or self._client is None:
+            return False
+        return self._publish(self._client, topic_, payload, 1).rc == \
+            MQTTErrorCode.MQTT_ERR_SUCCESS
+
     def link_health(self) -> dict[str, Any]:
         """The ``link`` object of the health message."""
         s = self.stats

@@ -9,8 +9,11 @@ each was last sent and how often, so the agent can re-send them on time.
 State lives in memory and is written whole, on every change, to one small TinyDB
 file (table ``alarms``) through :class:`~liftwatch.buffer.atomic.AtomicJSONStorage`:
 a power cut leaves the file before or after the change, never broken. The in-memory
-state is the truth: a failed write raises :class:`AlarmLedgerWriteError` but the
-alarm keeps being repeated, and the next successful write stores everything. An
+state is the truth: a failed write (disk full, I/O error) raises
+:class:`AlarmLedgerWriteError` but the alarm keeps being repeated, the ledger is marked
+unsaved, and the next successful write (a change, or :meth:`AlarmLedger.sync`, which
+the agent calls while the disk is failing) stores everything. The ledger does not log
+the failure itself: the agent reports a failing disk as one fault. An
 unreadable file is quarantined (moved to ``quarantine/`` beside it) and the
 ledger starts empty — the alarms' messages are still in the outbox.
 
@@ -72,6 +75,8 @@ class AlarmLedger:
         self._lock = threading.Lock()
         self._entries: dict[str, AlarmEntry] = {}
         self.quarantined: str | None = None
+        #: the file lags behind memory (a write failed); :meth:`sync` catches up
+        self.unsaved = False
         db = TinyDB(self.path, storage=AtomicJSONStorage)
         self._storage: AtomicJSONStorage = db.storage  # type: ignore[assignment]
         try:
@@ -98,9 +103,18 @@ class AlarmLedger:
         try:
             self._storage.write(data)
         except OSError as exc:
-            log.error("alarm ledger %s not saved: %s", self.path, exc)
+            self.unsaved = True
             raise AlarmLedgerWriteError(exc.errno, f"alarm ledger not saved: {exc.strerror}",
                                         str(self.path)) from exc
+        self.unsaved = False
+
+    def sync(self) -> bool:
+        """Write the ledger if a failed write left the file behind memory. True when
+        the file is up to date; raises :class:`AlarmLedgerWriteError` when it still fails."""
+        with self._lock:
+            if self.unsaved:
+                self._save()
+            return True
 
     def add(self, eid: str, topic: str, payload: bytes, t_wall: float) -> None:
         """Remember an alarm until it is acknowledged. Adding a known ``eid`` again

@@ -13,6 +13,15 @@ does not parse any more is moved to ``quarantine/`` and the rest is still read.
 
 Events are stored as given (JSON objects) plus ``ts``, UTC milliseconds of the
 insert when the record has none; ``query(since=...)`` compares against it.
+
+A failed write (disk full, I/O error, read-only file system) raises
+:class:`JournalWriteError` (an ``OSError``), but the event is not lost: it waits in
+memory, is answered by ``query`` like the stored ones, and is written, in order,
+before the next event or by :meth:`EventJournal.sync`. At most ``max_pending`` events
+wait; beyond that the oldest waiting one is dropped (the journal keeps the last N
+events anyway, and every event is also in the outbox) and counted in ``dropped``.
+The journal does not log the failure itself: the agent reports a failing disk as
+one fault.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -34,10 +44,16 @@ log = logging.getLogger(__name__)
 GEN_NAME = re.compile(r"^gen-(\d{8})\.json$")
 TABLE = "events"
 MAX_EVENT_BYTES = 64 * 1024
+#: events kept in memory while they cannot be written (about 300 bytes each)
+MAX_PENDING = 1000
 
 
 class JournalError(ValueError):
     """A record the journal cannot keep, or a bad query argument."""
+
+
+class JournalWriteError(OSError):
+    """An event could not be written; it waits in memory (see the module's docstring)."""
 
 
 class EventJournal:
@@ -48,7 +64,7 @@ class EventJournal:
     """
 
     def __init__(self, path: str | Path, max_events: int = 10_000, *,
-                 generation_size: int | None = None) -> None:
+                 generation_size: int | None = None, max_pending: int = MAX_PENDING) -> None:
         if not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 1:
             raise JournalError(f"max_events must be a positive integer, got {max_events!r}")
         if generation_size is not None and (not isinstance(generation_size, int)
@@ -60,6 +76,9 @@ class EventJournal:
         self.generation_size = generation_size or max(10, min(100, max_events // 100))
         self._keep = -(-max_events // self.generation_size) + 1  # generations kept on disk
         self._lock = threading.Lock()
+        self._pending: deque[dict] = deque()
+        self.max_pending = max(1, max_pending)
+        self.dropped = 0  # waiting events dropped because max_pending were waiting
         self._qdir = self.path / "quarantine"
         self.quarantined: list[str] = []
         self.path.mkdir(parents=True, exist_ok=True)
@@ -118,8 +137,11 @@ class EventJournal:
             old = self._gens.pop(0)
             self._gen_path(old).unlink(missing_ok=True)
 
-    def add(self, event_record: Mapping[str, Any]) -> None:
-        """Keep one event (durable when this returns)."""
+    def add(self, event_record: Mapping[str, Any], *, defer: bool = False) -> None:
+        """Keep one event (durable when this returns, unless it raised
+        :class:`JournalWriteError`). ``defer``: when events already wait for the disk,
+        only queue this one behind them (the caller knows the disk is failing and
+        calls :meth:`sync` when it wants a try)."""
         if not isinstance(event_record, Mapping):
             raise JournalError(f"an event must be a JSON object, got "
                                f"{type(event_record).__name__}")
@@ -139,16 +161,49 @@ class EventJournal:
         with self._lock:
             if self._db is None:
                 raise JournalError("event journal is closed")
-            if self._active_count >= self.generation_size:
-                self._new_generation()
-            assert self._db is not None
-            self._db.table(TABLE).insert(record)
+            if len(self._pending) >= self.max_pending:
+                self._pending.popleft()
+                self.dropped += 1
+            self._pending.append(record)
+            if defer and len(self._pending) > 1:
+                return
+            self._write_pending()
+
+    @property
+    def pending(self) -> int:
+        """Events waiting in memory for the disk."""
+        return len(self._pending)
+
+    def sync(self) -> int:
+        """Write the events waiting in memory; returns how many were written. Raises
+        :class:`JournalWriteError` when the disk still refuses (they keep waiting)."""
+        with self._lock:
+            if self._db is None:
+                return 0
+            return self._write_pending()
+
+    def _write_pending(self) -> int:
+        done = 0
+        while self._pending:
+            try:
+                if self._active_count >= self.generation_size:
+                    self._new_generation()
+                assert self._db is not None
+                self._db.table(TABLE).insert(self._pending[0])
+            except OSError as exc:  # the storage dropped its cache: the next try rereads
+                raise JournalWriteError(exc.errno, f"event journal not written: "
+                                        f"{exc.strerror or exc}",
+                                        str(self._gen_path(self._gens[-1]))) from exc
+            self._pending.popleft()
             self._active_count += 1
+            done += 1
+        return done
 
     def _all(self) -> list[dict]:
         out: list[dict] = []
         for n in list(self._gens):
             out.extend(self._read_gen(n))
+        out.extend(dict(e) for e in self._pending)
         return out[-self.max_events:]
 
     def query(self, code: str | None = None, since: int | None = None,
@@ -186,7 +241,14 @@ class EventJournal:
             return len(self._all())
 
     def close(self) -> None:
+        """Close the files; events still waiting for the disk get one last try."""
         with self._lock:
             if self._db is not None:
+                if self._pending:
+                    try:
+                        self._write_pending()
+                    except OSError as exc:
+                        log.error("event journal: %d event(s) not written at close: %s",
+                                  len(self._pending), exc)
                 self._db.close()
                 self._db = None

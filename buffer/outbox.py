@@ -233,6 +233,7 @@ class Outbox:
         self._trimmed_bytes = 0
         self._corrupt_records = 0
         self._write_errors = 0
+        self._save_failing = False
         self._last_error: str | None = None
         self._dirty = False
         self._last_flush = time.monotonic()
@@ -508,7 +509,8 @@ class Outbox:
             name = errno_mod.errorcode.get(exc.errno or 0, "EIO")
             self._last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {name}: " \
                                f"{exc.strerror or exc}"
-            log.error("outbox: append failed, message(s) not stored: %s", self._last_error)
+            # the caller reports it (the agent: one disk fault, not a line per append)
+            log.debug("outbox: append failed, message(s) not stored: %s", self._last_error)
             raise OutboxWriteError(f"outbox append failed ({name}: {exc.strerror or exc}); "
                                    "the message was not stored", exc.errno) from exc
         for q, seg, seqs, sizes in touched:
@@ -600,6 +602,8 @@ class Outbox:
 
     def _maybe_flush(self) -> None:
         due = time.monotonic() - self._last_flush >= self.cursor_flush_s
+        if self._save_failing and not due:
+            return
         if (self._dirty and due) or any(q.dead_segments() for q in self._queues.values()):
             self._delete_dead(force_flush=self._dirty)
 
@@ -613,8 +617,11 @@ class Outbox:
         except OSError as exc:
             self._write_errors += 1
             self._last_error = f"cursor save failed: {exc}"
-            log.error("outbox: %s", self._last_error)
+            log.debug("outbox: %s", self._last_error)  # counted in stats(); a full disk
+            self._last_flush = time.monotonic()  # is tried again in cursor_flush_s, not
+            self._save_failing = True  # on every ack (the agent reports it, once)
             return  # keep the segments: without the saved cursors they would come back
+        self._save_failing = False
         for q, seg in dead:
             try:
                 seg.delete()
@@ -671,6 +678,7 @@ class Outbox:
                 "trimmed_bytes": self._trimmed_bytes,
                 "corrupt_records": self._corrupt_records,
                 "write_errors": self._write_errors,
+                "cursor_save_failing": self._save_failing,
                 "last_error": self._last_error,
             }
 

@@ -260,7 +260,7 @@ def test_health_body_from_the_parts_and_its_state() -> None:
     assert (body["state"], body["faults"]) == ("degraded", ["sensor:presence"])
     validate("health", make().health(body))
     assert assess(body, ["tick"], 0)[0] == "fault"
-    assert assess(body, [], 2)[1][0] == "outbox_write_errors"
+    assert assess(body, [], 2)[1][0] == "disk_fault"
 
 
 def test_ts_of_unsent_messages_is_corrected_when_the_clock_is_set() -> None:
