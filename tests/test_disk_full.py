@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SHARED_TRACES, Broker
+from conftest import Broker
 from liftwatch.agent.commands import CommandError
 from liftwatch.agent.config import load_config
 from liftwatch.agent.diskfault import DiskFault
@@ -32,7 +32,14 @@ from liftwatch.agent.timebase import Timebase
 from liftwatch.buffer.alarms import AlarmLedger, AlarmLedgerWriteError
 from liftwatch.buffer.journal import EventJournal, JournalWriteError
 from liftwatch.buffer.outbox import Outbox
-from test_runtime_trace import CUT_START, cut_trace, replay_oracle
+from test_runtime_trace import (
+    CUT_FROM,
+    CUT_START,
+    CUT_TO,
+    cut_trace,
+    entrapment_example,
+    replay_oracle,
+)
 from uplink_helpers import LIFT, Observer, kind_of_topic, validate, write_config
 
 
@@ -221,7 +228,7 @@ def test_run_on_a_full_disk_keeps_its_duties_and_writes_what_it_kept(
     platform at once; the fault is logged once; when space returns, what was kept is
     written (outbox, journal) and sent, and the log says so."""
     trace = tmp_path / "cut.jsonl"
-    cut_trace(SHARED_TRACES / "entrapment_between_floors.jsonl.gz", trace, 145.0, 285.0,
+    cut_trace(entrapment_example(), trace, CUT_FROM, CUT_TO,
               start=CUT_START)
     cfg = write_config(tmp_path, broker.port)
     cfg.write_text(cfg.read_text() + "outbox_max_mb = 1.0\n"
