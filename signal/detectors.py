@@ -73,6 +73,7 @@ class Detectors:
         self.door_win = AnomalyWindow(n, h, c)
         self.level_wins: dict[str, AnomalyWindow] = {}
         self.drift_landing: str | None = None
+        self._first_closing: float | None = None   # door_close_fault: see _door_faults
 
     # ------------------------------------------------------------------ helpers
     def _due(self, start: float, delay: float, t: float) -> bool:
@@ -89,6 +90,18 @@ class Detectors:
             return self._since.setdefault(key, t)
         self._since.pop(key, None)
         return None
+
+    def _rest_since(self, t: float, stop_t: float) -> float | None:
+        """Since when the car is stopped *and at rest*: the later of the stop (run signal
+        off) and the car's own motion (controller speed, accelerometer) ending; None while
+        the car still moves. Without a motion source the stop alone counts."""
+        still, since = self.st.car_rest(t)
+        s = self._hold("car_still", still is not False, t)
+        if s is None:
+            return None
+        # the tracker knows the sample time of its rest decision: better than the time
+        # the rule first saw it (the tracker decides in batches)
+        return max(stop_t, s if since is None else since)
 
     def _held(self, key: str, cond: bool, delay: float, t: float) -> bool:
         s = self._hold(key, cond, t)
@@ -172,8 +185,10 @@ class Detectors:
         if stopped and door_closed is True and presence is True:
             start = max(stop_t, st.door_closed_stable_since,
                         st.presence_since_close or st.door_closed_stable_since)
+            rest = self._rest_since(t, stop_t)
             if in_zone is False and not lvl_open:
-                if self._due(max(start, st.since["in_zone"]), det.entrap_nonlevel_s, t):
+                if rest is not None and self._due(max(start, rest, st.since["in_zone"]),
+                                                  det.entrap_nonlevel_s, t):
                     out += self._raise(t, "entrapment_nonlevel",
                                        {"stopped_s": round(t - stop_t, 1), "level": False})
             elif (in_zone is not False and not non_open
@@ -229,10 +244,13 @@ class Detectors:
             elif in_zone is True and not cond:
                 out += self._clear(t, code)
         code = "stopped_outside_zone"
+        rest = self._rest_since(t, stop_t)
         if (stopped and in_zone is False and presence is not True and not beyond
-                and not self.book.is_open("entrapment_nonlevel")):
-            # outside the zone since the stop, or since it drifted out (no run: UCM)
-            start = max(stop_t, self.st.since["in_zone"])
+                and rest is not None and not self.book.is_open("entrapment_nonlevel")):
+            # the car at rest outside the zone: counted from the later of the stop, the
+            # car leaving the zone and the car coming to rest (after an unintended
+            # movement the car slides on with the run signal off)
+            start = max(rest, self.st.since["in_zone"])
             if self._due(self._start(code, start), det.outside_zone_s, t):
                 out += self._raise(t, code, {"stopped_s": round(t - stop_t, 1)})
         elif in_zone is True:
@@ -335,15 +353,24 @@ class Detectors:
                 out += self._raise(t, code, {"opening_s": round(t - op, 1)})
         elif self.book.is_open(code) and self.st.ctl_door_state() == 4:
             out += self._clear(t, code)
+        # door_close_fault: both timers count within the door's current open spell (the
+        # fused door view not closed), never from the cycle's first command: a door told
+        # to open long before it could (a jammed door, an entrapment) is not "held open"
         code = "door_close_fault"
+        if door_closed is not False:
+            self._first_closing = None
         if door_closed is True:
             out += self._clear(t, code)
         elif c is not None and door_closed is False:
-            if c.t_first_closing is not None and self._due(
-                    self._start(code, c.t_first_closing), det.door_close_fault_s, t):
-                out += self._raise(t, code, {"closing_s": round(t - c.t_first_closing, 1)})
-            elif stopped and self._due(self._start(code, c.t_start), det.door_held_open_s, t):
-                out += self._raise(t, code, {"held_open_s": round(t - c.t_start, 1)})
+            open_at = self.st.since["door_closed"]
+            if self._first_closing is None and self.st.ctl_fresh(t) and (
+                    self.st.ctl_door_state() in (1, 6)):
+                self._first_closing = t          # first closing attempt of this spell
+            fc = self._first_closing
+            if fc is not None and self._due(self._start(code, fc), det.door_close_fault_s, t):
+                out += self._raise(t, code, {"closing_s": round(t - fc, 1)})
+            elif stopped and self._due(self._start(code, open_at), det.door_held_open_s, t):
+                out += self._raise(t, code, {"held_open_s": round(t - open_at, 1)})
         code = "door_reopen_repeated"
         if c is not None and stopped and c.reopens >= det.reopen_count:
             out += self._raise(t, code, {"reopens": c.reopens})
@@ -353,10 +380,16 @@ class Detectors:
 
     def _runtime_floor(self, t: float, moving: bool) -> list[dict[str, Any]]:
         det, st, out = self.det, self.st, []
+        # the run command (contactor or controller flag, either), not the car's motion:
+        # a stalled car, a slipping rope or a brake that does not lift keeps it on
         code = "motor_runtime_exceeded"
-        if moving and self._due(self._start(code, st.since["moving"]), det.runtime_limit_s, t):
-            out += self._raise(t, code, {"run_s": round(t - st.since["moving"], 1)})
-        elif not moving:
+        run = st.run_command(t)
+        if run is None:          # no run signal at all: the estimated motion stands in
+            run = moving
+        since = self._hold("run_cmd", run, t)
+        if since is not None and self._due(self._start(code, since), det.runtime_limit_s, t):
+            out += self._raise(t, code, {"run_s": round(t - since, 1)})
+        elif since is None:
             out += self._clear(t, code)
         code = "floor_position_lost"
         invalid = disagree = False

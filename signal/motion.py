@@ -228,6 +228,7 @@ class MotionTracker:
         self._pending_t: list[np.ndarray] = []
         self._ring: deque[_Chunk] = deque()
         self._quiet_s = 0.0
+        self.rest_since: float | None = None
         self._flat_s = 0.0
         self._flat_sum = 0
         self._flat_n = 0
@@ -614,6 +615,7 @@ class MotionTracker:
 
     def _enter_rest(self, t: float) -> None:
         self.at_rest = True
+        self.rest_since = t              # sample time of the rest decision (rules read it)
         self._force_rest = False
         if self._last_fix_t is not None and self._fixes_this_trip and len(self._ring) >= 2:
             # The car stands: the speed still measured is drift, and the same drift has

@@ -88,6 +88,7 @@ class Pipeline:
         self._next_accel_check = 0.0
         self._pending_trip: tuple[dict[str, Any], float] | None = None
         self._stop_err: float | None = None
+        self._motion_rest: tuple[bool, float | None] = (False, None)   # tracker's rest, since
         self.motion_error = ""            # why the motion tracker was given up, if it was
         self.rejected = 0                 # records refused as malformed
         self.last_rejection = ""
@@ -223,6 +224,10 @@ class Pipeline:
             wake = True
         if not st.has_run_signal() and bool(self.motion.moving) != bool(st.val["moving"]):
             wake = True
+        rest = (bool(self.motion.at_rest), getattr(self.motion, "rest_since", None))
+        if rest != self._motion_rest:
+            self._motion_rest = rest
+            wake = True      # the car itself started or came to rest (rules: car_rest)
         if (self.rules.ucm_armed and st.val["in_zone"] is None) or (
                 st.val["moving"] and not st.ctl_fresh(t)):
             wake = True      # the accelerometer is the source for UCM distance / speed
