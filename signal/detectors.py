@@ -37,6 +37,11 @@ from liftwatch.signal.settings import DetectionParams, LiftParams
 from liftwatch.signal.state import LiftState
 
 FLOOR_INVALID_S = 0.5
+#: door_slow: the smallest rise over the learned door time called slow. A door time read
+#: from controller polls is uncertain by a poll (0.2 s typical) at each end.
+DOOR_MIN_RISE_S = 0.5
+#: standard gravity, m/s² (vibration figures are in m/s², the sensor's resolution in g)
+G = 9.80665
 INF = math.inf
 
 
@@ -469,16 +474,23 @@ class Detectors:
             abnormal = (vib.get("z", 0.0) > det.vib_limit_z
                         or max(vib.get("x", 0.0), vib.get("y", 0.0)) > det.vib_limit_xy)
             pair = f"{rec.get('from')}>{rec.get('to')}"
+            res = self._vib_resolution()
             for a in vib:
-                # the landing pair's own baseline once it has enough trips, else the
-                # direction's (a long express run and a one-floor hop vibrate differently)
-                by_dir = self.baselines.get(f"vib:{d}:{a}")
-                by_pair = self.baselines.get(f"vib:{d}:{pair}:{a}")
-                b = by_pair if by_pair.ready() else by_dir
-                abnormal = abnormal or b.is_anomalous(vib[a], det.anomaly_k)
+                # the most specific baseline that is ready: the landing pair's (a long
+                # express run and a one-floor hop vibrate differently), else the
+                # direction's, else the whole lift's (usable after MIN_N trips in all)
+                chain = [self.baselines.get(f"vib:{d}:{pair}:{a}"),
+                         self.baselines.get(f"vib:{d}:{a}"), self.baselines.get(f"vib:{a}")]
+                b = next((x for x in chain if x.ready()), chain[-1])
+                if b.ready():
+                    med = b.centre_spread()[0]
+                    # the learned spread of a few regular trips is tiny: a rise must also
+                    # exceed vib_min_rise of the median and the sensor's resolution
+                    rise = max(det.vib_min_rise * abs(med), det.anomaly_k * res)
+                    abnormal = abnormal or b.is_anomalous(vib[a], det.anomaly_k, rise)
                 if learn:
-                    by_dir.learn(vib[a])
-                    by_pair.learn(vib[a])
+                    for x in chain:
+                        x.learn(vib[a])
             self.vib_win.add(abnormal)
             if self.vib_win.should_raise():
                 out += self._raise(t, "vibration_abnormal", {"vib_pp_a95": vib})
@@ -499,6 +511,13 @@ class Detectors:
                 out += self._clear(t, "leveling_drift")
         return out
 
+    def _vib_resolution(self) -> float:
+        """The accelerometer's resolution as a vibration figure's standard uncertainty:
+        one count (m/s²) over √12, the rms of the quantisation error; 0 when unknown."""
+        lsb = getattr(self.st.motion, "lsb_per_g", None)
+        return G / float(lsb) / math.sqrt(12.0) if isinstance(lsb, int | float) and lsb > 0 \
+            else 0.0
+
     def on_door(self, t: float, rec: dict[str, Any]) -> list[dict[str, Any]]:
         """door_slow on a finished door cycle with measured open/close times."""
         det = self.det
@@ -510,7 +529,8 @@ class Detectors:
         abnormal = False
         for k, v in times.items():
             b = self.baselines.get(f"door:{rec.get('floor')}:{k}")
-            abnormal = abnormal or v > det.door_time_limit_s or b.is_anomalous(v, det.anomaly_k)
+            abnormal = (abnormal or v > det.door_time_limit_s
+                        or b.is_anomalous(v, det.anomaly_k, DOOR_MIN_RISE_S))
             if learn:
                 b.learn(v)
         self.door_win.add(abnormal)
