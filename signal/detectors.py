@@ -28,9 +28,11 @@ Choices beyond the letter of events.md (each a documented default):
 from __future__ import annotations
 
 import math
+from collections import deque
+from statistics import median
 from typing import Any
 
-from liftwatch.signal.baselines import AnomalyWindow, Baselines
+from liftwatch.signal.baselines import MIN_N, AnomalyWindow, Baselines
 from liftwatch.signal.doors import DoorTracker
 from liftwatch.signal.events import CATALOGUE, SUPPRESSING_MODES, EventBook
 from liftwatch.signal.settings import DetectionParams, LiftParams
@@ -40,6 +42,8 @@ FLOOR_INVALID_S = 0.5
 #: door_slow: the smallest rise over the learned door time called slow. A door time read
 #: from controller polls is uncertain by a poll (0.2 s typical) at each end.
 DOOR_MIN_RISE_S = 0.5
+#: stops whose position uncertainty decides whether leveling_drift can judge
+LEVEL_UNC_N = 20
 #: standard gravity, m/s² (vibration figures are in m/s², the sensor's resolution in g)
 G = 9.80665
 INF = math.inf
@@ -79,6 +83,8 @@ class Detectors:
         self.level_wins: dict[str, AnomalyWindow] = {}
         self.drift_landing: str | None = None
         self._first_closing: float | None = None   # door_close_fault: see _door_faults
+        #: expanded uncertainty of the last stop-position estimates (leveling_drift)
+        self.level_unc: deque[float] = deque(maxlen=LEVEL_UNC_N)
 
     # ------------------------------------------------------------------ helpers
     def _due(self, start: float, delay: float, t: float) -> bool:
@@ -455,9 +461,13 @@ class Detectors:
         return out
 
     # ------------------------------------------------------------------ per trip / cycle
-    def on_trip(self, t: float, rec: dict[str, Any], stop_error_mm: float | None
-                ) -> list[dict[str, Any]]:
-        """Anomaly rules on a finished trip: vibration, leveling, sensor-fault recovery."""
+    def on_trip(self, t: float, rec: dict[str, Any], stop_error_mm: float | None,
+                stop_uncertainty_mm: float | None = None) -> list[dict[str, Any]]:
+        """Anomaly rules on a finished trip: vibration, leveling, sensor-fault recovery.
+
+        ``stop_uncertainty_mm`` is the expanded uncertainty of ``stop_error_mm`` (None: an
+        exact figure); a stop is out of tolerance only when the error *minus* it exceeds
+        ``leveling_tol_mm``."""
         det, out = self.det, []
         if not self.sensor_issues:
             self.sensor_ok_trips += 1
@@ -502,11 +512,15 @@ class Detectors:
         if stop_error_mm is not None and landing is not None and rec.get("level") is not False:
             w = self.level_wins.setdefault(landing, AnomalyWindow(
                 det.anomaly_window, det.anomaly_hits, det.normal_clear_count))
-            w.add(abs(stop_error_mm) > det.leveling_tol_mm)
+            unc = max(0.0, float(stop_uncertainty_mm or 0.0))
+            self.level_unc.append(unc)
+            w.add(abs(stop_error_mm) - unc > det.leveling_tol_mm)
             if w.should_raise() and not self.book.is_open("leveling_drift"):
                 self.drift_landing = landing
-                out += self._raise(t, "leveling_drift",
-                                   {"landing": landing, "error_mm": round(float(stop_error_mm), 1)})
+                detail = {"landing": landing, "error_mm": round(float(stop_error_mm), 1)}
+                if stop_uncertainty_mm is not None:
+                    detail["uncertainty_mm"] = round(unc, 1)
+                out += self._raise(t, "leveling_drift", detail)
             elif landing == self.drift_landing and w.should_clear():
                 out += self._clear(t, "leveling_drift")
         return out
@@ -517,6 +531,36 @@ class Detectors:
         lsb = getattr(self.st.motion, "lsb_per_g", None)
         return G / float(lsb) / math.sqrt(12.0) if isinstance(lsb, int | float) and lsb > 0 \
             else 0.0
+
+    def confidence(self) -> dict[str, Any]:
+        """Rules whose estimates cannot support a judgement now (for ``health``).
+
+        ``leveling_drift``: the median expanded uncertainty of the recent stop-position
+        estimates against the tolerance: above it, an error between the tolerance and the
+        tolerance plus the uncertainty cannot be seen (only larger ones are raised).
+        ``vibration_abnormal``: while the lift's own baseline is still being learned only
+        the absolute limits apply.
+        """
+        out: dict[str, Any] = {}
+        tol = self.det.leveling_tol_mm
+        if self.level_unc:
+            u = float(median(self.level_unc))
+            entry: dict[str, Any] = {"cannot_judge": u > tol, "uncertainty_mm": round(u, 1),
+                                     "tolerance_mm": tol, "stops": len(self.level_unc)}
+            if u > tol:   # (health goes out every 5 min on a metered link: short)
+                entry["reason"] = (f"stop position ±{u:.0f} mm > {tol:g} mm tolerance "
+                                   f"(accelerometer resolution/noise): only errors beyond "
+                                   f"{tol + u:.0f} mm are raised")
+            out["leveling_drift"] = entry
+        if self.has_accel:
+            b = self.baselines.by_key.get("vib:z")
+            n = 0 if b is None else len(b.values)
+            if n < MIN_N:
+                out["vibration_abnormal"] = {
+                    "cannot_judge": True, "trips": n,
+                    "reason": f"learning the lift's baseline ({n} of {MIN_N} trips): "
+                              f"absolute limits only"}
+        return out
 
     def on_door(self, t: float, rec: dict[str, Any]) -> list[dict[str, Any]]:
         """door_slow on a finished door cycle with measured open/close times."""

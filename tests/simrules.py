@@ -43,6 +43,8 @@ class SimRun:
         #: digital inputs the terminal does not have (removed from every di record)
         self.drop = drop
         self.out: list[dict[str, Any]] = []
+        #: every record fed, as (t, kind, data)
+        self.fed: list[tuple[float, str, Any]] = []
         self._t = 0.0
 
     def play(self) -> list[dict[str, Any]]:
@@ -59,9 +61,15 @@ class SimRun:
                 self._t += TICK_S
                 new += self.pipe.advance(self._t)
             new += self.pipe.feed(t, kind, data)
+            self.fed.append((t, kind, data))
             self._t = max(self._t, t)
         self.out += new
         return new
+
+    def first_di(self, name: str, level: int, after: float) -> float:
+        """Time of the first di record after ``after`` setting input ``name`` to ``level``."""
+        return next(t for t, kind, data in self.fed
+                    if kind == "di" and t > after and data.get(name) == level)
 
     def onset(self, what: str) -> float:
         return [o.t for o in self.sim.onsets if o.what == what][-1]
