@@ -39,6 +39,9 @@ from liftwatch.signal.settings import DetectionParams, LiftParams
 from liftwatch.signal.state import LiftState
 
 FLOOR_INVALID_S = 0.5
+#: a controller speed between rest and moving_speed this long counts as rest (see
+#: _rest_since)
+SLOW_REST_S = 2.0
 #: door_slow: the smallest rise over the learned door time called slow. A door time read
 #: from controller polls is uncertain by a poll (0.2 s typical) at each end.
 DOOR_MIN_RISE_S = 0.5
@@ -105,14 +108,21 @@ class Detectors:
     def _rest_since(self, t: float, stop_t: float) -> float | None:
         """Since when the car is stopped *and at rest*: the later of the stop (run signal
         off) and the car's own motion (controller speed, accelerometer) ending; None while
-        the car still moves. Without a motion source the stop alone counts."""
+        the car still moves. Without a motion source the stop alone counts; a speed that
+        stays between rest and moving_speed (a register that never reads 0) counts as rest
+        after ``SLOW_REST_S``, from when it fell below moving_speed."""
         still, since = self.st.car_rest(t)
-        s = self._hold("car_still", still is not False, t)
+        s = self._hold("car_not_moving", still is not False, t)
+        r = self._hold("car_rest", still is True, t)
         if s is None:
             return None
-        # the tracker knows the sample time of its rest decision: better than the time
-        # the rule first saw it (the tracker decides in batches)
-        return max(stop_t, s if since is None else since)
+        if r is not None:
+            # the tracker knows when the car came to rest: better than the time the rule
+            # first saw it (the tracker decides in batches)
+            return max(stop_t, r if since is None else since)
+        if self.st.ctl_fresh(t) and still is None and (self.st.ctl or {}).get("speed") is not None:
+            return max(stop_t, s) if self._due(s, SLOW_REST_S, t) else None
+        return max(stop_t, s)
 
     def _held(self, key: str, cond: bool, delay: float, t: float) -> bool:
         s = self._hold(key, cond, t)

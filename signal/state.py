@@ -170,11 +170,15 @@ class LiftState:
     def car_rest(self, t: float) -> tuple[bool | None, float | None]:
         """Is the car itself at rest, whatever the run signal says, and since when if the
         source knows: the controller's speed when fresh (below ``REST_SPEED_RATIO`` of
-        moving_speed), else the accelerometer tracker's rest decision and the sample time
-        it was made at; (None, None) without either source."""
+        moving_speed: True; above moving_speed: False; between: None, undecided), else
+        the accelerometer tracker's rest decision and the time the car came to rest by
+        it; (None, None) without either source."""
         if self.ctl_fresh(t) and isinstance((self.ctl or {}).get("speed"), int | float):
             speed = abs(float(self.ctl["speed"]))  # type: ignore[index]
-            return speed <= REST_SPEED_RATIO * self.det.moving_speed, None
+            if speed <= REST_SPEED_RATIO * self.det.moving_speed:
+                return True, None
+            # between the two: slowing to a stop, or a speed register that never reads 0
+            return (None if speed <= self.det.moving_speed else False), None
         if self.motion is not None:
             at_rest = bool(self.motion.at_rest)
             return at_rest, getattr(self.motion, "rest_since", None) if at_rest else None

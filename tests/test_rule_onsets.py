@@ -111,3 +111,22 @@ def test_door_held_open_counts_from_the_door_opening() -> None:
     r.play()
     (ev,) = r.events("door_close_fault")
     assert within(ev["t"], opened, DET.door_held_open_s)
+
+
+def test_outside_zone_with_a_speed_register_that_never_reads_zero() -> None:
+    """A controller whose speed register shows 0.02 m/s at a standstill (below
+    moving_speed, above the rest threshold): the car still counts as at rest."""
+    r = SimRun(seed=3)
+    view = r.sim.controller_view
+
+    def creeping() -> dict:
+        v = view()
+        return {**v, "speed": max(v["speed"], 0.02)}
+
+    r.sim.controller_view = creeping      # type: ignore[method-assign]
+    r.sim.wait(1.0)
+    r.sim.trip("4", stop_after_s=3.0)
+    r.sim.wait(DET.outside_zone_s + 1.5)
+    r.play()
+    (ev,) = r.events("stopped_outside_zone")
+    assert within(ev["t"], r.onset("stopped"), DET.outside_zone_s)
