@@ -93,7 +93,11 @@ def disk_view(fault: dict[str, Any] | None, unstored: int, dropped: int) -> dict
 def sensors_view(pipeline_health: dict[str, Any]) -> dict[str, Any]:
     """``sensors`` from ``Pipeline.health()``: how many inputs are wired, the ones found
     faulty by name (every other one is healthy), the accelerometer's state; the
-    controller goes to ``ctl_link``. Input levels are in ``status`` already."""
+    controller goes to ``ctl_link``. Input levels are in ``status`` already.
+
+    ``confidence`` (events.md, "Rule by rule") names the rules whose estimates cannot
+    support a judgement now (``cannot_judge``, ``reason``, ``uncertainty_mm``): it is
+    information for the technician, not a fault, so it never degrades the state."""
     out: dict[str, Any] = {}
     inputs = pipeline_health.get("inputs") or {}
     out["inputs"] = len(inputs)

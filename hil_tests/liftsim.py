@@ -120,6 +120,7 @@ class LiftSim:
         self.floor_label = self.lift.landings[start_floor]
         self.door = 0.0  # 0 closed .. 1 fully open
         self.door_motion = 0  # +1 opening, -1 closing
+        self.door_jammed = False  # the operator drives the door but it does not move
         self.locked = True
         self.passengers = 0
         self.alarm = False
@@ -228,7 +229,7 @@ class LiftSim:
         self.acc += self.jerk * self.dt
         self.vel += self.acc * self.dt
         self.pos += self.vel * self.dt
-        if self.door_motion:
+        if self.door_motion and not self.door_jammed:
             span = self.lift.door_open_s if self.door_motion > 0 else self.lift.door_close_s
             self.door = min(1.0, max(0.0, self.door + self.door_motion * self.dt / span))
             if self.door in (0.0, 1.0):
@@ -290,10 +291,11 @@ class LiftSim:
         self.acc = 0.0
 
     def trip(self, to: str, *, stop_after_s: float | None = None,
-             speed: float | None = None) -> None:
+             speed: float | None = None, level_error_m: float = 0.0) -> None:
         """Run to landing ``to`` (doors must be closed); ``stop_after_s`` stalls the car;
-        ``speed`` above the rated speed is a drive fault (overspeed)."""
-        target = self.lift.heights[self.lift.landings.index(to)]
+        ``speed`` above the rated speed is a drive fault (overspeed); ``level_error_m``
+        stops the car that far above (+) or below (-) the landing sill (leveling error)."""
+        target = self.lift.heights[self.lift.landings.index(to)] + level_error_m
         distance = target - self.pos
         self._dir = 1 if distance > 0 else -1
         self.run = True
@@ -418,3 +420,35 @@ class LiftSim:
         self.wait(0.5)
         self.run = False
         self.mark("relevelled")
+
+    def stall(self, seconds: float) -> None:
+        """The machine is driven but the car does not move (brake not lifting, traction
+        loss, car jammed): the run signal is on for ``seconds``; onsets run_on, run_off."""
+        self._dir = self._dir or 1
+        self.run = True
+        self.mark("run_on")
+        self.wait(seconds)
+        self.run = False
+        self.mark("run_off")
+
+    def drift(self, distance_m: float, speed: float = 0.15) -> None:
+        """Unintended car movement: the car slides ``distance_m`` (signed) with the run
+        signal off, then comes to rest; onsets drift_start and came_to_rest."""
+        self._dir = 1 if distance_m > 0 else -1
+        self.mark("drift_start")
+        self._move(s_curve(abs(distance_m), speed, 0.3, 0.5))
+        self.vel = 0.0
+        self.mark("came_to_rest")
+
+    def jam_door(self, seconds: float) -> None:
+        """The door operator is told to open but the door does not move for ``seconds``
+        (a jammed door: the controller shows opening, the contact stays closed), then it
+        opens as usual; onset door_jammed."""
+        self.wait(0.2)
+        self.locked = False
+        self.door_jammed = True
+        self.door_motion = 1
+        self.mark("door_jammed")
+        self.wait(seconds)
+        self.door_jammed = False
+        self.wait(self.lift.door_open_s + self.dt)

@@ -10,9 +10,13 @@ It must follow slow wear without learning a fault as normal, so:
   deviations, so one fault day moves the median by a bounded step, not to the fault;
 - nothing is learned while the matching warning is open (the caller passes
   ``learn=False``);
-- a baseline is used only after ``MIN_N`` values, and its spread has a floor
+- a baseline is used only after ``MIN_N`` values (a handful of trips: a new lift's
+  own baseline must be usable on its first day), and its spread has a floor
   (``MIN_REL_SPREAD`` of the median), so a perfectly regular lift does not call
-  every tiny change an anomaly.
+  every tiny change an anomaly. A caller may ask for a larger margin (``min_rise``:
+  the smallest rise over the median it calls abnormal, e.g. the sensor's resolution
+  or a fraction of the median), because a freshly learned baseline of a few very
+  regular values has a MAD far below the quantity's real trip-to-trip spread.
 
 The state is plain JSON (lists and numbers) so ``buffer/baselines.py`` can store it.
 """
@@ -25,7 +29,7 @@ from statistics import median
 from typing import Any
 
 WINDOW = 60
-MIN_N = 10
+MIN_N = 5
 CAP_K = 3.0
 MIN_REL_SPREAD = 0.05
 MAD_SCALE = 1.4826
@@ -50,12 +54,13 @@ class RobustBaseline:
             self._cache = (med, max(mad, abs(med) * MIN_REL_SPREAD, 1e-9))
         return self._cache
 
-    def is_anomalous(self, value: float, k: float) -> bool:
-        """Above the median by more than ``k`` robust deviations (only once ready)."""
+    def is_anomalous(self, value: float, k: float, min_rise: float = 0.0) -> bool:
+        """Above the median by more than ``k`` robust deviations and by more than
+        ``min_rise`` (only once ready)."""
         if not self.ready():
             return False
         med, sd = self.centre_spread()
-        return value > med + k * sd
+        return value > med + max(k * sd, min_rise)
 
     def learn(self, value: float) -> None:
         if self.ready():

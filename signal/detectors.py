@@ -28,15 +28,27 @@ Choices beyond the letter of events.md (each a documented default):
 from __future__ import annotations
 
 import math
+from collections import deque
+from statistics import median
 from typing import Any
 
-from liftwatch.signal.baselines import AnomalyWindow, Baselines
+from liftwatch.signal.baselines import MIN_N, AnomalyWindow, Baselines
 from liftwatch.signal.doors import DoorTracker
 from liftwatch.signal.events import CATALOGUE, SUPPRESSING_MODES, EventBook
 from liftwatch.signal.settings import DetectionParams, LiftParams
 from liftwatch.signal.state import LiftState
 
 FLOOR_INVALID_S = 0.5
+#: a controller speed between rest and moving_speed this long counts as rest (see
+#: _rest_since)
+SLOW_REST_S = 2.0
+#: door_slow: the smallest rise over the learned door time called slow. A door time read
+#: from controller polls is uncertain by a poll (0.2 s typical) at each end.
+DOOR_MIN_RISE_S = 0.5
+#: stops whose position uncertainty decides whether leveling_drift can judge
+LEVEL_UNC_N = 20
+#: standard gravity, m/s² (vibration figures are in m/s², the sensor's resolution in g)
+G = 9.80665
 INF = math.inf
 
 
@@ -73,6 +85,9 @@ class Detectors:
         self.door_win = AnomalyWindow(n, h, c)
         self.level_wins: dict[str, AnomalyWindow] = {}
         self.drift_landing: str | None = None
+        self._first_closing: float | None = None   # door_close_fault: see _door_faults
+        #: expanded uncertainty of the last stop-position estimates (leveling_drift)
+        self.level_unc: deque[float] = deque(maxlen=LEVEL_UNC_N)
 
     # ------------------------------------------------------------------ helpers
     def _due(self, start: float, delay: float, t: float) -> bool:
@@ -89,6 +104,25 @@ class Detectors:
             return self._since.setdefault(key, t)
         self._since.pop(key, None)
         return None
+
+    def _rest_since(self, t: float, stop_t: float) -> float | None:
+        """Since when the car is stopped *and at rest*: the later of the stop (run signal
+        off) and the car's own motion (controller speed, accelerometer) ending; None while
+        the car still moves. Without a motion source the stop alone counts; a speed that
+        stays between rest and moving_speed (a register that never reads 0) counts as rest
+        after ``SLOW_REST_S``, from when it fell below moving_speed."""
+        still, since = self.st.car_rest(t)
+        s = self._hold("car_not_moving", still is not False, t)
+        r = self._hold("car_rest", still is True, t)
+        if s is None:
+            return None
+        if r is not None:
+            # the tracker knows when the car came to rest: better than the time the rule
+            # first saw it (the tracker decides in batches)
+            return max(stop_t, r if since is None else since)
+        if self.st.ctl_fresh(t) and still is None and (self.st.ctl or {}).get("speed") is not None:
+            return max(stop_t, s) if self._due(s, SLOW_REST_S, t) else None
+        return max(stop_t, s)
 
     def _held(self, key: str, cond: bool, delay: float, t: float) -> bool:
         s = self._hold(key, cond, t)
@@ -172,8 +206,10 @@ class Detectors:
         if stopped and door_closed is True and presence is True:
             start = max(stop_t, st.door_closed_stable_since,
                         st.presence_since_close or st.door_closed_stable_since)
+            rest = self._rest_since(t, stop_t)
             if in_zone is False and not lvl_open:
-                if self._due(max(start, st.since["in_zone"]), det.entrap_nonlevel_s, t):
+                if rest is not None and self._due(max(start, rest, st.since["in_zone"]),
+                                                  det.entrap_nonlevel_s, t):
                     out += self._raise(t, "entrapment_nonlevel",
                                        {"stopped_s": round(t - stop_t, 1), "level": False})
             elif (in_zone is not False and not non_open
@@ -229,10 +265,13 @@ class Detectors:
             elif in_zone is True and not cond:
                 out += self._clear(t, code)
         code = "stopped_outside_zone"
+        rest = self._rest_since(t, stop_t)
         if (stopped and in_zone is False and presence is not True and not beyond
-                and not self.book.is_open("entrapment_nonlevel")):
-            # outside the zone since the stop, or since it drifted out (no run: UCM)
-            start = max(stop_t, self.st.since["in_zone"])
+                and rest is not None and not self.book.is_open("entrapment_nonlevel")):
+            # the car at rest outside the zone: counted from the later of the stop, the
+            # car leaving the zone and the car coming to rest (after an unintended
+            # movement the car slides on with the run signal off)
+            start = max(rest, self.st.since["in_zone"])
             if self._due(self._start(code, start), det.outside_zone_s, t):
                 out += self._raise(t, code, {"stopped_s": round(t - stop_t, 1)})
         elif in_zone is True:
@@ -335,15 +374,24 @@ class Detectors:
                 out += self._raise(t, code, {"opening_s": round(t - op, 1)})
         elif self.book.is_open(code) and self.st.ctl_door_state() == 4:
             out += self._clear(t, code)
+        # door_close_fault: both timers count within the door's current open spell (the
+        # fused door view not closed), never from the cycle's first command: a door told
+        # to open long before it could (a jammed door, an entrapment) is not "held open"
         code = "door_close_fault"
+        if door_closed is not False:
+            self._first_closing = None
         if door_closed is True:
             out += self._clear(t, code)
         elif c is not None and door_closed is False:
-            if c.t_first_closing is not None and self._due(
-                    self._start(code, c.t_first_closing), det.door_close_fault_s, t):
-                out += self._raise(t, code, {"closing_s": round(t - c.t_first_closing, 1)})
-            elif stopped and self._due(self._start(code, c.t_start), det.door_held_open_s, t):
-                out += self._raise(t, code, {"held_open_s": round(t - c.t_start, 1)})
+            open_at = self.st.since["door_closed"]
+            if self._first_closing is None and self.st.ctl_fresh(t) and (
+                    self.st.ctl_door_state() in (1, 6)):
+                self._first_closing = t          # first closing attempt of this spell
+            fc = self._first_closing
+            if fc is not None and self._due(self._start(code, fc), det.door_close_fault_s, t):
+                out += self._raise(t, code, {"closing_s": round(t - fc, 1)})
+            elif stopped and self._due(self._start(code, open_at), det.door_held_open_s, t):
+                out += self._raise(t, code, {"held_open_s": round(t - open_at, 1)})
         code = "door_reopen_repeated"
         if c is not None and stopped and c.reopens >= det.reopen_count:
             out += self._raise(t, code, {"reopens": c.reopens})
@@ -353,10 +401,16 @@ class Detectors:
 
     def _runtime_floor(self, t: float, moving: bool) -> list[dict[str, Any]]:
         det, st, out = self.det, self.st, []
+        # the run command (contactor or controller flag, either), not the car's motion:
+        # a stalled car, a slipping rope or a brake that does not lift keeps it on
         code = "motor_runtime_exceeded"
-        if moving and self._due(self._start(code, st.since["moving"]), det.runtime_limit_s, t):
-            out += self._raise(t, code, {"run_s": round(t - st.since["moving"], 1)})
-        elif not moving:
+        run = st.run_command(t)
+        if run is None:          # no run signal at all: the estimated motion stands in
+            run = moving
+        since = self._hold("run_cmd", run, t)
+        if since is not None and self._due(self._start(code, since), det.runtime_limit_s, t):
+            out += self._raise(t, code, {"run_s": round(t - since, 1)})
+        elif since is None:
             out += self._clear(t, code)
         code = "floor_position_lost"
         invalid = disagree = False
@@ -417,9 +471,13 @@ class Detectors:
         return out
 
     # ------------------------------------------------------------------ per trip / cycle
-    def on_trip(self, t: float, rec: dict[str, Any], stop_error_mm: float | None
-                ) -> list[dict[str, Any]]:
-        """Anomaly rules on a finished trip: vibration, leveling, sensor-fault recovery."""
+    def on_trip(self, t: float, rec: dict[str, Any], stop_error_mm: float | None,
+                stop_uncertainty_mm: float | None = None) -> list[dict[str, Any]]:
+        """Anomaly rules on a finished trip: vibration, leveling, sensor-fault recovery.
+
+        ``stop_uncertainty_mm`` is the expanded uncertainty of ``stop_error_mm`` (None: an
+        exact figure); a stop is out of tolerance only when the error *minus* it exceeds
+        ``leveling_tol_mm``."""
         det, out = self.det, []
         if not self.sensor_issues:
             self.sensor_ok_trips += 1
@@ -436,16 +494,23 @@ class Detectors:
             abnormal = (vib.get("z", 0.0) > det.vib_limit_z
                         or max(vib.get("x", 0.0), vib.get("y", 0.0)) > det.vib_limit_xy)
             pair = f"{rec.get('from')}>{rec.get('to')}"
+            res = self._vib_resolution()
             for a in vib:
-                # the landing pair's own baseline once it has enough trips, else the
-                # direction's (a long express run and a one-floor hop vibrate differently)
-                by_dir = self.baselines.get(f"vib:{d}:{a}")
-                by_pair = self.baselines.get(f"vib:{d}:{pair}:{a}")
-                b = by_pair if by_pair.ready() else by_dir
-                abnormal = abnormal or b.is_anomalous(vib[a], det.anomaly_k)
+                # the most specific baseline that is ready: the landing pair's (a long
+                # express run and a one-floor hop vibrate differently), else the
+                # direction's, else the whole lift's (usable after MIN_N trips in all)
+                chain = [self.baselines.get(f"vib:{d}:{pair}:{a}"),
+                         self.baselines.get(f"vib:{d}:{a}"), self.baselines.get(f"vib:{a}")]
+                b = next((x for x in chain if x.ready()), chain[-1])
+                if b.ready():
+                    med = b.centre_spread()[0]
+                    # the learned spread of a few regular trips is tiny: a rise must also
+                    # exceed vib_min_rise of the median and the sensor's resolution
+                    rise = max(det.vib_min_rise * abs(med), det.anomaly_k * res)
+                    abnormal = abnormal or b.is_anomalous(vib[a], det.anomaly_k, rise)
                 if learn:
-                    by_dir.learn(vib[a])
-                    by_pair.learn(vib[a])
+                    for x in chain:
+                        x.learn(vib[a])
             self.vib_win.add(abnormal)
             if self.vib_win.should_raise():
                 out += self._raise(t, "vibration_abnormal", {"vib_pp_a95": vib})
@@ -457,13 +522,54 @@ class Detectors:
         if stop_error_mm is not None and landing is not None and rec.get("level") is not False:
             w = self.level_wins.setdefault(landing, AnomalyWindow(
                 det.anomaly_window, det.anomaly_hits, det.normal_clear_count))
-            w.add(abs(stop_error_mm) > det.leveling_tol_mm)
+            unc = max(0.0, float(stop_uncertainty_mm or 0.0))
+            self.level_unc.append(unc)
+            w.add(abs(stop_error_mm) - unc > det.leveling_tol_mm)
             if w.should_raise() and not self.book.is_open("leveling_drift"):
                 self.drift_landing = landing
-                out += self._raise(t, "leveling_drift",
-                                   {"landing": landing, "error_mm": round(float(stop_error_mm), 1)})
+                detail = {"landing": landing, "error_mm": round(float(stop_error_mm), 1)}
+                if stop_uncertainty_mm is not None:
+                    detail["uncertainty_mm"] = round(unc, 1)
+                out += self._raise(t, "leveling_drift", detail)
             elif landing == self.drift_landing and w.should_clear():
                 out += self._clear(t, "leveling_drift")
+        return out
+
+    def _vib_resolution(self) -> float:
+        """The accelerometer's resolution as a vibration figure's standard uncertainty:
+        one count (m/s²) over √12, the rms of the quantisation error; 0 when unknown."""
+        lsb = getattr(self.st.motion, "lsb_per_g", None)
+        return G / float(lsb) / math.sqrt(12.0) if isinstance(lsb, int | float) and lsb > 0 \
+            else 0.0
+
+    def confidence(self) -> dict[str, Any]:
+        """Rules whose estimates cannot support a judgement now (for ``health``).
+
+        ``leveling_drift``: the median expanded uncertainty of the recent stop-position
+        estimates against the tolerance: above it, an error between the tolerance and the
+        tolerance plus the uncertainty cannot be seen (only larger ones are raised).
+        ``vibration_abnormal``: while the lift's own baseline is still being learned only
+        the absolute limits apply.
+        """
+        out: dict[str, Any] = {}
+        tol = self.det.leveling_tol_mm
+        if self.level_unc:
+            u = float(median(self.level_unc))
+            entry: dict[str, Any] = {"cannot_judge": u > tol, "uncertainty_mm": round(u, 1),
+                                     "tolerance_mm": tol, "stops": len(self.level_unc)}
+            if u > tol:   # (health goes out every 5 min on a metered link: short)
+                entry["reason"] = (f"stop position ±{u:.0f} mm > {tol:g} mm tolerance "
+                                   f"(accelerometer resolution/noise): only errors beyond "
+                                   f"{tol + u:.0f} mm are raised")
+            out["leveling_drift"] = entry
+        if self.has_accel:
+            b = self.baselines.by_key.get("vib:z")
+            n = 0 if b is None else len(b.values)
+            if n < MIN_N:
+                out["vibration_abnormal"] = {
+                    "cannot_judge": True, "trips": n,
+                    "reason": f"learning the lift's baseline ({n} of {MIN_N} trips): "
+                              f"absolute limits only"}
         return out
 
     def on_door(self, t: float, rec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -477,7 +583,8 @@ class Detectors:
         abnormal = False
         for k, v in times.items():
             b = self.baselines.get(f"door:{rec.get('floor')}:{k}")
-            abnormal = abnormal or v > det.door_time_limit_s or b.is_anomalous(v, det.anomaly_k)
+            abnormal = (abnormal or v > det.door_time_limit_s
+                        or b.is_anomalous(v, det.anomaly_k, DOOR_MIN_RISE_S))
             if learn:
                 b.learn(v)
         self.door_win.add(abnormal)

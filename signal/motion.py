@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from liftwatch.signal import dsp
+from liftwatch.signal import dsp, leveling
 from liftwatch.signal.chain import AccelChain, check_block, flat_rows
 from liftwatch.signal.orientation import OrientationEstimator, check_rotation
 from liftwatch.signal.ride import trip_figures
@@ -228,6 +228,7 @@ class MotionTracker:
         self._pending_t: list[np.ndarray] = []
         self._ring: deque[_Chunk] = deque()
         self._quiet_s = 0.0
+        self.rest_since: float | None = None
         self._flat_s = 0.0
         self._flat_sum = 0
         self._flat_n = 0
@@ -252,6 +253,9 @@ class MotionTracker:
         self._last_fix_t: float | None = None
         self._fixes_this_trip = 0
         self._stop_err_mm: float | None = None
+        self._stop_unc_mm: float | None = None   # its expanded uncertainty (leveling.py)
+        self._fix_edge: tuple[tuple[str, int], float] | None = None   # last fix: edge, speed
+        self._rest_var = 0.0                     # low-passed a_z variance at rest (words²)
         self._moved = 0.0                        # drift-corrected travel since a level stop
         self._passes = 0                         # landings entered since a level stop (±)
         self._leave_dir = 0                      # direction the last level zone was left
@@ -589,6 +593,9 @@ class MotionTracker:
         self._ring.append(_Chunk(t, res, v, p, d[:, 1], d[:, 2], d[:, 3], rest))
         if rest and self.at_rest:
             self._accumulate_raw(raw_sum, raw_n)
+            # rest noise (leveling uncertainty): a slow average of each rest chunk's variance
+            self._rest_var += (float(np.var(res)) - self._rest_var) / (
+                8.0 if self._rest_var == 0.0 else 64.0)
         self.t_last = t_end
         self._prune()
 
@@ -614,6 +621,9 @@ class MotionTracker:
 
     def _enter_rest(self, t: float) -> None:
         self.at_rest = True
+        # when the car came to rest (rules read it): the start of the quiet spell that
+        # confirmed the rest, not the decision rest_confirm_s later
+        self.rest_since = t - max(0.0, self._quiet_s - CHUNK_S)
         self._force_rest = False
         if self._last_fix_t is not None and self._fixes_this_trip and len(self._ring) >= 2:
             # The car stands: the speed still measured is drift, and the same drift has
@@ -788,6 +798,7 @@ class MotionTracker:
             dv = -0.5 * err / (t - self._last_fix_t)
         self._shift(t, -err, dv)
         self._last_fix_t = t
+        self._fix_edge = ((name, bound), v)
         self._fixes_this_trip += 1
         self._learned_fix = learned
 
@@ -829,6 +840,8 @@ class MotionTracker:
                     self._gain_obs.append(float((h[j] - h[i]) / moved_raw))
                 self._stop_err_mm = ((p - h[j]) * 1000.0 if fixed and self._learned_fix
                                      else None)
+                self._stop_unc_mm = self._stop_uncertainty(t) if self._stop_err_mm is not None \
+                    else None
                 self._anchor(j)
                 return
             self.floor_resets += 1                 # the count and the distance disagree
@@ -927,6 +940,20 @@ class MotionTracker:
         self.position_m = float(self.heights[j])
         self._ip.acc = round(self.position_m / self._p_lsb * (1 << P_SHIFT))
         self.floor_fixes += 1
+
+    def _stop_uncertainty(self, t: float) -> float | None:
+        """Expanded uncertainty (mm) of the stop position just booked (leveling.py)."""
+        if self._fix_edge is None or self._last_fix_t is None:
+            return None
+        edge, v = self._fix_edge
+        t_a = self._last_fix_t - self._seg_t0 if self._seg_t0 is not None else 0.0
+        return leveling.stop_uncertainty_mm(
+            leveling.noise_density(self._rest_var * MS2 * MS2), t - self._last_fix_t, t_a,
+            list(self._learned[edge]), v)
+
+    def stop_position_uncertainty_mm(self) -> float | None:
+        """Expanded uncertainty (mm, about 95 %) of :meth:`stop_position_error_mm`."""
+        return self._stop_unc_mm if self._stop_err_mm is not None else None
 
     def stop_position_error_mm(self) -> float | None:
         """Leveling error at the last stop (car sill minus landing sill, mm), when the

@@ -88,6 +88,8 @@ class Pipeline:
         self._next_accel_check = 0.0
         self._pending_trip: tuple[dict[str, Any], float] | None = None
         self._stop_err: float | None = None
+        self._stop_unc: float | None = None       # its expanded uncertainty (mm)
+        self._motion_rest: tuple[bool, float | None] = (False, None)   # tracker's rest, since
         self.motion_error = ""            # why the motion tracker was given up, if it was
         self.rejected = 0                 # records refused as malformed
         self.last_rejection = ""
@@ -223,6 +225,10 @@ class Pipeline:
             wake = True
         if not st.has_run_signal() and bool(self.motion.moving) != bool(st.val["moving"]):
             wake = True
+        rest = (bool(self.motion.at_rest), getattr(self.motion, "rest_since", None))
+        if rest != self._motion_rest:
+            self._motion_rest = rest
+            wake = True      # the car itself started or came to rest (rules: car_rest)
         if (self.rules.ucm_armed and st.val["in_zone"] is None) or (
                 st.val["moving"] and not st.ctl_fresh(t)):
             wake = True      # the accelerometer is the source for UCM distance / speed
@@ -301,7 +307,7 @@ class Pipeline:
                     # the tracker books a stop once the car is at rest: wait for it
                     self._pending_trip = (rec, t + TRIP_SETTLE_S)
                 else:
-                    trip_rec, self._stop_err = rec, None
+                    trip_rec, self._stop_err, self._stop_unc = rec, None, None
         door_recs = self.doors.update(
             t, contact_closed=st.sensor_door_closed(),
             lock_made=None if "door_lock" not in st.di else st.di["door_lock"] == 1,
@@ -314,7 +320,7 @@ class Pipeline:
         if trip_rec is not None:
             out.append(trip_rec)
             self.stats.on_trip(trip_rec)
-            out += self.rules.on_trip(t, trip_rec, self._stop_err)
+            out += self.rules.on_trip(t, trip_rec, self._stop_err, self._stop_unc)
         for rec in door_recs:
             out.append(rec)
             self.stats.on_door(rec)
@@ -328,12 +334,19 @@ class Pipeline:
         rec = self._pending_trip[0]
         self._pending_trip = None
         st = self.state
-        self._stop_err = None
+        self._stop_err = self._stop_unc = None
         if self.motion is not None:
             if st.src.get("floor") != "ctl" and st.motion_floor is not None:
                 rec["to"] = st.motion_floor
+            # only an estimate booked at a rest after this trip began is this stop's (the
+            # next run may start before the tracker, deciding in batches, saw this rest)
+            rest_t = getattr(self.motion, "rest_since", None)
+            booked = (bool(self.motion.at_rest) and isinstance(rest_t, float)
+                      and rest_t >= rec["t_start"])
             try:
-                self._stop_err = self.motion.stop_position_error_mm()
+                if booked:
+                    self._stop_err = self.motion.stop_position_error_mm()
+                    self._stop_unc = self.motion.stop_position_uncertainty_mm()
             except Exception as exc:  # noqa: BLE001 - see _drop_motion
                 self._drop_motion(exc)
         rec["t"] = round(max(rec["t"], self._t), 3)
@@ -366,7 +379,7 @@ class Pipeline:
             rec = self._settle_trip()
             out.append(rec)
             self.stats.on_trip(rec)
-            out += self.rules.on_trip(t, rec, self._stop_err)
+            out += self.rules.on_trip(t, rec, self._stop_err, self._stop_unc)
         rec = self.trips.stop(t, st.val["floor"], st.last_dir, st.val["in_zone"],
                               complete=False)
         if rec is not None:
@@ -410,6 +423,9 @@ class Pipeline:
                          "ok": issues.get(name) is None}
                   for name, lvl in st.di.items()}
         out: dict[str, Any] = {"inputs": inputs, "rejected_records": self.rejected}
+        conf = self.rules.confidence()
+        if conf:
+            out["confidence"] = conf      # rules that cannot judge with these estimates
         if self.controller_present:
             out["controller"] = {"ok": st.ctl_fresh(self._t),
                                  "last_valid_s": None if st.ctl_t is None

@@ -120,6 +120,13 @@ class DetectionParams:
         metadata={"doc": "A95 peak-to-peak horizontal vibration limit (Wd weighted).",
                   "unit": "m/s²", "gt": 0, "remote": True},
     )
+    vib_min_rise: float = field(
+        default=0.5,
+        metadata={"doc": "vibration_abnormal against the learned baseline: the smallest rise "
+                  "over the baseline's median called abnormal, as a fraction of that median "
+                  "(0.5: +50 %; a doubling is +100 %), however small the learned spread.",
+                  "min": 0, "remote": True},
+    )
     anomaly_k: float = field(
         default=4.0,
         metadata={"doc": "Robust deviations (scaled MAD) above the learned baseline that make "

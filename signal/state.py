@@ -29,6 +29,9 @@ DOOR_CLOSED_STATES = (2, 5)
 DOOR_OPEN_STATES = (1, 3, 4, 6)
 #: Service modes, trace-format.md.
 MODE_NORMAL, MODE_INSPECTION = 1, 2
+#: The controller's speed below this fraction of moving_speed means the car is at rest
+#: (not merely slow: the last 0.4 s of a creep to a stop is below moving_speed).
+REST_SPEED_RATIO = 0.2
 
 
 class LiftState:
@@ -148,6 +151,38 @@ class LiftState:
     def ctl_run(self) -> bool | None:
         v = None if self.ctl is None else self.ctl.get("run")
         return None if v is None else bool(v)
+
+    def run_command(self, t: float) -> bool | None:
+        """The run command as any source gives it: the run contactor input or the
+        controller's running flag (fresh polls only). True when either is on, False when
+        the known ones are off, None when the lift has no run signal at all.
+
+        Unlike the fused ``moving`` (which trusts one source), a machine driven by either
+        source is a run: the motor runtime limiter must see a stall that the other source
+        or the car's motion does not show.
+        """
+        a = self.sensor_run()
+        b = self.ctl_run() if self.ctl_fresh(t) else None
+        if a is None and b is None:
+            return None
+        return bool(a) or bool(b)
+
+    def car_rest(self, t: float) -> tuple[bool | None, float | None]:
+        """Is the car itself at rest, whatever the run signal says, and since when if the
+        source knows: the controller's speed when fresh (below ``REST_SPEED_RATIO`` of
+        moving_speed: True; above moving_speed: False; between: None, undecided), else
+        the accelerometer tracker's rest decision and the time the car came to rest by
+        it; (None, None) without either source."""
+        if self.ctl_fresh(t) and isinstance((self.ctl or {}).get("speed"), int | float):
+            speed = abs(float(self.ctl["speed"]))  # type: ignore[index]
+            if speed <= REST_SPEED_RATIO * self.det.moving_speed:
+                return True, None
+            # between the two: slowing to a stop, or a speed register that never reads 0
+            return (None if speed <= self.det.moving_speed else False), None
+        if self.motion is not None:
+            at_rest = bool(self.motion.at_rest)
+            return at_rest, getattr(self.motion, "rest_since", None) if at_rest else None
+        return None, None
 
     def has_run_signal(self) -> bool:
         return "run" in self.di or (self.ctl is not None and "run" in self.ctl)
