@@ -273,6 +273,8 @@ class MessageFactory:
         msg["state"] = rec["state"]
         msg["sev"] = rec["sev"]
         msg["floor"] = rec.get("floor")
+        if isinstance(rec.get("between"), list):
+            msg["between"] = rec["between"]
         if rec["state"] == "cleared" and rec.get("duration_s") is not None:
             msg["duration_s"] = rec["duration_s"]
         msg["repeat"] = int(repeat)

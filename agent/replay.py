@@ -125,7 +125,10 @@ def describe(rec: dict[str, Any]) -> str:
     t = _mmss(float(rec.get("t", 0.0)))
     if rec["type"] == "event":
         what = f"{rec['code']} {rec['state'].upper()}"
-        where = f" at floor {rec['floor']}" if rec.get("floor") is not None else ""
+        between = rec.get("between")
+        where = (f" between {between[0]} and {between[1]}" if isinstance(between, list)
+                 and len(between) == 2 else
+                 f" at floor {rec['floor']}" if rec.get("floor") is not None else "")
         dur = f" after {rec['duration_s']:.1f} s" if "duration_s" in rec else ""
         return f"{t}  EVENT {what}{where}{dur} [{rec.get('sev', '')}]"
     if rec["type"] == "trip":

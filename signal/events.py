@@ -8,6 +8,7 @@ the raised and cleared records, the duration on clear, the daily cap per code
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,9 @@ class EventBook:
         self.raised_count: dict[str, int] = {}
         #: capped conditions still open: cleared silently
         self._capped_open: set[str] = set()
+        #: where the car stands when it is between two landings (set by the pipeline): a
+        #: raise then says so, not only the last landing passed
+        self.between: Callable[[], list[str] | None] | None = None
 
     def is_open(self, code: str) -> bool:
         return code in self.open or code in self._capped_open
@@ -124,6 +128,9 @@ class EventBook:
         rec: dict[str, Any] = {"t": round(t, 3), "type": "event", "code": code,
                                "state": "raised", "id": eid, "floor": floor,
                                "sev": CATALOGUE[code].severity}
+        between = self.between() if self.between is not None else None
+        if between:
+            rec["between"] = between
         if detail:
             rec["detail"] = detail
         return [rec]

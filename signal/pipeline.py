@@ -73,6 +73,8 @@ class Pipeline:
         self.book = EventBook(detection.max_per_day, event_id_prefix)
         self.doors = DoorTracker(min_open_s=detection.contact_debounce_s)
         self.trips = TripTracker(lift, self.motion)
+        self.book.between = lambda: (self.trips.standing_between(self.state.val["floor"])
+                                     if self.state.val["in_zone"] is False else None)
         self.baselines = Baselines(baselines)
         self.rules = Detectors(lift, detection, self.book, self.state, self.doors,
                                controller_present=controller_present,

@@ -67,6 +67,14 @@ class TripTracker:
                 return [labels[k], labels[k + 1]]
         return None
 
+    def standing_between(self, floor: str | None) -> list[str] | None:
+        """The two landings a car that stopped outside a door zone still stands between
+        (``floor`` the last landing passed), or None once it has moved on."""
+        last = self._stopped_between
+        if self.current is None and last is not None and last[0] == floor:
+            return last[1]
+        return None
+
     def start(self, t: float, floor: str | None, in_zone: bool | None = None) -> None:
         between = None
         if in_zone is False:

@@ -71,6 +71,9 @@ def test_entrapment_between_floors() -> None:
     (ca,) = cleared(out, "alarm_button")
     assert ce["t"] == pytest.approx(want["door_open_after_relevel"], abs=DOOR_TOL_S)
     assert ca["t"] == ce["t"] and ca["id"] == a["id"]
+    # raised where the car stands: between the two landings, not "at" the last one passed
+    assert e["between"] == a["between"] == want["stall"]["between"]
+    assert "between" not in ce  # cleared once the car is level at a landing again
     assert {x["code"] for x in events(out)} == {"entrapment_nonlevel", "alarm_button"}
     trips = of_type(out, "trip")
     ordinary = [w for w in want["trips"] if w["to"] is not None and not w.get("relevel")]
