@@ -158,12 +158,13 @@ class Uplink:
                  on_command: Callable[[bytes], None] | None = None,
                  executor: Executor | None = None, rng: random.Random | None = None,
                  connect_timeout_s: float = 10.0, use_topic_alias: bool = True,
-                 rewrite: Callable[[bytes], bytes] | None = None) -> None:
+                 rewrite: Callable[[bytes], bytes] | None = None,
+                 client_id: str | None = None) -> None:
         self.settings = settings
         self.lift_id = lift_id
         self.outbox = outbox
         self.on_command = on_command
-        self.client_id = f"lw-{lift_id}"
+        self.client_id = client_id or f"lw-{lift_id}"
         self.t_online = topic(settings.topic_prefix, lift_id, "online")
         self.t_status = topic(settings.topic_prefix, lift_id, "status")
         self.t_cmd = topic(settings.topic_prefix, lift_id, "cmd")

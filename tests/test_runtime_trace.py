@@ -91,6 +91,11 @@ def test_run_trace_delivers_what_replay_decides(broker: Broker, tmp_path: Path,
     codes = [(x["code"], x["state"]) for x in expected if x["type"] == "event"]
     assert ("entrapment_nonlevel", "raised") in codes and ("alarm_button", "raised") in codes
     obs = Observer(broker.port)
+    # the live terminal of this lift, connected under its own client id: a re-run must
+    # not take its session over (the broker would disconnect it)
+    live = Observer(broker.port, client_id=f"lw-{LIFT}")
+    live_drops: list[object] = []
+    live.client.on_disconnect = lambda *args: live_drops.append(args[3])
     cfg = write_config(tmp_path, broker.port)
     t0 = time.monotonic()
     r = subprocess.run(liftwatch("run", "--config", str(cfg), "--trace", str(entrapment_cut),
@@ -98,6 +103,8 @@ def test_run_trace_delivers_what_replay_decides(broker: Broker, tmp_path: Path,
                        capture_output=True, text=True, timeout=100)
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr[-2000:]
+    assert live_drops == [] and live.client.is_connected(), live_drops
+    live.close()
     assert elapsed < 140 / 60 + 15
     assert obs.wait_for(lambda g: any(x.topic.endswith("/online") and x.payload == b"0"
                                       for x in g), 5)
