@@ -225,6 +225,7 @@ def test_disk_full_when_saving_cursors_keeps_acks_in_memory_and_data_on_disk(
     ob = Outbox(tmp_path, 1 << 20, segment_bytes=1024)
     keys = ob.append_many([("event", EV, body(i, 100)) for i in range(40)])
     monkeypatch.setattr(os, "fsync", _enospc)
+    monkeypatch.setattr(os, "fdatasync", _enospc)  # the ack log's
     for k in keys[:30]:
         assert ob.ack(k) is True  # never raises into paho's thread
     st = ob.stats()
