@@ -82,6 +82,8 @@ class OutboxLike(Protocol):
 
     def ack(self, key: Any) -> None: ...
 
+    def ack_many(self, keys: Any) -> Any: ...
+
 
 def _network_thread_writes(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
     """paho's "socket wants writing" hook: set, so that publish() leaves writing to loop()."""
@@ -355,8 +357,8 @@ class Uplink:
 
     def _ack_many(self, keys: list[Any]) -> None:
         assert self.outbox is not None
-        for k in keys:
-            self.outbox.ack(k)
+        if keys:
+            self.outbox.ack_many(keys)  # one lock for the batch of PUBACKs
 
     async def _flush_acks(self) -> None:
         if self._ack_batch:

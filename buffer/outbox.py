@@ -85,11 +85,13 @@ from typing import NamedTuple
 from liftwatch.buffer.atomic import AtomicJSONStorage, CorruptFileError, fsync_dir, quarantine_file
 from liftwatch.buffer.segments import (
     FRAMING,
+    INDEX_NAME,
     SEGMENT_NAME,
     RecordCorrupt,
     ScanResult,
     Segment,
     encode,
+    index_path,
     scan,
     segment_name,
 )
@@ -145,9 +147,9 @@ class Key(NamedTuple):
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A message to publish. ``created`` is the wall time of the append."""
+class Item(NamedTuple):
+    """A message to publish. ``created`` is the wall time of the append. (A named tuple:
+    ``pending`` makes one per message, and it is the cheapest immutable record.)"""
 
     key: Key
     lane: str
@@ -191,10 +193,12 @@ class _Queue:
 
     def normalize(self) -> None:
         """Move the head position off the end of a segment that has a successor."""
-        while (self.head_seg < len(self.segments) - 1
-               and self.head_idx >= len(self.segments[self.head_seg])):
-            self.head_seg += 1
+        segs, hs = self.segments, self.head_seg
+        last = len(segs) - 1
+        while hs < last and self.head_idx >= len(segs[hs].seqs):
+            hs += 1
             self.head_idx = 0
+        self.head_seg = hs
 
     def locate(self, seq: int) -> tuple[Segment, int] | None:
         i = bisect.bisect_right(self.firsts, seq) - 1
@@ -224,17 +228,26 @@ class _Queue:
         """Mark one record released (acked or dropped). False if it was not live."""
         if seq < self.head or seq in self.released:
             return False
-        found = None
-        if seq == self.head:  # the usual case: PUBACKs come in order
+        if seq == self.head:  # the usual case, PUBACKs in order: no search, no set
             self.normalize()
             if self.head_seg < len(self.segments):
                 seg = self.segments[self.head_seg]
-                if self.head_idx < len(seg) and seg.seqs[self.head_idx] == seq:
-                    found = seg, self.head_idx
+                seqs, i = seg.seqs, self.head_idx
+                n = len(seqs)
+                if i < n and seqs[i] == seq:
+                    offs = seg.offsets
+                    self.live_count -= 1
+                    self.live_bytes -= (offs[i + 1] if i + 1 < n else seg.end) - offs[i]
+                    self.head_idx = i = i + 1
+                    if i < n and seqs[i] not in self.released:
+                        self.head = seqs[i]
+                    else:
+                        self.head = seq + 1
+                        self._advance()
+                    return True
+        found = self.locate(seq)
         if found is None:
-            found = self.locate(seq)
-            if found is None:
-                return False
+            return False
         seg, idx = found
         self.live_count -= 1
         self.live_bytes -= seg.size(idx)
@@ -327,7 +340,7 @@ class Outbox:
                     first = max((s.first_seq for s in q.segments), default=0)
                     self._next_seq[lane] = max(self._next_seq[lane], q.head, last, first)
             self._enforce_bound()
-            self._delete_dead(snapshot=True)
+            self._delete_dead(snapshot=self._dirty or self._log_end >= ACK_LOG_COMPACT)
         except BaseException:
             self._close_files()
             raise
@@ -412,25 +425,40 @@ class Outbox:
     def _load_queue(self, q: _Queue) -> None:
         q.directory.mkdir(exist_ok=True)
         files: list[tuple[int, Path]] = []
+        indexes: list[Path] = []
         for path in q.directory.iterdir():
             m = SEGMENT_NAME.match(path.name)
             if m:
                 files.append((int(m.group(1)), path))
+            elif INDEX_NAME.match(path.name):
+                indexes.append(path)
             elif path.name.startswith(".") and path.name.endswith(".tmp"):
                 path.unlink()  # an interrupted salvage: the original is still in place
             else:
                 self._quarantine(path, q.name, "not a segment file")
+        names = {p.name for _f, p in files}
+        for idx in indexes:  # the index of a segment deleted before it (a crash between)
+            if idx.with_suffix(".seg").name not in names:
+                with contextlib.suppress(OSError):
+                    idx.unlink()
         files.sort()
         torn: tuple[Path, int, int] | None = None  # (segment, valid end, size) of a cut tail
+        changed = False
         for n, (first_seq, path) in enumerate(files):
             is_last = n == len(files) - 1
+            seg = Segment.from_index(path, first_seq)
+            if seg is not None:  # sealed and indexed: no scan (its records are checked on read)
+                q.add_segment(seg)
+                continue
             try:
                 data = path.read_bytes()
             except OSError as exc:  # unreadable (EIO, permissions): set it aside, go on
                 self._quarantine(path, q.name, f"unreadable: {exc.strerror}")
+                changed = True
                 continue
             res = scan(data, first_seq)
             if res.first_bad is not None:
+                changed = True
                 if is_last and not res.good_after_bad:
                     self._trim(path, res.clean_end)
                     torn = path, res.clean_end, len(data)
@@ -439,12 +467,14 @@ class Outbox:
                     res = scan(path.read_bytes(), first_seq)
             if not res.seqs and not is_last:
                 path.unlink()
+                changed = True
                 continue
             seg = Segment.from_scan(path, first_seq, res)
             if not is_last:
                 seg.sealed = True
+                seg.write_index()  # the next opening loads it instead of scanning
             q.add_segment(seg)
-        if q.segments:
+        if changed:
             fsync_dir(q.directory)
         self._account(q, torn)
         # position the head, count what is live (per segment, not per record)
@@ -498,6 +528,8 @@ class Outbox:
 
     def _trim(self, path: Path, clean_end: int) -> None:
         """Cut a damaged tail off the segment that was being appended."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(index_path(path))
         fd = os.open(path, os.O_RDWR)
         try:
             os.ftruncate(fd, clean_end)
@@ -508,6 +540,8 @@ class Outbox:
     def _salvage(self, path: Path, data: bytes, res: ScanResult, queue: str) -> None:
         """Quarantine a damaged segment and put back its valid records."""
         good = b"".join(data[o:o + s] for o, s in zip(res.offsets, res.sizes, strict=True))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(index_path(path))  # stale from now on
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
@@ -611,8 +645,9 @@ class Outbox:
     def _active_segment(self, q: _Queue, first_seq: int) -> Segment:
         seg = q.segments[-1] if q.segments else None
         if seg is None or seg.sealed or seg.end >= self.segment_bytes:
-            if seg is not None:
+            if seg is not None and not seg.sealed:
                 seg.sealed = True
+                seg.write_index()
             seg = Segment.create(q.directory, first_seq)
             q.add_segment(seg)
         return seg
@@ -653,6 +688,8 @@ class Outbox:
             q.appended += len(seqs)
             q.live_count += len(seqs)
             q.live_bytes += sum(sizes)
+            if seg.sealed:  # filled by this batch, which went on in a new segment
+                seg.write_index()
 
     def _enforce_bound(self) -> None:
         """Drop oldest messages in the spec's order until the live bytes fit again."""
@@ -679,35 +716,86 @@ class Outbox:
         oldest first within a lane. Keys in ``skip`` (already in flight) are left out."""
         if not isinstance(limit, int) or limit < 0:
             raise OutboxError(f"limit must be a non-negative integer, got {limit!r}")
-        skip = skip if isinstance(skip, set | frozenset) else set(skip)
+        skipped: dict[str, set[int]] = {}
+        for k in skip:
+            skipped.setdefault(k[0], set()).add(k[1])
         out: list[Item] = []
         with self._lock:
             self._check_open()
             for lane in LANES:
                 if len(out) >= limit:
                     break
-                streams = [self._tagged(q) for q in self._lane_queues[lane] if q.live_count]
-                if not streams:
-                    continue
-                merged = streams[0] if len(streams) == 1 else \
-                    heapq.merge(*streams, key=lambda r: r[0])
-                for seq, q, seg, idx in merged:
-                    if len(out) >= limit:
-                        break
-                    key = Key(lane, seq)
-                    if key in skip:
-                        continue
-                    try:
-                        topic, payload = seg.read(idx)
-                    except (RecordCorrupt, OSError) as exc:
-                        self._corrupt_records += 1
-                        self._last_error = str(exc)
-                        log.error("outbox: unreadable record released: %s", exc)
-                        q.release(seq)
-                        self._mark_dirty()
-                        continue
-                    out.append(Item(key, lane, topic, payload, seg.created[idx]))
+                queues = [q for q in self._lane_queues[lane] if q.live_count]
+                if len(queues) == 1:
+                    self._collect(queues[0], lane, limit, skipped.get(lane, set()), out)
+                elif queues:
+                    self._collect_merged(queues, lane, limit, skipped.get(lane, set()), out)
         return out
+
+    def _collect(self, q: _Queue, lane: str, limit: int, skip: set[int],
+                 out: list[Item]) -> None:
+        """``pending`` for one queue: the wanted records of a segment in one read."""
+        q.normalize()
+        released, segs = q.released, q.segments
+        si, ii = q.head_seg, q.head_idx
+        while si < len(segs) and len(out) < limit:
+            seg = segs[si]
+            seqs = seg.seqs
+            n, want = len(seqs), limit - len(out)
+            idxs: list[int] = []
+            while ii < n and len(idxs) < want:
+                seq = seqs[ii]
+                if seq not in released and seq not in skip:
+                    idxs.append(ii)
+                ii += 1
+            if idxs:
+                created = seg.created
+                for idx, rec in zip(idxs, seg.read_many(idxs), strict=True):
+                    if isinstance(rec, Exception):
+                        self._unreadable(q, seqs[idx], rec, seg)
+                    else:
+                        out.append(Item(Key(lane, seqs[idx]), lane, rec[0], rec[1], created[idx]))
+            if ii >= n:
+                si, ii = si + 1, 0
+
+    def _collect_merged(self, queues: list[_Queue], lane: str, limit: int, skip: set[int],
+                        out: list[Item]) -> None:
+        """``pending`` for the record lane: its two queues merged by sequence number."""
+        streams = [self._tagged(q) for q in queues]
+        for seq, q, seg, idx in heapq.merge(*streams, key=lambda r: r[0]):
+            if len(out) >= limit:
+                break
+            if seq in skip:
+                continue
+            try:
+                topic, payload = seg.read(idx)
+            except (RecordCorrupt, OSError) as exc:
+                self._unreadable(q, seq, exc, seg)
+                continue
+            out.append(Item(Key(lane, seq), lane, topic, payload, seg.created[idx]))
+
+    def _unreadable(self, q: _Queue, seq: int, exc: Exception, seg: Segment) -> None:
+        """A record that fails its check when read: released (it cannot be sent), counted;
+        a segment that was indexed, not scanned, at opening is set aside for the technician
+        (a hard link in quarantine/, as with damage found by a scan) the first time."""
+        self._corrupt_records += 1
+        self._last_error = str(exc)
+        log.error("outbox: unreadable record released: %s", exc)
+        q.release(seq)
+        self._mark_dirty()
+        if seg.unverified:
+            seg.unverified = False
+            try:
+                dest = self._quarantine_dest(seg.path, q.name)
+                os.link(seg.path, dest)
+                fsync_dir(self._qdir)
+            except OSError as err:
+                log.error("outbox: damaged segment %s not copied to quarantine: %s",
+                          seg.path.name, err)
+            else:
+                log.error("outbox: segment %s/%s is damaged; a copy is kept as quarantine/%s",
+                          q.name, seg.path.name, dest.name)
+                self._prune_quarantine()
 
     @staticmethod
     def _tagged(q: _Queue) -> Iterator[tuple[int, _Queue, Segment, int]]:
@@ -732,6 +820,28 @@ class Outbox:
                         self._delete_dead(snapshot=False)
                     return True
             return False
+
+    def ack_many(self, keys: Iterable[Key]) -> int:
+        """:meth:`ack` for a batch of PUBACKs under one lock; how many were still pending."""
+        keys = list(keys)
+        for key in keys:
+            if (not isinstance(key, tuple) or len(key) != 2 or key[0] not in LANES
+                    or not isinstance(key[1], int)):
+                raise OutboxError(f"not an outbox key: {key!r}")
+        done = 0
+        with self._lock:
+            if self._closed:
+                return 0
+            for lane, seq in keys:
+                for q in self._lane_queues[lane]:
+                    if q.release(seq):
+                        done += 1
+                        break
+            if done:
+                self._mark_dirty()
+                if any(q.has_dead() for q in self._queues.values()):
+                    self._delete_dead(snapshot=False)
+        return done
 
     # -- persistence of cursors, deletion of released segments ---------------------------
 

@@ -10,12 +10,13 @@ import errno
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from liftwatch.buffer import outbox as outbox_mod
 from liftwatch.buffer.outbox import LANES, Key, Outbox, OutboxError, OutboxWriteError
-from liftwatch.buffer.segments import scan
+from liftwatch.buffer.segments import Segment, scan
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -110,19 +111,62 @@ def test_released_segments_are_deleted_and_disk_use_follows_the_backlog(tmp_path
         assert [i.key for i in drain(ob)] == keys[190:]
 
 
-def test_acks_are_persisted_lazily_but_on_close_and_flush(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=3600)
-    keys = ob.append_many([("event", EV, body(i)) for i in range(4)])
-    before = (tmp_path / "cursors.json").read_bytes()
-    ob.ack(keys[0])
-    assert (tmp_path / "cursors.json").read_bytes() == before  # no rewrite per ack
-    ob.flush()
-    doc = json.loads((tmp_path / "cursors.json").read_bytes())
-    assert doc["_default"]["1"]["queues"]["event"]["head"] == keys[1].seq
+def _log_records(directory: Path) -> list[dict]:
+    return outbox_mod.read_ack_log((directory / "acks.log").read_bytes())[0]
+
+
+def _wait_for(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_acks_are_grouped_into_one_ack_log_append_and_snapshotted_on_flush(
+        tmp_path: Path) -> None:
+    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=0.3)
+    keys = ob.append_many([("event", EV, body(i)) for i in range(5)])
+    ob.ack_many([keys[0], keys[1]])
     ob.ack(keys[2])
+    assert _log_records(tmp_path) == []  # not one write per ack: the flusher groups them
+    assert _wait_for(lambda: _log_records(tmp_path))
+    recs = _log_records(tmp_path)
+    assert len(recs) == 1 and recs[0]["queues"]["event"]["head"] == keys[3].seq
+    assert not (tmp_path / "cursors.json").exists()
+    ob.flush()  # the snapshot: cursors.json written, the log emptied
+    doc = json.loads((tmp_path / "cursors.json").read_bytes())
+    assert doc["_default"]["1"]["queues"]["event"]["head"] == keys[3].seq
+    assert _log_records(tmp_path) == []
+    ob.ack(keys[4])
     ob.close()
     with Outbox(tmp_path, 1 << 20) as ob2:
-        assert [i.key for i in drain(ob2)] == [keys[1], keys[3]]
+        assert [i.key for i in drain(ob2)] == [keys[3]] and ob2.stats()["lost_records"] == 0
+
+
+def test_a_torn_ack_log_record_is_ignored_and_cut(tmp_path: Path) -> None:
+    """A crash during the flusher's write: the state before it is used (those acks are
+    re-sent), the partial record is cut off and the log goes on."""
+    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=0.05)
+    keys = ob.append_many([("event", EV, body(i)) for i in range(4)])
+    ob.ack(keys[0])
+    assert _wait_for(lambda: len(_log_records(tmp_path)) == 1)
+    good = (tmp_path / "acks.log").stat().st_size
+    ob.ack(keys[1])
+    assert _wait_for(lambda: len(_log_records(tmp_path)) == 2)
+    ob._closed = True  # as if killed: no final snapshot (the flusher thread stops)
+    ob._cond.acquire()
+    ob._cond.notify_all()
+    ob._cond.release()
+    ob._flusher.join()
+    ob._close_files()
+    size = (tmp_path / "acks.log").stat().st_size
+    os.truncate(tmp_path / "acks.log", good + (size - good) // 2)
+    with Outbox(tmp_path, 1 << 20) as ob2:
+        assert [i.key for i in drain(ob2)] == keys[1:]
+        assert (tmp_path / "acks.log").stat().st_size == good
+        assert ob2.stats()["lost_records"] == 0
 
 
 def test_full_outbox_drops_trips_then_stats_then_events_never_alarms(tmp_path: Path) -> None:
@@ -386,3 +430,35 @@ def test_record_rotting_on_disk_after_open_is_skipped_counted_and_released(
         assert payloads(drain(ob)) == [b"trip-a", b"stats-b"]  # released: not counted again
         assert ob.stats()["corrupt_records"] == 1
         assert ob.ack(keys[2]) is False
+
+
+def test_sealed_segments_reopen_from_their_index_and_a_bad_index_means_a_scan(
+        tmp_path: Path) -> None:
+    with Outbox(tmp_path, 1 << 20, segment_bytes=2048) as ob:
+        keys = ob.append_many([(LANES[i % 3], EV, body(i, 60)) for i in range(120)])
+        ob.ack_many(keys[:7])
+        want = [(i.key, i.payload, i.created) for i in drain(ob)]
+    idx = sorted((tmp_path / "event").glob("*.idx"))
+    assert len(idx) >= 2  # every full segment has one, the one being appended has none
+    assert len(idx) == len(list((tmp_path / "event").glob("*.seg"))) - 1
+    with Outbox(tmp_path, 1 << 20, segment_bytes=2048) as ob:
+        assert [(i.key, i.payload, i.created) for i in drain(ob)] == want
+    idx[0].write_bytes(b"garbage")  # a torn or foreign index is only a cache miss
+    idx[1].write_bytes(idx[1].read_bytes()[:-5])
+    with Outbox(tmp_path, 1 << 20, segment_bytes=2048) as ob:
+        assert [(i.key, i.payload, i.created) for i in drain(ob)] == want
+        st = ob.stats()
+        assert st["quarantined"] == [] and st["lost_records"] == 0
+    seg = Segment.from_index(sorted((tmp_path / "event").glob("*.seg"))[0], 0)
+    assert seg is not None  # the scan wrote a good index again
+    seg.close()
+
+
+def test_ack_many_releases_a_batch_and_refuses_bad_keys(tmp_path: Path) -> None:
+    with Outbox(tmp_path, 1 << 20) as ob:
+        keys = ob.append_many([("event", EV, body(i)) for i in range(6)])
+        assert ob.ack_many([keys[4], keys[0], keys[1], keys[0], Key("event", 99)]) == 3
+        assert [i.key for i in drain(ob)] == [keys[2], keys[3], keys[5]]
+        with pytest.raises(OutboxError, match="key"):
+            ob.ack_many([keys[2], ("nolane", 1)])
+        assert [i.key for i in drain(ob)] == [keys[2], keys[3], keys[5]]  # all or nothing
