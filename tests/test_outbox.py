@@ -462,3 +462,18 @@ def test_ack_many_releases_a_batch_and_refuses_bad_keys(tmp_path: Path) -> None:
         with pytest.raises(OutboxError, match="key"):
             ob.ack_many([keys[2], ("nolane", 1)])
         assert [i.key for i in drain(ob)] == [keys[2], keys[3], keys[5]]  # all or nothing
+
+
+def test_the_read_only_view_applies_the_ack_log(tmp_path: Path) -> None:
+    """``liftwatch outbox`` while the agent runs: acks of the ack log (not yet in
+    cursors.json) are not shown as waiting."""
+    from liftwatch.agent.outbox_view import snapshot
+
+    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=0.05)
+    keys = ob.append_many([("event", EV, body(i)) for i in range(5)])
+    ob.ack_many(keys[:3])
+    assert _wait_for(lambda: _log_records(tmp_path))
+    snap = snapshot(tmp_path)
+    assert [w.seq for w in snap.pending()] == [k.seq for k in keys[3:]]
+    assert snap.stats()["lanes"]["event"]["depth"] == 2
+    ob.close()

@@ -275,7 +275,7 @@ for k in keys:  # the uplink acking PUBACKs as they come, a few hundred a second
 def test_sigkill_resends_at_most_the_last_second_of_acks(tmp_path: Path) -> None:
     """A real child process acks through the outbox and is killed with SIGKILL; after
     reopening, only messages acked in about the last second come back (cursor_flush_s
-    is 1 s; 0.5 s of slack for a loaded machine), never older ones."""
+    is 1 s), never older ones."""
     proc = subprocess.Popen([sys.executable, "-c", ACKER, str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     head = b""
@@ -298,7 +298,9 @@ def test_sigkill_resends_at_most_the_last_second_of_acks(tmp_path: Path) -> None
     resent = sorted(pending & set(acked))
     assert pending >= set(range(max(acked) + 1, 2000))  # nothing unacked is lost
     ages = [killed_at - acked[s] for s in resent]
-    assert not ages or max(ages) <= 1.5, f"acked {max(ages):.2f} s before the kill, re-sent"
+    # 1 s of flush delay, then the fdatasync: 1 s of slack for a loaded CI disk (before
+    # the ack log, acks of the last 10 s came back)
+    assert not ages or max(ages) <= 2.0, f"acked {max(ages):.2f} s before the kill, re-sent"
     assert len(resent) < len(acked) // 2
 
 
