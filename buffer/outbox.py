@@ -872,7 +872,12 @@ class Outbox:
                     self._cond.wait(wait)
                     continue
                 self._flush_due = None
-                if self._dirty and not self._persist(snapshot=False):
+                try:
+                    ok = not self._dirty or self._persist(snapshot=False)
+                except Exception:  # never let the thread die: acks would stay in memory
+                    log.exception("outbox: saving the acks failed")
+                    ok = False
+                if not ok:
                     self._flush_due = time.monotonic() + max(self.cursor_flush_s, 1.0)
 
     def _delete_dead(self, snapshot: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -147,26 +148,27 @@ def test_acks_are_grouped_into_one_ack_log_append_and_snapshotted_on_flush(
 
 def test_a_torn_ack_log_record_is_ignored_and_cut(tmp_path: Path) -> None:
     """A crash during the flusher's write: the state before it is used (those acks are
-    re-sent), the partial record is cut off and the log goes on."""
-    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=0.05)
+    re-sent), the partial record is cut off and the log goes on. The files of a running
+    outbox, copied as they are, are what a SIGKILL leaves."""
+    live, dead = tmp_path / "live", tmp_path / "killed"
+    ob = Outbox(live, 1 << 20, cursor_flush_s=0.05)
     keys = ob.append_many([("event", EV, body(i)) for i in range(4)])
     ob.ack(keys[0])
-    assert _wait_for(lambda: len(_log_records(tmp_path)) == 1)
-    good = (tmp_path / "acks.log").stat().st_size
+    assert _wait_for(lambda: len(_log_records(live)) == 1)
+    good = (live / "acks.log").stat().st_size
     ob.ack(keys[1])
-    assert _wait_for(lambda: len(_log_records(tmp_path)) == 2)
-    ob._closed = True  # as if killed: no final snapshot (the flusher thread stops)
-    ob._cond.acquire()
-    ob._cond.notify_all()
-    ob._cond.release()
-    ob._flusher.join()
-    ob._close_files()
-    size = (tmp_path / "acks.log").stat().st_size
-    os.truncate(tmp_path / "acks.log", good + (size - good) // 2)
-    with Outbox(tmp_path, 1 << 20) as ob2:
+    assert _wait_for(lambda: len(_log_records(live)) == 2)
+    shutil.copytree(live, dead)
+    ob.close()
+    size = (dead / "acks.log").stat().st_size
+    os.truncate(dead / "acks.log", good + (size - good) // 2)
+    with Outbox(dead, 1 << 20) as ob2:
         assert [i.key for i in drain(ob2)] == keys[1:]
-        assert (tmp_path / "acks.log").stat().st_size == good
+        assert (dead / "acks.log").stat().st_size == good
         assert ob2.stats()["lost_records"] == 0
+        ob2.ack(keys[1])
+    with Outbox(dead, 1 << 20) as ob3:
+        assert [i.key for i in drain(ob3)] == keys[2:]
 
 
 def test_full_outbox_drops_trips_then_stats_then_events_never_alarms(tmp_path: Path) -> None:
