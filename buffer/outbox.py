@@ -446,8 +446,11 @@ class Outbox:
         changed = False
         for n, (first_seq, path) in enumerate(files):
             is_last = n == len(files) - 1
-            seg = Segment.from_index(path, first_seq)
-            if seg is not None:  # sealed and indexed: no scan (its records are checked on read)
+            loaded = self._from_index(path, first_seq, is_last)
+            if loaded is not None:  # indexed: no scan of what the index covers
+                seg, cut = loaded
+                if cut is not None:
+                    torn, changed = cut, True
                 q.add_segment(seg)
                 continue
             try:
@@ -499,6 +502,37 @@ class Outbox:
                 q.live_bytes -= found[0].size(found[1])
         q.released = kept
         q._advance()
+
+    def _from_index(self, path: Path, first_seq: int, is_last: bool
+                    ) -> tuple[Segment, tuple[Path, int, int] | None] | None:
+        """A segment loaded from its sidecar index, the bytes appended after the index was
+        written scanned. None (a full scan follows) without a usable index, or when that
+        remainder is damaged other than by a torn tail of the last segment."""
+        seg = Segment.from_index(path, first_seq)
+        if seg is None:
+            return None
+        cut = None
+        try:
+            size = os.fstat(seg.fd).st_size
+            indexed_end = seg.end
+            if size > indexed_end:
+                rest = os.pread(seg.fd, size - indexed_end, indexed_end)
+                res = scan(rest, seg.seqs[-1] + 1 if len(seg) else first_seq)
+                if res.first_bad is not None and (res.good_after_bad or not is_last):
+                    seg.close()
+                    return None
+                seg.extend_scan(res, indexed_end)
+                if res.first_bad is not None:
+                    self._trim(path, seg.end)
+                    cut = path, seg.end, size
+        except OSError:
+            seg.close()
+            return None
+        if not is_last:
+            seg.sealed = True
+            if seg.end > indexed_end:
+                seg.write_index()
+        return seg, cut
 
     def _account(self, q: _Queue, torn: tuple[Path, int, int] | None) -> None:
         """Compare the records found with the records the persisted counters confirm.
@@ -1002,6 +1036,9 @@ class Outbox:
                 return
             try:
                 self._delete_dead(snapshot=True)
+                for q in self._queues.values():  # the next opening need not scan them
+                    if q.segments and len(q.segments[-1]) and not q.segments[-1].sealed:
+                        q.segments[-1].write_index()
             finally:
                 self._closed = True
                 self._cond.notify_all()

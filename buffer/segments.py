@@ -14,13 +14,14 @@ torn tail of the segment being written, quarantine anything else). Each segment 
 a compact in-memory index (sequence numbers, offsets, creation times in ``array``s,
 24 bytes a message) so the payloads stay on disk until ``pending`` reads them.
 
-When a segment is full (sealed) its index is also written beside it as
-``{first_seq:016d}.idx`` (size of the segment, the three arrays, a CRC-32 of it all),
-so that reopening a large backlog loads arrays instead of walking every record: an
-outbox of 100,000 messages opens in a few milliseconds plus the scan of the one segment
-still being appended. The index is written without fsync: it is only a cache. A
-missing, torn or stale one (CRC, or the segment's size differs) means a full scan,
-as before. Records loaded this way are checked (length and CRC) when they are read.
+When a segment is full (sealed), and for the segment being appended when the outbox
+is closed, its index is also written beside it as ``{first_seq:016d}.idx`` (the size
+it covers, the three arrays, a CRC-32 of it all), so that reopening a large backlog
+loads arrays instead of walking every record; only bytes appended after the index was
+written (after a crash: those of the segment being appended) are scanned. The index
+is written without fsync: it is only a cache. A missing or torn one, or one longer
+than its segment, means a full scan, as before. Records loaded this way are checked
+(length and CRC) when they are read.
 """
 
 from __future__ import annotations
@@ -150,8 +151,9 @@ class Segment:
 
     @classmethod
     def from_index(cls, path: Path, first_seq: int) -> Segment | None:
-        """The sealed segment at ``path`` indexed from its sidecar; None when there is no
-        usable sidecar (missing, torn, or not matching the segment's size)."""
+        """The segment at ``path`` indexed from its sidecar, up to where the sidecar ends
+        (``end``: the file may have grown since); None when there is no usable sidecar
+        (missing, torn, or longer than the segment)."""
         try:
             raw = index_path(path).read_bytes()
             size = path.stat().st_size
@@ -161,7 +163,7 @@ class Segment:
             return None
         magic, crc, end, count = INDEX_HEAD.unpack_from(raw, 0)
         body = memoryview(raw)[INDEX_HEAD.size:]
-        if (magic != INDEX_MAGIC or end != size or len(body) != 24 * count
+        if (magic != INDEX_MAGIC or end > size or len(body) != 24 * count
                 or zlib.crc32(body, zlib.crc32(raw[8:INDEX_HEAD.size])) != crc):
             return None
         try:
@@ -175,12 +177,18 @@ class Segment:
         if count and (seg.seqs[0] < first_seq or seg.offsets[0] != 0):
             seg.close()
             return None
-        seg.sealed = True
         seg.unverified = True
         return seg
 
+    def extend_scan(self, res: ScanResult, base: int) -> None:
+        """Add the records a :func:`scan` of the bytes from ``base`` on found."""
+        self.seqs.extend(res.seqs)
+        self.offsets.extend(o + base for o in res.offsets)
+        self.created.extend(res.created)
+        self.end = base + res.clean_end if res.offsets else base
+
     def write_index(self) -> None:
-        """Write the sidecar index of this sealed segment (a cache: no fsync, errors
+        """Write the sidecar index of this segment as it is (a cache: no fsync, errors
         ignored, since a missing one only means a scan at the next opening)."""
         body = self.seqs.tobytes() + self.offsets.tobytes() + self.created.tobytes()
         head_rest = struct.pack("<QQ", self.end, len(self.seqs))

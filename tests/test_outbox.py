@@ -434,21 +434,38 @@ def test_record_rotting_on_disk_after_open_is_skipped_counted_and_released(
         assert ob.ack(keys[2]) is False
 
 
-def test_sealed_segments_reopen_from_their_index_and_a_bad_index_means_a_scan(
+def test_segments_reopen_from_their_index_and_a_bad_index_means_a_scan(
         tmp_path: Path) -> None:
+    def got(ob: Outbox) -> list:
+        return [(i.key, i.payload, i.created) for i in drain(ob)]
+
     with Outbox(tmp_path, 1 << 20, segment_bytes=2048) as ob:
         keys = ob.append_many([(LANES[i % 3], EV, body(i, 60)) for i in range(120)])
         ob.ack_many(keys[:7])
-        want = [(i.key, i.payload, i.created) for i in drain(ob)]
+        want = got(ob)
     idx = sorted((tmp_path / "event").glob("*.idx"))
-    assert len(idx) >= 2  # every full segment has one, the one being appended has none
-    assert len(idx) == len(list((tmp_path / "event").glob("*.seg"))) - 1
+    assert len(idx) >= 3  # full segments at once, the one being appended on close
+    assert len(idx) == len(list((tmp_path / "event").glob("*.seg")))
     with Outbox(tmp_path, 1 << 20, segment_bytes=2048) as ob:
-        assert [(i.key, i.payload, i.created) for i in drain(ob)] == want
+        assert got(ob) == want
+        ob.append_many([("event", EV, b"after-%d" % i) for i in range(3)])
+        want = got(ob)
+        # killed here: the last segment's index covers only what it held at the opening
+        shutil.copytree(tmp_path, tmp_path.parent / "killed")
+    killed = tmp_path.parent / "killed"
+    last = sorted((killed / "event").glob("*.seg"))[-1]
+    torn = outbox_mod.encode(10**6, 0.0, EV.encode(), b"torn")
+    with open(last, "ab") as fh:
+        fh.write(torn[:9])
+    with Outbox(killed, 1 << 20, segment_bytes=2048) as ob:
+        assert got(ob) == want  # the index, plus a scan of what came after it
+        st = ob.stats()
+        assert st["trimmed_bytes"] == 9 and st["lost_records"] == 0
+    idx = sorted((tmp_path / "event").glob("*.idx"))
     idx[0].write_bytes(b"garbage")  # a torn or foreign index is only a cache miss
     idx[1].write_bytes(idx[1].read_bytes()[:-5])
     with Outbox(tmp_path, 1 << 20, segment_bytes=2048) as ob:
-        assert [(i.key, i.payload, i.created) for i in drain(ob)] == want
+        assert got(ob) == want
         st = ob.stats()
         assert st["quarantined"] == [] and st["lost_records"] == 0
     seg = Segment.from_index(sorted((tmp_path / "event").glob("*.seg"))[0], 0)
