@@ -26,11 +26,12 @@ checked record and one fdatasync for every ack of that second: a SIGKILL re-send
 most about a second of acknowledged traffic, and a message costs one write for its
 append plus a share of the once-a-second ack write). The log is compacted into
 ``cursors.json`` (a TinyDB document on :class:`~liftwatch.buffer.atomic.AtomicJSONStorage`:
-temp file, fsync, rename, directory fsync) on ``flush()``/``close()``, at opening and
-when it passes 64 KB; records carry the generation of the snapshot they follow, so a
-crash between the two writes replays nothing stale. The state is also persisted before
-a fully released segment is deleted. Losing recent acks only re-sends those messages
-(the at-least-once contract: duplicates carry the same ``id``), never a loss.
+temp file, fsync, rename, directory fsync) on ``flush()``/``close()``, when it passes
+64 KB and at an opening that changed something; records carry the generation of the
+snapshot they follow, so a crash between the two writes replays nothing stale. The
+state is also persisted before a fully released segment is deleted. Losing recent acks
+only re-sends those messages (the at-least-once contract: duplicates carry the same
+``id``), never a loss.
 
 Bound: the live bytes (framed records not yet released) stay within ``max_bytes``.
 After each write, while over the bound, the oldest record-lane message (trips,
@@ -42,15 +43,20 @@ Every drop is counted by lane (and by kind for the record lane). On disk the
 footprint is the live bytes plus at most the released head of one segment per queue.
 
 Damage found when opening. The counters say how many records each queue should hold
-(as of the last persisted state, so never more than were confirmed); fewer found is a
-**lost stretch**: logged once as an error with the count, counted in
-``stats()["lost_records"]`` (kept across restarts, shown in ``health``). A partial
-record at the end of a queue's last segment with nothing missing is a crash's **torn
-tail** (the append under way, never confirmed): it is cut off with a warning. Any other
-damaged segment (garbage in the middle, a bad name) is quarantined — hard-linked into
-``quarantine/`` as it was — and replaced by its valid records, so everything else is
-still delivered. An unreadable ``cursors.json`` is quarantined and the ack log, else
-redelivery of every stored message (duplicates, not losses), takes its place.
+(as of the last persisted state, so never more than were confirmed; appends alone do
+not persist it, to cost no extra write, so appends made since the last ack, drop or
+close are not counted); fewer found is a **lost stretch**: logged once as an error with
+the count, counted in ``stats()["lost_records"]`` (kept across restarts, shown in
+``health`` as ``outbox.lost``). A partial record at the end of a queue's last segment
+with nothing missing is a crash's **torn tail** (the append under way, never
+confirmed): it is cut off with a warning. Any other damaged segment (garbage in the
+middle, a bad name) is quarantined — hard-linked into ``quarantine/`` as it was — and
+replaced by its valid records, so everything else is still delivered. Segments opened
+from their sidecar index (``segments.py``) are not scanned: a damaged record there is
+found when it is read, released and counted (``corrupt_records``), and the segment is
+copied to ``quarantine/`` the first time. An unreadable ``cursors.json`` is quarantined
+and the ack log, else redelivery of every stored message (duplicates, not losses),
+takes its place.
 
 I/O errors on append (ENOSPC, EIO, ...) cut the partial write off again and raise
 :class:`OutboxWriteError`; the message is then NOT stored, the error is counted and
@@ -58,8 +64,10 @@ kept in ``stats()``, and the outbox keeps working for the next append.
 
 Locking: one ``threading.Lock`` guards all state, so paho's network thread may call
 ``ack`` while the asyncio thread calls ``append``/``pending``. It is held during an
-append's write + fdatasync (well under a millisecond to a few ms on an SD card), so
-an ack can wait that long; nothing else blocks under it. Another process is kept out
+append's write + fdatasync (well under a millisecond to a few ms on an SD card), and
+by the flusher thread during its ack-log write + fdatasync once a second at most, so
+an ack can wait that long; nothing else blocks under it. The flusher sleeps on a
+condition while nothing is to be saved: an idle outbox wakes nobody. Another process is kept out
 of the directory with an ``flock`` on ``.lock``.
 """
 
