@@ -43,11 +43,12 @@ Every drop is counted by lane (and by kind for the record lane). On disk the
 footprint is the live bytes plus at most the released head of one segment per queue.
 
 Damage found when opening. The counters say how many records each queue should hold
-(as of the last persisted state, so never more than were confirmed; appends alone do
-not persist it, to cost no extra write, so appends made since the last ack, drop or
-close are not counted); fewer found is a **lost stretch**: logged once as an error with
-the count, counted in ``stats()["lost_records"]`` (kept across restarts, shown in
-``health`` as ``outbox.lost``). A partial record at the end of a queue's last segment
+(as of the last persisted state, so never more than were confirmed; with no ack to
+save, appends persist it only ``count_flush_s`` = 10 s later, one write for all of
+them, so the appends of the last 10 s before a crash are not counted); fewer found is
+a **lost stretch**: logged once as an error with the count, counted in
+``stats()["lost_records"]`` (kept across restarts, shown in ``health`` as
+``outbox.lost``). A partial record at the end of a queue's last segment
 with nothing missing is a crash's **torn tail** (the append under way, never
 confirmed): it is cut off with a warning. Any other damaged segment (garbage in the
 middle, a bad name) is quarantined — hard-linked into ``quarantine/`` as it was — and
@@ -307,13 +308,15 @@ class Outbox:
     """Durable, bounded, prioritised message store between the agent and MQTT."""
 
     def __init__(self, directory: str | Path, max_bytes: int, *,
-                 segment_bytes: int | None = None, cursor_flush_s: float = 1.0) -> None:
+                 segment_bytes: int | None = None, cursor_flush_s: float = 1.0,
+                 count_flush_s: float = 10.0) -> None:
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
             raise OutboxError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or min(4 << 20, max(64 << 10, max_bytes // 64))
         self.cursor_flush_s = cursor_flush_s
+        self.count_flush_s = count_flush_s
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._closed = False
@@ -682,6 +685,10 @@ class Outbox:
             self._next_seq = next_seq  # never reused, even if the write fails
             self._write(batches, created)
             self._enforce_bound()
+            if self._flush_due is None:  # no ack to save soon: the counters, in a while
+                self._dirty = True
+                self._flush_due = time.monotonic() + self.count_flush_s
+                self._cond.notify()
             return keys
 
     def _active_segment(self, q: _Queue, first_seq: int) -> Segment:
@@ -897,8 +904,9 @@ class Outbox:
     def _mark_dirty(self) -> None:
         """Called under the lock: have the flusher persist the state within cursor_flush_s."""
         self._dirty = True
-        if self._flush_due is None:
-            self._flush_due = time.monotonic() + self.cursor_flush_s
+        due = time.monotonic() + self.cursor_flush_s
+        if self._flush_due is None or due < self._flush_due:  # sooner than the counters'
+            self._flush_due = due
             self._cond.notify()
 
     def _flush_loop(self) -> None:

@@ -256,6 +256,26 @@ def test_last_segment_cut_by_28_records_is_a_lost_stretch_reported_with_its_coun
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_offline_appends_killed_then_cut_are_counted_as_lost(tmp_path: Path) -> None:
+    """No broker, so no acks: the counters are saved ``count_flush_s`` after appends, so
+    a cut made after a kill is still told from a torn tail. (The files of a running
+    outbox, copied as they are, are what a SIGKILL leaves.)"""
+    ob = Outbox(tmp_path / "live", 1 << 24, segment_bytes=1 << 16, count_flush_s=0.05)
+    for i in range(60):
+        ob.append("event", "lift/L/event", b'{"id":"m%d"}' % i)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "live" / "acks.log").stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    shutil.copytree(tmp_path / "live", tmp_path / "killed")
+    ob.close()
+    seg = next((tmp_path / "killed" / "event").glob("*.seg"))
+    _seq, off, size = _segment_records(seg)[-28]
+    os.truncate(seg, off + 5)
+    with Outbox(tmp_path / "killed", 1 << 24, segment_bytes=1 << 16) as ob2:
+        assert len(ob2.pending(1000)) == 32
+        assert ob2.stats()["lost_records"] == 28
+
+
 def test_a_deleted_middle_segment_is_counted_as_lost(tmp_path: Path) -> None:
     sent = _fill(tmp_path, 60)
     segs = sorted((tmp_path / "event").glob("*.seg"))
