@@ -127,7 +127,7 @@ def _wait_for(pred, timeout: float = 10.0) -> bool:
 
 def test_acks_are_grouped_into_one_ack_log_append_and_snapshotted_on_flush(
         tmp_path: Path) -> None:
-    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=0.3)
+    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=1.0)
     keys = ob.append_many([("event", EV, body(i)) for i in range(5)])
     ob.ack_many([keys[0], keys[1]])
     ob.ack(keys[2])

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from liftwatch.agent import health
-from liftwatch.buffer.outbox import LANES, Key, Outbox
+from liftwatch.buffer.outbox import LANES, Key, Outbox, read_ack_log
 from liftwatch.buffer.segments import encode, scan
 
 PRODUCER = r"""
@@ -263,8 +263,12 @@ def test_offline_appends_killed_then_cut_are_counted_as_lost(tmp_path: Path) -> 
     ob = Outbox(tmp_path / "live", 1 << 24, segment_bytes=1 << 16, count_flush_s=0.05)
     for i in range(60):
         ob.append("event", "lift/L/event", b'{"id":"m%d"}' % i)
+    def saved() -> int:
+        recs = read_ack_log((tmp_path / "live" / "acks.log").read_bytes())[0]
+        return recs[-1]["queues"]["event"]["appended"] if recs else 0
+
     deadline = time.monotonic() + 10
-    while not (tmp_path / "live" / "acks.log").stat().st_size and time.monotonic() < deadline:
+    while saved() < 60 and time.monotonic() < deadline:
         time.sleep(0.01)
     shutil.copytree(tmp_path / "live", tmp_path / "killed")
     ob.close()
