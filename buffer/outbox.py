@@ -327,6 +327,7 @@ class Outbox:
         self._corrupt_records = 0
         self._lost_records = 0
         self._write_errors = 0
+        self._save_failing = False
         self._last_error: str | None = None
         self._dirty = False
         self._flush_due: float | None = None
@@ -729,7 +730,8 @@ class Outbox:
             name = errno_mod.errorcode.get(exc.errno or 0, "EIO")
             self._last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {name}: " \
                                f"{exc.strerror or exc}"
-            log.error("outbox: append failed, message(s) not stored: %s", self._last_error)
+            # the caller reports it (the agent: one disk fault, not a line per append)
+            log.debug("outbox: append failed, message(s) not stored: %s", self._last_error)
             raise OutboxWriteError(f"outbox append failed ({name}: {exc.strerror or exc}); "
                                    "the message was not stored", exc.errno) from exc
         for q, seg, seqs, sizes in touched:
@@ -865,7 +867,9 @@ class Outbox:
             for q in self._lane_queues[lane]:
                 if q.release(seq):
                     self._mark_dirty()
-                    if q.has_dead():  # a segment wholly released: persist, then delete it
+                    # a segment wholly released: persist, then delete it (while saves fail,
+                    # the flusher's retry does it)
+                    if q.has_dead() and not self._save_failing:
                         self._delete_dead(snapshot=False)
                     return True
             return False
@@ -888,7 +892,7 @@ class Outbox:
                         break
             if done:
                 self._mark_dirty()
-                if any(q.has_dead() for q in self._queues.values()):
+                if not self._save_failing and any(q.has_dead() for q in self._queues.values()):
                     self._delete_dead(snapshot=False)
         return done
 
@@ -923,7 +927,8 @@ class Outbox:
                     continue
                 self._flush_due = None
                 try:
-                    ok = not self._dirty or self._persist(snapshot=False)
+                    self._delete_dead(snapshot=False)  # saves, then deletes released segments
+                    ok = not self._save_failing
                 except Exception:  # never let the thread die: acks would stay in memory
                     log.exception("outbox: saving the acks failed")
                     ok = False
@@ -983,10 +988,14 @@ class Outbox:
         except OSError as exc:
             self._write_errors += 1
             self._last_error = f"cursor save failed: {exc}"
-            log.error("outbox: %s", self._last_error)
+            # counted in stats() (cursor_save_failing); the agent reports a failing disk
+            # once; the flusher tries again a cursor_flush_s later, not on every ack
+            log.debug("outbox: %s", self._last_error)
+            self._save_failing = True
             with contextlib.suppress(OSError):
                 os.ftruncate(self._logfd, self._log_end)
             return False
+        self._save_failing = False
         self._dirty = False
         self._flush_due = None
         return True
@@ -1038,6 +1047,7 @@ class Outbox:
                 "lost_records": self._lost_records,
                 "corrupt_records": self._corrupt_records,
                 "write_errors": self._write_errors,
+                "cursor_save_failing": self._save_failing,
                 "last_error": self._last_error,
             }
 

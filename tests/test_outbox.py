@@ -276,8 +276,13 @@ def test_disk_full_when_saving_cursors_keeps_acks_in_memory_and_data_on_disk(
         assert ob.ack(k) is True  # never raises into paho's thread
     st = ob.stats()
     assert st["write_errors"] >= 1 and "cursor" in st["last_error"]
+    assert st["cursor_save_failing"]
+    assert st["write_errors"] <= 2  # tried again by the flusher, not on every ack
     assert [i.key for i in drain(ob)] == keys[30:]
     monkeypatch.undo()
+    ob.flush()  # space again: the state is saved and the released segments go
+    assert not ob.stats()["cursor_save_failing"]
+    assert len(list((tmp_path / "event").glob("*.seg"))) <= 3
     ob.close()
     with Outbox(tmp_path, 1 << 20, segment_bytes=1024) as ob2:
         assert [i.key for i in drain(ob2)] == keys[30:]
