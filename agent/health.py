@@ -65,7 +65,8 @@ def compact(d: dict[str, Any]) -> dict[str, Any]:
 
 def outbox_view(stats: dict[str, Any]) -> dict[str, Any]:
     """``outbox`` of the health message from ``Outbox.stats()``: depth by lane, with
-    bytes and oldest age when something waits; drops and quarantined files if any."""
+    bytes and oldest age when something waits; drops, quarantined files and stored
+    messages found missing from disk (``lost``) if any."""
     out: dict[str, Any] = {lane: _some(dict(v)) for lane, v in stats.get("lanes", {}).items()}
     dropped = {k: v for k, v in (stats.get("dropped") or {}).items() if v}
     if dropped:
@@ -74,6 +75,9 @@ def outbox_view(stats: dict[str, Any]) -> dict[str, Any]:
     n = len(q) if isinstance(q, list) else int(q or 0)
     if n:
         out["quarantined"] = n
+    lost = int(stats.get("lost_records") or 0)
+    if lost:  # stored messages missing from disk (a lost stretch, not a torn append)
+        out["lost"] = lost
     return out
 
 

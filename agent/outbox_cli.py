@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"quarantined (damaged, kept for inspection in {directory / 'quarantine'}):")
         for name in st["quarantined"]:
             print(f"  {name}")
+    if st["lost_records"]:
+        print(f"warning: {st['lost_records']} stored message(s) were found missing from disk "
+              "(a lost stretch of records, not a torn append): see the agent's log")
     if st["damaged_bytes"]:
         print(f"warning: {st['damaged_bytes']} damaged byte(s) in the segment files are "
               "skipped (the agent repairs them at its next start)")

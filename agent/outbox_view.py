@@ -4,10 +4,10 @@
 lock (refused while the agent runs, which is exactly when a technician looks) and may
 repair files (trim a torn tail, quarantine, drop over the bound). This view only reads:
 it indexes the segment files with the outbox's own :func:`~liftwatch.buffer.segments.scan`
-and applies the cursors of ``cursors.json``, so it shows what the agent would send as of
-its last cursor save (acks of the last few seconds may not show yet: those messages are
-counted as waiting, never the other way round). Damaged stretches are skipped and counted,
-never fatal.
+and applies the cursors of ``cursors.json`` and of the ack log after it, so it shows what
+the agent would send as of its last cursor save (acks of the last second may not show
+yet: those messages are counted as waiting, never the other way round). Damaged
+stretches are skipped and counted, never fatal.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from liftwatch.buffer.outbox import CURSORS_FILE, LANE_OF, LANES, QUARANTINE_DIR, QUEUES
+from liftwatch.buffer.outbox import (
+    ACK_LOG,
+    CURSORS_FILE,
+    LANE_OF,
+    LANES,
+    QUARANTINE_DIR,
+    QUEUES,
+    read_ack_log,
+)
 from liftwatch.buffer.segments import BODY_HEAD, FRAMING, HEADER, SEGMENT_NAME, scan
 
 SOURCE = "read-only snapshot of the files"
@@ -115,6 +123,7 @@ class OutboxSnapshot:
                 "dropped_kind": {k: int(kinds.get(k, 0)) for k in ("record", "stats")},
                 "bytes": sum(v["bytes"] for v in out_lanes.values()),
                 "segments": segments, "quarantined": self.quarantined,
+                "lost_records": int(self.cursors.get("lost", 0) or 0),
                 "damaged_bytes": damaged, "cursor_problem": self.cursor_problem}
 
     def pending(self) -> Iterator[Waiting]:
@@ -126,6 +135,21 @@ class OutboxSnapshot:
 
 
 def _read_cursors(directory: Path) -> tuple[dict[str, Any], str]:
+    """The agent's persisted state: cursors.json, then the newest ack-log record of its
+    generation (the agent appends one a second while acks come in)."""
+    doc, problem = _read_snapshot(directory)
+    try:
+        records, _end = read_ack_log((directory / ACK_LOG).read_bytes())
+    except OSError:
+        records = []
+    gen = doc.get("gen", 0) if not problem else None
+    newest = [r for r in records if gen is None or r.get("gen") == gen]
+    if newest and isinstance(newest[-1].get("queues"), dict):
+        doc = newest[-1]
+    return doc, problem
+
+
+def _read_snapshot(directory: Path) -> tuple[dict[str, Any], str]:
     path = directory / CURSORS_FILE
     try:
         raw = path.read_bytes()

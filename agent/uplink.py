@@ -7,7 +7,9 @@ city's terminals must not reconnect in lock step after a broker restart. Ours wa
 attempt resets on a successful CONNACK). Every paho callback only hands its event to
 the asyncio loop with ``call_soon_threadsafe``; all state below is touched by the
 loop thread alone, so it needs no locks and a PUBACK can never be matched before its
-publish was recorded.
+publish was recorded. Only the network thread writes the socket: ``publish()`` from the
+loop thread just queues the packet (paho's ``on_socket_register_write`` hook is set), so
+packets leave in the order they were published.
 
 A new paho ``Client`` is made for every connection. paho would otherwise re-send
 its own queue of unacknowledged messages on reconnect, ahead of anything else;
@@ -79,6 +81,12 @@ class OutboxLike(Protocol):
     def pending(self, limit: int, skip: Any = ...) -> list[Any]: ...
 
     def ack(self, key: Any) -> None: ...
+
+    def ack_many(self, keys: Any) -> Any: ...
+
+
+def _network_thread_writes(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+    """paho's "socket wants writing" hook: set, so that publish() leaves writing to loop()."""
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -359,8 +367,8 @@ class Uplink:
 
     def _ack_many(self, keys: list[Any]) -> None:
         assert self.outbox is not None
-        for k in keys:
-            self.outbox.ack(k)
+        if keys:
+            self.outbox.ack_many(keys)  # one lock for the batch of PUBACKs
 
     async def _flush_acks(self) -> None:
         if self._ack_batch:
@@ -564,6 +572,14 @@ class Uplink:
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
         client.on_message = on_message
+        # Only the network thread may write the socket. Without a loop_start() thread,
+        # paho's publish() would otherwise write its packet queue from the calling (loop)
+        # thread while loop() writes it from ours: each thread pops a packet, and one
+        # preempted between its pop and its send lets the other's later packet go first
+        # (a lane-order break, seen once as 'e14' before 'e13'; with partial writes even
+        # interleaved bytes). With this callback set, publish() only queues the packet and
+        # wakes loop() through paho's socket pair; the callback itself has nothing to do.
+        client.on_socket_register_write = _network_thread_writes
         client.enable_logger(self._paho_log)
         return client
 

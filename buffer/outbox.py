@@ -19,13 +19,19 @@ by sequence number).
 
 Acks and drops only **release** records in memory: a queue's durable state is a
 watermark (every record below it is released) plus the few released records above
-it (out-of-order PUBACKs). That cursor document lives in ``cursors.json``, a TinyDB
-database on :class:`~liftwatch.buffer.atomic.AtomicJSONStorage` (temp file, fsync,
-rename, directory fsync). It is rewritten at most every ``cursor_flush_s`` seconds,
-on ``flush()``/``close()``, and before a fully released segment is deleted — not on
-every ack: SD cards wear out. A crash therefore loses only recent acks, which
-re-sends those messages after the restart; that is the at-least-once contract
-(duplicates carry the same ``id``), never a loss.
+it (out-of-order PUBACKs), and two counters (records ever appended, records in deleted
+segments). That state is made durable within ``cursor_flush_s`` (1 s) of an ack or a
+drop by a flusher thread that **appends** it to ``acks.log`` (one small framed, CRC-32
+checked record and one fdatasync for every ack of that second: a SIGKILL re-sends at
+most about a second of acknowledged traffic, and a message costs one write for its
+append plus a share of the once-a-second ack write). The log is compacted into
+``cursors.json`` (a TinyDB document on :class:`~liftwatch.buffer.atomic.AtomicJSONStorage`:
+temp file, fsync, rename, directory fsync) on ``flush()``/``close()``, when it passes
+64 KB and at an opening that changed something; records carry the generation of the
+snapshot they follow, so a crash between the two writes replays nothing stale. The
+state is also persisted before a fully released segment is deleted. Losing recent acks
+only re-sends those messages (the at-least-once contract: duplicates carry the same
+``id``), never a loss.
 
 Bound: the live bytes (framed records not yet released) stay within ``max_bytes``.
 After each write, while over the bound, the oldest record-lane message (trips,
@@ -36,12 +42,22 @@ An incoming trip when only events and alarms are queued is thus itself the victi
 Every drop is counted by lane (and by kind for the record lane). On disk the
 footprint is the live bytes plus at most the released head of one segment per queue.
 
-Damage found when opening: a torn tail of a queue's last segment (crash mid-append:
-nothing after it is valid) is cut off; any other damaged segment (truncated, garbage
-in the middle, a bad name) is quarantined — hard-linked into ``quarantine/`` as it
-was — and replaced by its valid records, so everything else is still delivered. An
-unreadable ``cursors.json`` is quarantined and every stored message is delivered
-again (duplicates, not losses).
+Damage found when opening. The counters say how many records each queue should hold
+(as of the last persisted state, so never more than were confirmed; with no ack to
+save, appends persist it only ``count_flush_s`` = 10 s later, one write for all of
+them, so the appends of the last 10 s before a crash are not counted); fewer found is
+a **lost stretch**: logged once as an error with the count, counted in
+``stats()["lost_records"]`` (kept across restarts, shown in ``health`` as
+``outbox.lost``). A partial record at the end of a queue's last segment
+with nothing missing is a crash's **torn tail** (the append under way, never
+confirmed): it is cut off with a warning. Any other damaged segment (garbage in the
+middle, a bad name) is quarantined — hard-linked into ``quarantine/`` as it was — and
+replaced by its valid records, so everything else is still delivered. Segments opened
+from their sidecar index (``segments.py``) are not scanned: a damaged record there is
+found when it is read, released and counted (``corrupt_records``), and the segment is
+copied to ``quarantine/`` the first time. An unreadable ``cursors.json`` is quarantined
+and the ack log, else redelivery of every stored message (duplicates, not losses),
+takes its place.
 
 I/O errors on append (ENOSPC, EIO, ...) cut the partial write off again and raise
 :class:`OutboxWriteError`; the message is then NOT stored, the error is counted and
@@ -49,8 +65,10 @@ kept in ``stats()``, and the outbox keeps working for the next append.
 
 Locking: one ``threading.Lock`` guards all state, so paho's network thread may call
 ``ack`` while the asyncio thread calls ``append``/``pending``. It is held during an
-append's write + fdatasync (well under a millisecond to a few ms on an SD card), so
-an ack can wait that long; nothing else blocks under it. Another process is kept out
+append's write + fdatasync (well under a millisecond to a few ms on an SD card), and
+by the flusher thread during its ack-log write + fdatasync once a second at most, so
+an ack can wait that long; nothing else blocks under it. The flusher sleeps on a
+condition while nothing is to be saved: an idle outbox wakes nobody. Another process is kept out
 of the directory with an ``flock`` on ``.lock``.
 """
 
@@ -61,10 +79,13 @@ import contextlib
 import errno as errno_mod
 import fcntl
 import heapq
+import json
 import logging
 import os
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,11 +94,13 @@ from typing import NamedTuple
 from liftwatch.buffer.atomic import AtomicJSONStorage, CorruptFileError, fsync_dir, quarantine_file
 from liftwatch.buffer.segments import (
     FRAMING,
+    INDEX_NAME,
     SEGMENT_NAME,
     RecordCorrupt,
     ScanResult,
     Segment,
     encode,
+    index_path,
     scan,
     segment_name,
 )
@@ -92,8 +115,38 @@ LANE_OF = {"alarm": "alarm", "event": "event", "record": "record", "stats": "rec
 DROP_ORDER = ("record", "stats", "event")  # alarms never
 MAX_TOPIC_BYTES = 0xFFFF
 CURSORS_FILE = "cursors.json"
+ACK_LOG = "acks.log"
+ACK_LOG_COMPACT = 64 << 10  # the ack log is folded into cursors.json beyond this
+LOG_HEAD = struct.Struct("<II")  # body length, CRC-32 of the body (JSON state)
 QUARANTINE_DIR = "quarantine"
 QUARANTINE_KEEP = 32  # newest quarantined files kept; older ones are deleted
+
+
+def encode_log_record(doc: dict) -> bytes:
+    """One ack-log record: the whole persisted state, framed and CRC-checked."""
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    return LOG_HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def read_ack_log(data: bytes) -> tuple[list[dict], int]:
+    """The valid records of an ack log and where they end (a torn last one is left out)."""
+    out: list[dict] = []
+    pos = 0
+    while pos + LOG_HEAD.size <= len(data):
+        length, crc = LOG_HEAD.unpack_from(data, pos)
+        end = pos + LOG_HEAD.size + length
+        body = data[pos + LOG_HEAD.size:end]
+        if end > len(data) or zlib.crc32(body) != crc:
+            break
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            break
+        if not isinstance(doc, dict):
+            break
+        out.append(doc)
+        pos = end
+    return out, pos
 
 
 class Key(NamedTuple):
@@ -103,9 +156,9 @@ class Key(NamedTuple):
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A message to publish. ``created`` is the wall time of the append."""
+class Item(NamedTuple):
+    """A message to publish. ``created`` is the wall time of the append. (A named tuple:
+    ``pending`` makes one per message, and it is the cheapest immutable record.)"""
 
     key: Key
     lane: str
@@ -139,16 +192,25 @@ class _Queue:
     released: set[int] = field(default_factory=set)  # released records with seq >= head
     live_count: int = 0
     live_bytes: int = 0
+    appended: int = 0  # records ever committed to this queue (persisted with the cursors)
+    deleted: int = 0  # records in segments deleted once wholly released
+    firsts: list[int] = field(default_factory=list)  # first_seq of each segment, for bisect
+
+    def add_segment(self, seg: Segment) -> None:
+        self.segments.append(seg)
+        self.firsts.append(seg.first_seq)
 
     def normalize(self) -> None:
         """Move the head position off the end of a segment that has a successor."""
-        while (self.head_seg < len(self.segments) - 1
-               and self.head_idx >= len(self.segments[self.head_seg])):
-            self.head_seg += 1
+        segs, hs = self.segments, self.head_seg
+        last = len(segs) - 1
+        while hs < last and self.head_idx >= len(segs[hs].seqs):
+            hs += 1
             self.head_idx = 0
+        self.head_seg = hs
 
     def locate(self, seq: int) -> tuple[Segment, int] | None:
-        i = bisect.bisect_right([s.first_seq for s in self.segments], seq) - 1
+        i = bisect.bisect_right(self.firsts, seq) - 1
         if i < 0:
             return None
         seg = self.segments[i]
@@ -175,6 +237,23 @@ class _Queue:
         """Mark one record released (acked or dropped). False if it was not live."""
         if seq < self.head or seq in self.released:
             return False
+        if seq == self.head:  # the usual case, PUBACKs in order: no search, no set
+            self.normalize()
+            if self.head_seg < len(self.segments):
+                seg = self.segments[self.head_seg]
+                seqs, i = seg.seqs, self.head_idx
+                n = len(seqs)
+                if i < n and seqs[i] == seq:
+                    offs = seg.offsets
+                    self.live_count -= 1
+                    self.live_bytes -= (offs[i + 1] if i + 1 < n else seg.end) - offs[i]
+                    self.head_idx = i = i + 1
+                    if i < n and seqs[i] not in self.released:
+                        self.head = seqs[i]
+                    else:
+                        self.head = seq + 1
+                        self._advance()
+                    return True
         found = self.locate(seq)
         if found is None:
             return False
@@ -203,10 +282,21 @@ class _Queue:
             self.head = seq + 1
             self.head_idx += 1
 
+    def has_dead(self) -> bool:
+        """Cheap test for :meth:`dead_segments` (called on every ack)."""
+        self.normalize()
+        return self.head_seg > 0
+
     def dead_segments(self) -> list[Segment]:
         """Segments wholly below the head, except the one appends go to."""
         self.normalize()
         return [s for s in self.segments[:self.head_seg] if s is not self.segments[-1]]
+
+    def drop_segments(self, dead: list[Segment]) -> None:
+        for seg in dead:
+            self.segments.remove(seg)
+            self.head_seg -= 1
+        self.firsts = [s.first_seq for s in self.segments]
 
     def oldest_created(self) -> float | None:
         for _seq, seg, idx in self.live():
@@ -218,44 +308,57 @@ class Outbox:
     """Durable, bounded, prioritised message store between the agent and MQTT."""
 
     def __init__(self, directory: str | Path, max_bytes: int, *,
-                 segment_bytes: int | None = None, cursor_flush_s: float = 10.0) -> None:
+                 segment_bytes: int | None = None, cursor_flush_s: float = 1.0,
+                 count_flush_s: float = 10.0) -> None:
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
             raise OutboxError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or min(4 << 20, max(64 << 10, max_bytes // 64))
         self.cursor_flush_s = cursor_flush_s
+        self.count_flush_s = count_flush_s
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._closed = False
         self._dropped = dict.fromkeys(LANES, 0)
         self._dropped_kind = {"record": 0, "stats": 0}
         self._next_seq = dict.fromkeys(LANES, 0)
         self._trimmed_bytes = 0
         self._corrupt_records = 0
+        self._lost_records = 0
         self._write_errors = 0
         self._save_failing = False
         self._last_error: str | None = None
         self._dirty = False
-        self._last_flush = time.monotonic()
+        self._flush_due: float | None = None
+        self._gen = 0  # generation of cursors.json; ack-log records carry it
+        self._logfd = -1
+        self._log_end = 0
+        self._db: TinyDB | None = None
+        self._flusher: threading.Thread | None = None
         self._qdir = self.directory / QUARANTINE_DIR
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lockfd = self._take_dir_lock()
         try:
             self._queues = {name: _Queue(name, self.directory / name) for name in QUEUES}
+            self._lane_queues = {lane: [q for q in self._queues.values() if LANE_OF[q.name] == lane]
+                                 for lane in LANES}
             self._db = self._open_cursors()
             for q in self._queues.values():
                 self._load_queue(q)
             for lane in LANES:
-                for q in self._queues.values():
-                    if LANE_OF[q.name] == lane:
-                        last = max((s.seqs[-1] + 1 for s in q.segments if len(s)), default=0)
-                        first = max((s.first_seq for s in q.segments), default=0)
-                        self._next_seq[lane] = max(self._next_seq[lane], q.head, last, first)
+                for q in self._lane_queues[lane]:
+                    last = max((s.seqs[-1] + 1 for s in q.segments if len(s)), default=0)
+                    first = max((s.first_seq for s in q.segments), default=0)
+                    self._next_seq[lane] = max(self._next_seq[lane], q.head, last, first)
             self._enforce_bound()
-            self._delete_dead(force_flush=True)
+            self._delete_dead(snapshot=self._dirty or self._log_end >= ACK_LOG_COMPACT)
         except BaseException:
             self._close_files()
             raise
+        self._flusher = threading.Thread(target=self._flush_loop, name="lw-outbox-flush",
+                                         daemon=True)
+        self._flusher.start()
 
     # -- opening -----------------------------------------------------------------------
 
@@ -269,29 +372,57 @@ class Outbox:
         return fd
 
     def _open_cursors(self) -> TinyDB:
+        """The persisted state: the snapshot in cursors.json, then the newer records of the
+        ack log (each a whole state; the last one of the snapshot's generation wins)."""
         path = self.directory / CURSORS_FILE
         db = TinyDB(path, storage=AtomicJSONStorage)
+        snapshot_ok = True
         try:
             doc = db.get(doc_id=1) or {}
             self._apply_cursor_doc(doc)
         except (CorruptFileError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            snapshot_ok = False
             db.close()
             dest = quarantine_file(path, self._qdir)
-            log.error("outbox cursors unreadable (%s): quarantined as %s; every stored message "
-                      "will be delivered again", exc, dest.name)
-            for q in self._queues.values():
-                q.head, q.released = 0, set()
+            self._reset_state()
+            log.error("outbox cursors unreadable (%s): quarantined as %s; the ack log is used, "
+                      "else every stored message will be delivered again", exc, dest.name)
             db = TinyDB(path, storage=AtomicJSONStorage)
+        log_path = self.directory / ACK_LOG
+        self._logfd = os.open(log_path, os.O_RDWR | os.O_CREAT, 0o640)
+        data = b""
+        with contextlib.suppress(OSError):
+            data = os.pread(self._logfd, os.fstat(self._logfd).st_size, 0)
+        records, end = read_ack_log(data)
+        newest = [r for r in records if snapshot_ok and r.get("gen") == self._gen
+                  or not snapshot_ok]
+        if newest:
+            try:
+                self._apply_cursor_doc(newest[-1])
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                log.error("outbox: last ack-log record unusable (%s); acks since the last "
+                          "snapshot will be delivered again", exc)
+        self._log_end = len(data)
+        if end < len(data):  # a torn last record: the flush under way when the process died
+            os.ftruncate(self._logfd, end)
+            self._log_end = end
         return db
+
+    def _reset_state(self) -> None:
+        for q in self._queues.values():
+            q.head, q.released, q.appended, q.deleted = 0, set(), 0, 0
 
     def _apply_cursor_doc(self, doc: dict) -> None:
         if not isinstance(doc, dict):
             raise ValueError("cursor document is not an object")
+        self._gen = int(doc.get("gen", 0))
         for name, cur in (doc.get("queues") or {}).items():
             if name in self._queues:
                 q = self._queues[name]
                 q.head = int(cur["head"])
                 q.released = {int(s) for s in cur.get("released", ()) if int(s) >= q.head}
+                q.appended = int(cur.get("appended", 0))
+                q.deleted = int(cur.get("deleted", 0))
         for lane, n in (doc.get("next_seq") or {}).items():
             if lane in self._next_seq:
                 self._next_seq[lane] = int(n)
@@ -301,76 +432,162 @@ class Outbox:
         for kind, n in (doc.get("dropped_kind") or {}).items():
             if kind in self._dropped_kind:
                 self._dropped_kind[kind] = int(n)
+        self._lost_records = int(doc.get("lost", 0))
 
     def _load_queue(self, q: _Queue) -> None:
         q.directory.mkdir(exist_ok=True)
         files: list[tuple[int, Path]] = []
+        indexes: list[Path] = []
         for path in q.directory.iterdir():
             m = SEGMENT_NAME.match(path.name)
             if m:
                 files.append((int(m.group(1)), path))
+            elif INDEX_NAME.match(path.name):
+                indexes.append(path)
             elif path.name.startswith(".") and path.name.endswith(".tmp"):
                 path.unlink()  # an interrupted salvage: the original is still in place
             else:
                 self._quarantine(path, q.name, "not a segment file")
+        names = {p.name for _f, p in files}
+        for idx in indexes:  # the index of a segment deleted before it (a crash between)
+            if idx.with_suffix(".seg").name not in names:
+                with contextlib.suppress(OSError):
+                    idx.unlink()
         files.sort()
+        torn: tuple[Path, int, int] | None = None  # (segment, valid end, size) of a cut tail
+        changed = False
         for n, (first_seq, path) in enumerate(files):
             is_last = n == len(files) - 1
+            loaded = self._from_index(path, first_seq, is_last)
+            if loaded is not None:  # indexed: no scan of what the index covers
+                seg, cut = loaded
+                if cut is not None:
+                    torn, changed = cut, True
+                q.add_segment(seg)
+                continue
             try:
                 data = path.read_bytes()
             except OSError as exc:  # unreadable (EIO, permissions): set it aside, go on
                 self._quarantine(path, q.name, f"unreadable: {exc.strerror}")
+                changed = True
                 continue
             res = scan(data, first_seq)
             if res.first_bad is not None:
+                changed = True
                 if is_last and not res.good_after_bad:
-                    self._trim(path, res.clean_end, len(data))
+                    self._trim(path, res.clean_end)
+                    torn = path, res.clean_end, len(data)
                 else:
                     self._salvage(path, data, res, q.name)
                     res = scan(path.read_bytes(), first_seq)
             if not res.seqs and not is_last:
                 path.unlink()
+                changed = True
                 continue
             seg = Segment.from_scan(path, first_seq, res)
             if not is_last:
                 seg.sealed = True
-            q.segments.append(seg)
-        if q.segments:
+                seg.write_index()  # the next opening loads it instead of scanning
+            q.add_segment(seg)
+        if changed:
             fsync_dir(q.directory)
-        # position the head, count what is live
-        q.head_seg, q.head_idx = 0, 0
+        self._account(q, torn)
+        # position the head, count what is live (per segment, not per record)
+        q.head_seg, q.head_idx = max(len(q.segments) - 1, 0), 0
+        q.head_idx = len(q.segments[-1]) if q.segments else 0
         q.live_count, q.live_bytes = 0, 0
         found_head = False
         for si, seg in enumerate(q.segments):
-            for ii in range(len(seg)):
-                seq = seg.seqs[ii]
-                if seq < q.head:
-                    continue
-                if not found_head:
-                    q.head_seg, q.head_idx, found_head = si, ii, True
-                if seq not in q.released:
-                    q.live_count += 1
-                    q.live_bytes += seg.size(ii)
-        if not found_head:
-            q.head_seg = max(len(q.segments) - 1, 0)
-            q.head_idx = len(q.segments[-1]) if q.segments else 0
-        q.released = {s for s in q.released if q.locate(s) is not None}
+            if not len(seg) or seg.seqs[-1] < q.head:
+                continue
+            ii = bisect.bisect_left(seg.seqs, q.head)
+            if not found_head:
+                q.head_seg, q.head_idx, found_head = si, ii, True
+            q.live_count += len(seg) - ii
+            q.live_bytes += seg.end - seg.offsets[ii]
+        kept = set()
+        for seq in q.released:
+            found = q.locate(seq) if seq >= q.head else None
+            if found is not None:
+                kept.add(seq)
+                q.live_count -= 1
+                q.live_bytes -= found[0].size(found[1])
+        q.released = kept
         q._advance()
 
-    def _trim(self, path: Path, clean_end: int, size: int) -> None:
-        """Cut the torn tail of the segment that was being appended when the process died."""
+    def _from_index(self, path: Path, first_seq: int, is_last: bool
+                    ) -> tuple[Segment, tuple[Path, int, int] | None] | None:
+        """A segment loaded from its sidecar index, the bytes appended after the index was
+        written scanned. None (a full scan follows) without a usable index, or when that
+        remainder is damaged other than by a torn tail of the last segment."""
+        seg = Segment.from_index(path, first_seq)
+        if seg is None:
+            return None
+        cut = None
+        try:
+            size = os.fstat(seg.fd).st_size
+            indexed_end = seg.end
+            if size > indexed_end:
+                rest = os.pread(seg.fd, size - indexed_end, indexed_end)
+                res = scan(rest, seg.seqs[-1] + 1 if len(seg) else first_seq)
+                if res.first_bad is not None and (res.good_after_bad or not is_last):
+                    seg.close()
+                    return None
+                seg.extend_scan(res, indexed_end)
+                if res.first_bad is not None:
+                    self._trim(path, seg.end)
+                    cut = path, seg.end, size
+        except OSError:
+            seg.close()
+            return None
+        if not is_last:
+            seg.sealed = True
+            if seg.end > indexed_end:
+                seg.write_index()
+        return seg, cut
+
+    def _account(self, q: _Queue, torn: tuple[Path, int, int] | None) -> None:
+        """Compare the records found with the records the persisted counters confirm.
+
+        Fewer found is a lost stretch (truncation, a deleted or emptied segment, damage):
+        an error with the count. A cut tail with nothing missing is a crash's torn append.
+        """
+        found = sum(len(seg) for seg in q.segments)
+        missing = q.appended - q.deleted - found
+        if torn is not None:
+            path, end, size = torn
+            self._trimmed_bytes += size - end
+            if missing <= 0:
+                log.warning("outbox: cut a torn tail of %d bytes off %s (a partial record: the "
+                            "append under way when the process stopped, never confirmed)",
+                            size - end, path)
+        if missing > 0:
+            self._lost_records += missing
+            where = (f"{torn[0].name} ends {torn[2] - torn[1]} bytes into a record"
+                     if torn is not None else "segment(s) short or missing")
+            log.error("outbox: %d stored message(s) of queue %s are missing from disk (%d "
+                      "confirmed, %d found; %s): a lost stretch of records, not a torn "
+                      "append; %d lost in all", missing, q.name, q.appended - q.deleted,
+                      found, where, self._lost_records)
+            self._dirty = True
+        q.appended = q.deleted + found  # from now on, count from what is really there
+
+    def _trim(self, path: Path, clean_end: int) -> None:
+        """Cut a damaged tail off the segment that was being appended."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(index_path(path))
         fd = os.open(path, os.O_RDWR)
         try:
             os.ftruncate(fd, clean_end)
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._trimmed_bytes += size - clean_end
-        log.warning("outbox: cut a torn tail of %d bytes off %s", size - clean_end, path)
 
     def _salvage(self, path: Path, data: bytes, res: ScanResult, queue: str) -> None:
         """Quarantine a damaged segment and put back its valid records."""
         good = b"".join(data[o:o + s] for o, s in zip(res.offsets, res.sizes, strict=True))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(index_path(path))  # stale from now on
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
@@ -469,16 +686,20 @@ class Outbox:
             self._next_seq = next_seq  # never reused, even if the write fails
             self._write(batches, created)
             self._enforce_bound()
-            self._maybe_flush()
+            if self._flush_due is None:  # no ack to save soon: the counters, in a while
+                self._dirty = True
+                self._flush_due = time.monotonic() + self.count_flush_s
+                self._cond.notify()
             return keys
 
     def _active_segment(self, q: _Queue, first_seq: int) -> Segment:
         seg = q.segments[-1] if q.segments else None
         if seg is None or seg.sealed or seg.end >= self.segment_bytes:
-            if seg is not None:
+            if seg is not None and not seg.sealed:
                 seg.sealed = True
+                seg.write_index()
             seg = Segment.create(q.directory, first_seq)
-            q.segments.append(seg)
+            q.add_segment(seg)
         return seg
 
     def _write(self, batches: dict[str, tuple[list[bytes], list[int], list[int]]],
@@ -515,8 +736,11 @@ class Outbox:
                                    "the message was not stored", exc.errno) from exc
         for q, seg, seqs, sizes in touched:
             seg.commit(seqs, sizes, created)
+            q.appended += len(seqs)
             q.live_count += len(seqs)
             q.live_bytes += sum(sizes)
+            if seg.sealed:  # filled by this batch, which went on in a new segment
+                seg.write_index()
 
     def _enforce_bound(self) -> None:
         """Drop oldest messages in the spec's order until the live bytes fit again."""
@@ -532,7 +756,7 @@ class Outbox:
                 self._dropped[lane] += 1
                 if lane == "record":
                     self._dropped_kind[qname] += 1
-                self._dirty = True
+                self._mark_dirty()
             if total <= self.max_bytes:
                 return
 
@@ -543,41 +767,96 @@ class Outbox:
         oldest first within a lane. Keys in ``skip`` (already in flight) are left out."""
         if not isinstance(limit, int) or limit < 0:
             raise OutboxError(f"limit must be a non-negative integer, got {limit!r}")
-        skip = skip if isinstance(skip, set | frozenset) else set(skip)
+        skipped: dict[str, set[int]] = {}
+        for k in skip:
+            skipped.setdefault(k[0], set()).add(k[1])
         out: list[Item] = []
         with self._lock:
             self._check_open()
             for lane in LANES:
                 if len(out) >= limit:
                     break
-                queues = [q for q in self._queues.values() if LANE_OF[q.name] == lane]
-                streams = [self._tagged(q) for q in queues if q.live_count]
-                for seq, qname, seg, idx in heapq.merge(*streams, key=lambda r: r[0]):
-                    if len(out) >= limit:
-                        break
-                    key = Key(lane, seq)
-                    if key in skip:
-                        continue
-                    try:
-                        topic, payload = seg.read(idx)
-                    except (RecordCorrupt, OSError) as exc:
-                        self._corrupt_records += 1
-                        self._last_error = str(exc)
-                        log.error("outbox: unreadable record released: %s", exc)
-                        self._queues[qname].release(seq)
-                        self._dirty = True
-                        continue
-                    out.append(Item(key, lane, topic, payload, seg.created[idx]))
-            self._maybe_flush()
+                queues = [q for q in self._lane_queues[lane] if q.live_count]
+                if len(queues) == 1:
+                    self._collect(queues[0], lane, limit, skipped.get(lane, set()), out)
+                elif queues:
+                    self._collect_merged(queues, lane, limit, skipped.get(lane, set()), out)
         return out
 
+    def _collect(self, q: _Queue, lane: str, limit: int, skip: set[int],
+                 out: list[Item]) -> None:
+        """``pending`` for one queue: the wanted records of a segment in one read."""
+        q.normalize()
+        released, segs = q.released, q.segments
+        si, ii = q.head_seg, q.head_idx
+        while si < len(segs) and len(out) < limit:
+            seg = segs[si]
+            seqs = seg.seqs
+            n, want = len(seqs), limit - len(out)
+            idxs: list[int] = []
+            while ii < n and len(idxs) < want:
+                seq = seqs[ii]
+                if seq not in released and seq not in skip:
+                    idxs.append(ii)
+                ii += 1
+            if idxs:
+                created = seg.created
+                for idx, rec in zip(idxs, seg.read_many(idxs), strict=True):
+                    if isinstance(rec, Exception):
+                        self._unreadable(q, seqs[idx], rec, seg)
+                    else:
+                        out.append(Item(Key(lane, seqs[idx]), lane, rec[0], rec[1], created[idx]))
+            if ii >= n:
+                si, ii = si + 1, 0
+
+    def _collect_merged(self, queues: list[_Queue], lane: str, limit: int, skip: set[int],
+                        out: list[Item]) -> None:
+        """``pending`` for the record lane: its two queues merged by sequence number."""
+        streams = [self._tagged(q) for q in queues]
+        for seq, q, seg, idx in heapq.merge(*streams, key=lambda r: r[0]):
+            if len(out) >= limit:
+                break
+            if seq in skip:
+                continue
+            try:
+                topic, payload = seg.read(idx)
+            except (RecordCorrupt, OSError) as exc:
+                self._unreadable(q, seq, exc, seg)
+                continue
+            out.append(Item(Key(lane, seq), lane, topic, payload, seg.created[idx]))
+
+    def _unreadable(self, q: _Queue, seq: int, exc: Exception, seg: Segment) -> None:
+        """A record that fails its check when read: released (it cannot be sent), counted;
+        a segment that was indexed, not scanned, at opening is set aside for the technician
+        (a hard link in quarantine/, as with damage found by a scan) the first time."""
+        self._corrupt_records += 1
+        self._last_error = str(exc)
+        log.error("outbox: unreadable record released: %s", exc)
+        q.release(seq)
+        self._mark_dirty()
+        if seg.unverified:
+            seg.unverified = False
+            try:
+                dest = self._quarantine_dest(seg.path, q.name)
+                os.link(seg.path, dest)
+                fsync_dir(self._qdir)
+            except OSError as err:
+                log.error("outbox: damaged segment %s not copied to quarantine: %s",
+                          seg.path.name, err)
+            else:
+                log.error("outbox: segment %s/%s is damaged; a copy is kept as quarantine/%s",
+                          q.name, seg.path.name, dest.name)
+                self._prune_quarantine()
+
     @staticmethod
-    def _tagged(q: _Queue) -> Iterator[tuple[int, str, Segment, int]]:
+    def _tagged(q: _Queue) -> Iterator[tuple[int, _Queue, Segment, int]]:
         for seq, seg, idx in q.live():
-            yield seq, q.name, seg, idx
+            yield seq, q, seg, idx
 
     def ack(self, key: Key) -> bool:
-        """Release a published message (on PUBACK). True if it was still pending."""
+        """Release a published message (on PUBACK). True if it was still pending.
+
+        Durable within ``cursor_flush_s`` (the flusher thread appends to the ack log)."""
         if (not isinstance(key, tuple) or len(key) != 2 or key[0] not in LANES
                 or not isinstance(key[1], int)):
             raise OutboxError(f"not an outbox key: {key!r}")
@@ -585,67 +864,156 @@ class Outbox:
         with self._lock:
             if self._closed:
                 return False  # a late PUBACK after shutdown: re-sent next run, never lost
-            done = any(self._queues[q].release(seq) for q in QUEUES if LANE_OF[q] == lane)
+            for q in self._lane_queues[lane]:
+                if q.release(seq):
+                    self._mark_dirty()
+                    # a segment wholly released: persist, then delete it (while saves fail,
+                    # the flusher's retry does it)
+                    if q.has_dead() and not self._save_failing:
+                        self._delete_dead(snapshot=False)
+                    return True
+            return False
+
+    def ack_many(self, keys: Iterable[Key]) -> int:
+        """:meth:`ack` for a batch of PUBACKs under one lock; how many were still pending."""
+        keys = list(keys)
+        for key in keys:
+            if (not isinstance(key, tuple) or len(key) != 2 or key[0] not in LANES
+                    or not isinstance(key[1], int)):
+                raise OutboxError(f"not an outbox key: {key!r}")
+        done = 0
+        with self._lock:
+            if self._closed:
+                return 0
+            for lane, seq in keys:
+                for q in self._lane_queues[lane]:
+                    if q.release(seq):
+                        done += 1
+                        break
             if done:
-                self._dirty = True
-                self._maybe_flush()
-            return done
+                self._mark_dirty()
+                if not self._save_failing and any(q.has_dead() for q in self._queues.values()):
+                    self._delete_dead(snapshot=False)
+        return done
 
     # -- persistence of cursors, deletion of released segments ---------------------------
 
     def flush(self) -> None:
-        """Persist acks now and delete wholly released segments (the agent may call this
-        from its housekeeping timer; it also happens on its own every cursor_flush_s)."""
+        """Persist acks now (a cursors.json snapshot, the ack log emptied) and delete wholly
+        released segments. Acks are made durable on their own within cursor_flush_s."""
         with self._lock:
             self._check_open()
-            self._delete_dead(force_flush=True)
+            self._delete_dead(snapshot=True)
 
-    def _maybe_flush(self) -> None:
-        due = time.monotonic() - self._last_flush >= self.cursor_flush_s
-        if self._save_failing and not due:
-            return
-        if (self._dirty and due) or any(q.dead_segments() for q in self._queues.values()):
-            self._delete_dead(force_flush=self._dirty)
+    def _mark_dirty(self) -> None:
+        """Called under the lock: have the flusher persist the state within cursor_flush_s."""
+        self._dirty = True
+        due = time.monotonic() + self.cursor_flush_s
+        if self._flush_due is None or due < self._flush_due:  # sooner than the counters'
+            self._flush_due = due
+            self._cond.notify()
 
-    def _delete_dead(self, force_flush: bool) -> None:
-        """Save the cursors, then delete the segments they show wholly released."""
+    def _flush_loop(self) -> None:
+        """The flusher thread: one ack-log append for all acks of a cursor_flush_s."""
+        with self._lock:
+            while not self._closed:
+                due = self._flush_due
+                if due is None:
+                    self._cond.wait()
+                    continue
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                self._flush_due = None
+                try:
+                    self._delete_dead(snapshot=False)  # saves, then deletes released segments
+                    ok = not self._save_failing
+                except Exception:  # never let the thread die: acks would stay in memory
+                    log.exception("outbox: saving the acks failed")
+                    ok = False
+                if not ok:
+                    self._flush_due = time.monotonic() + max(self.cursor_flush_s, 1.0)
+
+    def _delete_dead(self, snapshot: bool) -> None:
+        """Persist the state, then delete the segments it shows wholly released."""
         dead = [(q, s) for q in self._queues.values() for s in q.dead_segments()]
-        if not (force_flush or dead):
-            return
-        try:
-            self._save_cursors()
-        except OSError as exc:
-            self._write_errors += 1
-            self._last_error = f"cursor save failed: {exc}"
-            log.debug("outbox: %s", self._last_error)  # counted in stats(); a full disk
-            self._last_flush = time.monotonic()  # is tried again in cursor_flush_s, not
-            self._save_failing = True  # on every ack (the agent reports it, once)
-            return  # keep the segments: without the saved cursors they would come back
-        self._save_failing = False
         for q, seg in dead:
+            q.deleted += len(seg)
+        if not (snapshot or dead or self._dirty):
+            return
+        if not self._persist(snapshot):
+            for q, seg in dead:  # keep the segments: without the saved state they come back
+                q.deleted -= len(seg)
+            return
+        for _q, seg in dead:
             try:
                 seg.delete()
             except OSError as exc:  # left on disk: its records are below the saved cursor,
                 self._last_error = f"segment delete failed: {exc}"  # so the next open skips
                 log.error("outbox: %s", self._last_error)  # them and deletes it again
-            q.segments.remove(seg)
-            q.head_seg -= 1
-        for d in {q.directory for q, _s in dead}:
+        for q in {q.name: q for q, _s in dead}.values():
+            q.drop_segments([seg for qq, seg in dead if qq is q])
             with contextlib.suppress(OSError):
-                fsync_dir(d)
+                fsync_dir(q.directory)
 
-    def _save_cursors(self) -> None:
-        doc = {
+    def _state_doc(self) -> dict:
+        return {
             "v": 1,
-            "queues": {q.name: {"head": q.head, "released": sorted(q.released)}
+            "gen": self._gen,
+            "queues": {q.name: {"head": q.head, "released": sorted(q.released),
+                                "appended": q.appended, "deleted": q.deleted}
                        for q in self._queues.values()},
             "next_seq": dict(self._next_seq),
             "dropped": dict(self._dropped),
             "dropped_kind": dict(self._dropped_kind),
+            "lost": self._lost_records,
         }
-        self._db.upsert(Document(doc, doc_id=1))
+
+    def _persist(self, snapshot: bool) -> bool:
+        """Make the state durable: an ack-log append, or a snapshot when asked or when the
+        log has grown. False (counted, logged, kept in memory) on an I/O error."""
+        try:
+            if snapshot or self._log_end >= ACK_LOG_COMPACT:
+                self._snapshot()
+            else:
+                rec = encode_log_record(self._state_doc())
+                view = memoryview(rec)
+                off = self._log_end
+                while view:
+                    n = os.pwrite(self._logfd, view, off)
+                    view, off = view[n:], off + n
+                os.fdatasync(self._logfd)
+                self._log_end = off
+        except OSError as exc:
+            self._write_errors += 1
+            self._last_error = f"cursor save failed: {exc}"
+            # counted in stats() (cursor_save_failing); the agent reports a failing disk
+            # once; the flusher tries again a cursor_flush_s later, not on every ack
+            log.debug("outbox: %s", self._last_error)
+            self._save_failing = True
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._logfd, self._log_end)
+            return False
+        self._save_failing = False
         self._dirty = False
-        self._last_flush = time.monotonic()
+        self._flush_due = None
+        return True
+
+    def _snapshot(self) -> None:
+        """cursors.json rewritten atomically under a new generation, then the log emptied
+        (a crash in between leaves log records of the old generation: ignored)."""
+        assert self._db is not None
+        self._gen += 1
+        try:
+            self._db.upsert(Document(self._state_doc(), doc_id=1))
+        except BaseException:
+            self._gen -= 1
+            raise
+        if self._log_end:
+            os.ftruncate(self._logfd, 0)
+            os.fdatasync(self._logfd)
+            self._log_end = 0
 
     # -- reporting and closing ---------------------------------------------------------
 
@@ -676,6 +1044,7 @@ class Outbox:
                 "segments": sum(len(q.segments) for q in self._queues.values()),
                 "quarantined": quarantined,
                 "trimmed_bytes": self._trimmed_bytes,
+                "lost_records": self._lost_records,
                 "corrupt_records": self._corrupt_records,
                 "write_errors": self._write_errors,
                 "cursor_save_failing": self._save_failing,
@@ -687,23 +1056,33 @@ class Outbox:
             raise OutboxError("outbox is closed")
 
     def close(self) -> None:
-        """Persist the cursors and release the files. Safe to call twice."""
+        """Persist the state (a snapshot) and release the files. Safe to call twice."""
         with self._lock:
             if self._closed:
                 return
             try:
-                self._delete_dead(force_flush=True)
+                self._delete_dead(snapshot=True)
+                for q in self._queues.values():  # the next opening need not scan them
+                    if q.segments and len(q.segments[-1]) and not q.segments[-1].sealed:
+                        q.segments[-1].write_index()
             finally:
                 self._closed = True
-                self._close_files()
+                self._cond.notify_all()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join()
+        with self._lock:
+            self._close_files()
 
     def _close_files(self) -> None:
         for q in getattr(self, "_queues", {}).values():
             for seg in q.segments:
                 seg.close()
-        db = getattr(self, "_db", None)
-        if db is not None:
-            db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._logfd >= 0:
+            os.close(self._logfd)
+            self._logfd = -1
         if self._lockfd >= 0:
             os.close(self._lockfd)  # releases the flock
             self._lockfd = -1

@@ -13,6 +13,15 @@ number are all plausible. The caller decides what to do with the damage (trim a
 torn tail of the segment being written, quarantine anything else). Each segment keeps
 a compact in-memory index (sequence numbers, offsets, creation times in ``array``s,
 24 bytes a message) so the payloads stay on disk until ``pending`` reads them.
+
+When a segment is full (sealed), and for the segment being appended when the outbox
+is closed, its index is also written beside it as ``{first_seq:016d}.idx`` (the size
+it covers, the three arrays, a CRC-32 of it all), so that reopening a large backlog
+loads arrays instead of walking every record; only bytes appended after the index was
+written (after a crash: those of the segment being appended) are scanned. The index
+is written without fsync: it is only a cache. A missing or torn one, or one longer
+than its segment, means a full scan, as before. Records loaded this way are checked
+(length and CRC) when they are read.
 """
 
 from __future__ import annotations
@@ -32,6 +41,9 @@ HEADER = struct.Struct("<II")  # body length, CRC-32 of the body
 BODY_HEAD = struct.Struct("<QdH")  # seq, created (wall time), topic length
 FRAMING = HEADER.size + BODY_HEAD.size
 SEGMENT_NAME = re.compile(r"^(\d{16})\.seg$")
+INDEX_NAME = re.compile(r"^(\d{16})\.idx$")
+INDEX_HEAD = struct.Struct("<4sIQQ")  # magic, CRC-32 of the rest, segment size, records
+INDEX_MAGIC = b"LWX1"
 
 
 class RecordCorrupt(ValueError):
@@ -40,6 +52,10 @@ class RecordCorrupt(ValueError):
 
 def segment_name(first_seq: int) -> str:
     return f"{first_seq:016d}.seg"
+
+
+def index_path(segment: Path) -> Path:
+    return segment.with_suffix(".idx")
 
 
 def encode(seq: int, created: float, topic: bytes, payload: bytes) -> bytes:
@@ -108,6 +124,7 @@ class Segment:
         self.offsets = array("Q")
         self.created = array("d")
         self.sealed = False  # no more appends (rotated, or an I/O error left it unsure)
+        self.unverified = False  # indexed from its sidecar: records not scanned at opening
 
     @classmethod
     def create(cls, directory: Path, first_seq: int) -> Segment:
@@ -131,6 +148,58 @@ class Segment:
         seg.offsets.extend(res.offsets)
         seg.created.extend(res.created)
         return seg
+
+    @classmethod
+    def from_index(cls, path: Path, first_seq: int) -> Segment | None:
+        """The segment at ``path`` indexed from its sidecar, up to where the sidecar ends
+        (``end``: the file may have grown since); None when there is no usable sidecar
+        (missing, torn, or longer than the segment)."""
+        try:
+            raw = index_path(path).read_bytes()
+            size = path.stat().st_size
+        except OSError:
+            return None
+        if len(raw) < INDEX_HEAD.size:
+            return None
+        magic, crc, end, count = INDEX_HEAD.unpack_from(raw, 0)
+        body = memoryview(raw)[INDEX_HEAD.size:]
+        if (magic != INDEX_MAGIC or end > size or len(body) != 24 * count
+                or zlib.crc32(body, zlib.crc32(raw[8:INDEX_HEAD.size])) != crc):
+            return None
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            return None
+        seg = cls(path, first_seq, fd, end)
+        seg.seqs.frombytes(body[:8 * count])
+        seg.offsets.frombytes(body[8 * count:16 * count])
+        seg.created.frombytes(body[16 * count:])
+        if count and (seg.seqs[0] < first_seq or seg.offsets[0] != 0):
+            seg.close()
+            return None
+        seg.unverified = True
+        return seg
+
+    def extend_scan(self, res: ScanResult, base: int) -> None:
+        """Add the records a :func:`scan` of the bytes from ``base`` on found."""
+        self.seqs.extend(res.seqs)
+        self.offsets.extend(o + base for o in res.offsets)
+        self.created.extend(res.created)
+        self.end = base + res.clean_end if res.offsets else base
+
+    def write_index(self) -> None:
+        """Write the sidecar index of this segment as it is (a cache: no fsync, errors
+        ignored, since a missing one only means a scan at the next opening)."""
+        body = self.seqs.tobytes() + self.offsets.tobytes() + self.created.tobytes()
+        head_rest = struct.pack("<QQ", self.end, len(self.seqs))
+        crc = zlib.crc32(body, zlib.crc32(head_rest))
+        data = INDEX_HEAD.pack(INDEX_MAGIC, crc, self.end, len(self.seqs)) + body
+        with contextlib.suppress(OSError):
+            index_path(self.path).write_bytes(data)
+
+    def drop_index(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(index_path(self.path))
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -180,13 +249,42 @@ class Segment:
         return (bytes(body[start:start + tlen]).decode("utf-8", "replace"),
                 bytes(body[start + tlen:]))
 
+    def read_many(self, idxs: list[int]) -> list[tuple[str, bytes] | RecordCorrupt]:
+        """:meth:`read` for ascending record indices, with one ``pread`` for their span.
+        A record that fails its check comes back as its :class:`RecordCorrupt`."""
+        offs = self.offsets
+        base = offs[idxs[0]]
+        last = idxs[-1]
+        stop = offs[last + 1] if last + 1 < len(offs) else self.end
+        buf = os.pread(self.fd, stop - base, base)
+        view = memoryview(buf)
+        have = len(buf)
+        out: list[tuple[str, bytes] | RecordCorrupt] = []
+        hsize, bsize, crc32 = HEADER.size, BODY_HEAD.size, zlib.crc32
+        for i in idxs:
+            pos = offs[i] - base
+            end = (offs[i + 1] if i + 1 < len(offs) else self.end) - base
+            if end > have:
+                out.append(RecordCorrupt(f"{self.path}: record {self.seqs[i]} is cut short"))
+                continue
+            length, crc = HEADER.unpack_from(view, pos)
+            if length != end - pos - hsize or crc32(view[pos + hsize:end]) != crc:
+                out.append(RecordCorrupt(f"{self.path}: record {self.seqs[i]} fails its CRC"))
+                continue
+            tlen = BODY_HEAD.unpack_from(view, pos + hsize)[2]
+            start = pos + hsize + bsize
+            out.append((str(view[start:start + tlen], "utf-8", "replace"),
+                        bytes(view[start + tlen:end])))
+        return out
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
     def delete(self) -> None:
-        """Remove the file (every record in it released)."""
+        """Remove the file (every record in it released) and its index."""
         self.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        self.drop_index()

@@ -9,13 +9,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from liftwatch.buffer import outbox as outbox_mod
 from liftwatch.buffer.outbox import LANES, Key, Outbox, OutboxError, OutboxWriteError
-from liftwatch.buffer.segments import scan
+from liftwatch.buffer.segments import Segment, scan
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -110,19 +112,63 @@ def test_released_segments_are_deleted_and_disk_use_follows_the_backlog(tmp_path
         assert [i.key for i in drain(ob)] == keys[190:]
 
 
-def test_acks_are_persisted_lazily_but_on_close_and_flush(tmp_path: Path) -> None:
-    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=3600)
-    keys = ob.append_many([("event", EV, body(i)) for i in range(4)])
-    before = (tmp_path / "cursors.json").read_bytes()
-    ob.ack(keys[0])
-    assert (tmp_path / "cursors.json").read_bytes() == before  # no rewrite per ack
-    ob.flush()
-    doc = json.loads((tmp_path / "cursors.json").read_bytes())
-    assert doc["_default"]["1"]["queues"]["event"]["head"] == keys[1].seq
+def _log_records(directory: Path) -> list[dict]:
+    return outbox_mod.read_ack_log((directory / "acks.log").read_bytes())[0]
+
+
+def _wait_for(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_acks_are_grouped_into_one_ack_log_append_and_snapshotted_on_flush(
+        tmp_path: Path) -> None:
+    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=1.0)
+    keys = ob.append_many([("event", EV, body(i)) for i in range(5)])
+    ob.ack_many([keys[0], keys[1]])
     ob.ack(keys[2])
+    assert _log_records(tmp_path) == []  # not one write per ack: the flusher groups them
+    assert _wait_for(lambda: _log_records(tmp_path))
+    recs = _log_records(tmp_path)
+    assert len(recs) == 1 and recs[0]["queues"]["event"]["head"] == keys[3].seq
+    assert not (tmp_path / "cursors.json").exists()
+    ob.flush()  # the snapshot: cursors.json written, the log emptied
+    doc = json.loads((tmp_path / "cursors.json").read_bytes())
+    assert doc["_default"]["1"]["queues"]["event"]["head"] == keys[3].seq
+    assert _log_records(tmp_path) == []
+    ob.ack(keys[4])
     ob.close()
     with Outbox(tmp_path, 1 << 20) as ob2:
-        assert [i.key for i in drain(ob2)] == [keys[1], keys[3]]
+        assert [i.key for i in drain(ob2)] == [keys[3]] and ob2.stats()["lost_records"] == 0
+
+
+def test_a_torn_ack_log_record_is_ignored_and_cut(tmp_path: Path) -> None:
+    """A crash during the flusher's write: the state before it is used (those acks are
+    re-sent), the partial record is cut off and the log goes on. The files of a running
+    outbox, copied as they are, are what a SIGKILL leaves."""
+    live, dead = tmp_path / "live", tmp_path / "killed"
+    ob = Outbox(live, 1 << 20, cursor_flush_s=0.05)
+    keys = ob.append_many([("event", EV, body(i)) for i in range(4)])
+    ob.ack(keys[0])
+    assert _wait_for(lambda: len(_log_records(live)) == 1)
+    good = (live / "acks.log").stat().st_size
+    ob.ack(keys[1])
+    assert _wait_for(lambda: len(_log_records(live)) == 2)
+    shutil.copytree(live, dead)
+    ob.close()
+    size = (dead / "acks.log").stat().st_size
+    os.truncate(dead / "acks.log", good + (size - good) // 2)
+    with Outbox(dead, 1 << 20) as ob2:
+        assert [i.key for i in drain(ob2)] == keys[1:]
+        assert (dead / "acks.log").stat().st_size == good
+        assert ob2.stats()["lost_records"] == 0
+        ob2.ack(keys[1])
+    with Outbox(dead, 1 << 20) as ob3:
+        assert [i.key for i in drain(ob3)] == keys[2:]
 
 
 def test_full_outbox_drops_trips_then_stats_then_events_never_alarms(tmp_path: Path) -> None:
@@ -225,12 +271,18 @@ def test_disk_full_when_saving_cursors_keeps_acks_in_memory_and_data_on_disk(
     ob = Outbox(tmp_path, 1 << 20, segment_bytes=1024)
     keys = ob.append_many([("event", EV, body(i, 100)) for i in range(40)])
     monkeypatch.setattr(os, "fsync", _enospc)
+    monkeypatch.setattr(os, "fdatasync", _enospc)  # the ack log's
     for k in keys[:30]:
         assert ob.ack(k) is True  # never raises into paho's thread
     st = ob.stats()
     assert st["write_errors"] >= 1 and "cursor" in st["last_error"]
+    assert st["cursor_save_failing"]
+    assert st["write_errors"] <= 2  # tried again by the flusher, not on every ack
     assert [i.key for i in drain(ob)] == keys[30:]
     monkeypatch.undo()
+    ob.flush()  # space again: the state is saved and the released segments go
+    assert not ob.stats()["cursor_save_failing"]
+    assert len(list((tmp_path / "event").glob("*.seg"))) <= 3
     ob.close()
     with Outbox(tmp_path, 1 << 20, segment_bytes=1024) as ob2:
         assert [i.key for i in drain(ob2)] == keys[30:]
@@ -385,3 +437,67 @@ def test_record_rotting_on_disk_after_open_is_skipped_counted_and_released(
         assert payloads(drain(ob)) == [b"trip-a", b"stats-b"]  # released: not counted again
         assert ob.stats()["corrupt_records"] == 1
         assert ob.ack(keys[2]) is False
+
+
+def test_segments_reopen_from_their_index_and_a_bad_index_means_a_scan(
+        tmp_path: Path) -> None:
+    def got(ob: Outbox) -> list:
+        return [(i.key, i.payload, i.created) for i in drain(ob)]
+
+    with Outbox(tmp_path, 1 << 20, segment_bytes=2048) as ob:
+        keys = ob.append_many([(LANES[i % 3], EV, body(i, 60)) for i in range(120)])
+        ob.ack_many(keys[:7])
+        want = got(ob)
+    idx = sorted((tmp_path / "event").glob("*.idx"))
+    assert len(idx) >= 3  # full segments at once, the one being appended on close
+    assert len(idx) == len(list((tmp_path / "event").glob("*.seg")))
+    with Outbox(tmp_path, 1 << 20, segment_bytes=2048) as ob:
+        assert got(ob) == want
+        ob.append_many([("event", EV, b"after-%d" % i) for i in range(3)])
+        want = got(ob)
+        # killed here: the last segment's index covers only what it held at the opening
+        shutil.copytree(tmp_path, tmp_path.parent / "killed")
+    killed = tmp_path.parent / "killed"
+    last = sorted((killed / "event").glob("*.seg"))[-1]
+    torn = outbox_mod.encode(10**6, 0.0, EV.encode(), b"torn")
+    with open(last, "ab") as fh:
+        fh.write(torn[:9])
+    with Outbox(killed, 1 << 20, segment_bytes=2048) as ob:
+        assert got(ob) == want  # the index, plus a scan of what came after it
+        st = ob.stats()
+        assert st["trimmed_bytes"] == 9 and st["lost_records"] == 0
+    idx = sorted((tmp_path / "event").glob("*.idx"))
+    idx[0].write_bytes(b"garbage")  # a torn or foreign index is only a cache miss
+    idx[1].write_bytes(idx[1].read_bytes()[:-5])
+    with Outbox(tmp_path, 1 << 20, segment_bytes=2048) as ob:
+        assert got(ob) == want
+        st = ob.stats()
+        assert st["quarantined"] == [] and st["lost_records"] == 0
+    seg = Segment.from_index(sorted((tmp_path / "event").glob("*.seg"))[0], 0)
+    assert seg is not None  # the scan wrote a good index again
+    seg.close()
+
+
+def test_ack_many_releases_a_batch_and_refuses_bad_keys(tmp_path: Path) -> None:
+    with Outbox(tmp_path, 1 << 20) as ob:
+        keys = ob.append_many([("event", EV, body(i)) for i in range(6)])
+        assert ob.ack_many([keys[4], keys[0], keys[1], keys[0], Key("event", 99)]) == 3
+        assert [i.key for i in drain(ob)] == [keys[2], keys[3], keys[5]]
+        with pytest.raises(OutboxError, match="key"):
+            ob.ack_many([keys[2], ("nolane", 1)])
+        assert [i.key for i in drain(ob)] == [keys[2], keys[3], keys[5]]  # all or nothing
+
+
+def test_the_read_only_view_applies_the_ack_log(tmp_path: Path) -> None:
+    """``liftwatch outbox`` while the agent runs: acks of the ack log (not yet in
+    cursors.json) are not shown as waiting."""
+    from liftwatch.agent.outbox_view import snapshot
+
+    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=0.05)
+    keys = ob.append_many([("event", EV, body(i)) for i in range(5)])
+    ob.ack_many(keys[:3])
+    assert _wait_for(lambda: _log_records(tmp_path))
+    snap = snapshot(tmp_path)
+    assert [w.seq for w in snap.pending()] == [k.seq for k in keys[3:]]
+    assert snap.stats()["lanes"]["event"]["depth"] == 2
+    ob.close()

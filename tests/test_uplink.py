@@ -9,10 +9,12 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker
 from liftwatch.agent import uplink as uplink_mod
@@ -468,3 +470,39 @@ def test_a_message_the_broker_refuses_stays_and_goes_out_when_it_is_accepted(
         assert obs.wait_for(lambda g: any(r.topic.endswith("/trip") for r in g), 5)
     finally:
         b.stop()
+
+
+@pytest.mark.timeout(60)
+def test_publishes_reach_the_broker_in_outbox_order_when_the_network_thread_is_preempted(
+        broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cause of a once-seen 'e14' != 'e13' under load: without a loop_start() thread,
+    paho's publish() writes its packet queue itself, so the loop thread and our network
+    thread could each pop a packet and send them in the opposite order when the network
+    thread lost the CPU between the two. That preemption is made to happen here: the
+    network thread pauses (GIL released) just before each real socket write."""
+    real_send = mqtt.Client._sock_send
+
+    def preempted_send(self: mqtt.Client, buf: bytes) -> int:
+        if threading.current_thread().name == "lw-mqtt":
+            time.sleep(0.0005)
+        return real_send(self, buf)
+
+    monkeypatch.setattr(mqtt.Client, "_sock_send", preempted_send)
+    obs = Observer(broker.port)
+    ob = Outbox(tmp_path / "outbox", 8 << 20)
+    n = 600
+    ob.append_many([("event", "lift/L1/event", b'{"n":%d}' % i) for i in range(n)])
+
+    async def main() -> None:
+        u = Uplink(settings(broker, inflight_max=32), LIFT, ob)
+        await u.start()
+        assert await u.wait_connected(10)
+        assert await u.flush(30)
+        await u.stop(1.0)
+
+    run(main())
+    ob.close()
+    assert obs.wait_for(lambda g: len([r for r in g if r.topic.endswith("/event")]) >= n, 10)
+    got = [r.json()["n"] for r in obs.on("event")]
+    obs.close()
+    assert got == list(range(n))
