@@ -362,8 +362,8 @@ def print_comparison(root: Path, quick: bool) -> None:
                        if sc else "syscalls n/a (no strace)")
             print(f"  {kind:>10}: CPU {cpu:>6.0f} us/msg, {wb / 1024:>5.1f} KiB written/msg, "
                   f"{sys_txt}")
-    print("  (the outbox: one fdatasync an append, plus at most one ack-log fdatasync a second"
-          " while acks come in; SQLite: a WAL commit for the insert and one for the delete)")
+    print("  (the outbox: one fdatasync an append, plus one ack-log fdatasync within a second"
+          " once 4 acks wait; SQLite: a WAL commit for the insert and one for the delete)")
 
 
 def bench_journal(root: Path, n: int) -> dict:

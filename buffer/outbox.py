@@ -20,11 +20,12 @@ by sequence number).
 Acks and drops only **release** records in memory: a queue's durable state is a
 watermark (every record below it is released) plus the few released records above
 it (out-of-order PUBACKs), and two counters (records ever appended, records in deleted
-segments). That state is made durable within ``cursor_flush_s`` (1 s) of an ack or a
-drop by a flusher thread that **appends** it to ``acks.log`` (one small framed, CRC-32
-checked record and one fdatasync for every ack of that second: a SIGKILL re-sends at
-most about a second of acknowledged traffic, and a message costs one write for its
-append plus a share of the once-a-second ack write). The log is compacted into
+segments). Once ``ACK_BATCH`` (4) acks or drops wait, that state is made durable within
+``cursor_flush_s`` (1 s) by a flusher thread that **appends** it to ``acks.log`` (one
+small framed, CRC-32 checked record and one fdatasync for every ack of that second: a
+SIGKILL re-sends the acknowledged traffic of about the last second, or at most 3 older
+messages when traffic is slow, and a message costs one write for its append plus at
+most a quarter of an ack write, whatever the rate). The log is compacted into
 ``cursors.json`` (a TinyDB document on :class:`~liftwatch.buffer.atomic.AtomicJSONStorage`:
 temp file, fsync, rename, directory fsync) on ``flush()``/``close()``, when it passes
 64 KB and at an opening that changed something; records carry the generation of the
@@ -44,8 +45,9 @@ footprint is the live bytes plus at most the released head of one segment per qu
 
 Damage found when opening. The counters say how many records each queue should hold
 (as of the last persisted state, so never more than were confirmed; with no ack to
-save, appends persist it only ``count_flush_s`` = 10 s later, one write for all of
-them, so the appends of the last 10 s before a crash are not counted); fewer found is
+save, appends persist it only once ``COUNT_BATCH`` (16) are uncounted, ``count_flush_s``
+= 10 s later, one write for all of them, so the last appends before a crash may not be
+counted); fewer found is
 a **lost stretch**: logged once as an error with the count, counted in
 ``stats()["lost_records"]`` (kept across restarts, shown in ``health`` as
 ``outbox.lost``). A partial record at the end of a queue's last segment
@@ -117,6 +119,13 @@ MAX_TOPIC_BYTES = 0xFFFF
 CURSORS_FILE = "cursors.json"
 ACK_LOG = "acks.log"
 ACK_LOG_COMPACT = 64 << 10  # the ack log is folded into cursors.json beyond this
+#: Acks are saved once this many wait (then within cursor_flush_s): one ack-log write
+#: for at least 4 messages keeps a message's disk writes at 1.25 or fewer at any rate.
+#: A SIGKILL thus re-sends the acks of the last second, or at most 3 older ones.
+ACK_BATCH = 4
+#: With no acks (the broker away), the appended counters are saved once this many
+#: appends are uncounted (then within count_flush_s): 1/16 of a write a message.
+COUNT_BATCH = 16
 LOG_HEAD = struct.Struct("<II")  # body length, CRC-32 of the body (JSON state)
 QUARANTINE_DIR = "quarantine"
 QUARANTINE_KEEP = 32  # newest quarantined files kept; older ones are deleted
@@ -309,7 +318,8 @@ class Outbox:
 
     def __init__(self, directory: str | Path, max_bytes: int, *,
                  segment_bytes: int | None = None, cursor_flush_s: float = 1.0,
-                 count_flush_s: float = 10.0) -> None:
+                 count_flush_s: float = 10.0, ack_batch: int = ACK_BATCH,
+                 count_batch: int = COUNT_BATCH) -> None:
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
             raise OutboxError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         self.directory = Path(directory)
@@ -317,6 +327,8 @@ class Outbox:
         self.segment_bytes = segment_bytes or min(4 << 20, max(64 << 10, max_bytes // 64))
         self.cursor_flush_s = cursor_flush_s
         self.count_flush_s = count_flush_s
+        self.ack_batch = max(1, ack_batch)
+        self.count_batch = max(1, count_batch)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._closed = False
@@ -331,6 +343,8 @@ class Outbox:
         self._last_error: str | None = None
         self._dirty = False
         self._flush_due: float | None = None
+        self._unsaved_acks = 0  # acks and drops not yet in the ack log
+        self._uncounted = 0  # appends not yet in the saved counters
         self._gen = 0  # generation of cursors.json; ack-log records carry it
         self._logfd = -1
         self._log_end = 0
@@ -686,7 +700,9 @@ class Outbox:
             self._next_seq = next_seq  # never reused, even if the write fails
             self._write(batches, created)
             self._enforce_bound()
-            if self._flush_due is None:  # no ack to save soon: the counters, in a while
+            self._uncounted += len(keys)
+            if self._flush_due is None and self._uncounted >= self.count_batch:
+                # no ack to save soon: the counters, in a while
                 self._dirty = True
                 self._flush_due = time.monotonic() + self.count_flush_s
                 self._cond.notify()
@@ -866,7 +882,7 @@ class Outbox:
                 return False  # a late PUBACK after shutdown: re-sent next run, never lost
             for q in self._lane_queues[lane]:
                 if q.release(seq):
-                    self._mark_dirty()
+                    self._mark_dirty(1)
                     # a segment wholly released: persist, then delete it (while saves fail,
                     # the flusher's retry does it)
                     if q.has_dead() and not self._save_failing:
@@ -891,7 +907,7 @@ class Outbox:
                         done += 1
                         break
             if done:
-                self._mark_dirty()
+                self._mark_dirty(done)
                 if not self._save_failing and any(q.has_dead() for q in self._queues.values()):
                     self._delete_dead(snapshot=False)
         return done
@@ -905,9 +921,13 @@ class Outbox:
             self._check_open()
             self._delete_dead(snapshot=True)
 
-    def _mark_dirty(self) -> None:
-        """Called under the lock: have the flusher persist the state within cursor_flush_s."""
+    def _mark_dirty(self, released: int = 1) -> None:
+        """Called under the lock after ``released`` acks or drops: once ``ack_batch`` wait, have
+        the flusher persist the state within cursor_flush_s."""
         self._dirty = True
+        self._unsaved_acks += released
+        if self._unsaved_acks < self.ack_batch:
+            return
         due = time.monotonic() + self.cursor_flush_s
         if self._flush_due is None or due < self._flush_due:  # sooner than the counters'
             self._flush_due = due
@@ -998,6 +1018,7 @@ class Outbox:
         self._save_failing = False
         self._dirty = False
         self._flush_due = None
+        self._unsaved_acks = self._uncounted = 0
         return True
 
     def _snapshot(self) -> None:

@@ -127,7 +127,7 @@ def _wait_for(pred, timeout: float = 10.0) -> bool:
 
 def test_acks_are_grouped_into_one_ack_log_append_and_snapshotted_on_flush(
         tmp_path: Path) -> None:
-    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=1.0)
+    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=1.0, ack_batch=1)
     keys = ob.append_many([("event", EV, body(i)) for i in range(5)])
     ob.ack_many([keys[0], keys[1]])
     ob.ack(keys[2])
@@ -146,12 +146,34 @@ def test_acks_are_grouped_into_one_ack_log_append_and_snapshotted_on_flush(
         assert [i.key for i in drain(ob2)] == [keys[3]] and ob2.stats()["lost_records"] == 0
 
 
+def test_slow_traffic_shares_each_ack_write_among_four_messages(tmp_path: Path) -> None:
+    """One message at a time, each acked long before the next: the acks are written once
+    four wait, so a message costs its append and a quarter of an ack write, and what a
+    SIGKILL would re-send (the outbox's files as they are) is at most 3 acked messages."""
+    live, dead = tmp_path / "live", tmp_path / "killed"
+    ob = Outbox(live, 1 << 20, cursor_flush_s=0.02)
+    keys = []
+    for i in range(10):
+        (key,) = ob.append_many([("event", EV, body(i))])
+        keys.append(key)
+        ob.ack(key)
+        time.sleep(0.06)  # three times the flush delay: a write would have happened
+    assert _wait_for(lambda: len(_log_records(live)) == 2)
+    time.sleep(0.1)
+    assert len(_log_records(live)) == 2  # after the 4th and the 8th ack, not one per ack
+    shutil.copytree(live, dead)
+    ob.close()
+    with Outbox(dead, 1 << 20) as ob2:
+        assert [i.key for i in drain(ob2)] == keys[8:]  # the 2 acks not yet written
+        assert ob2.stats()["lost_records"] == 0
+
+
 def test_a_torn_ack_log_record_is_ignored_and_cut(tmp_path: Path) -> None:
     """A crash during the flusher's write: the state before it is used (those acks are
     re-sent), the partial record is cut off and the log goes on. The files of a running
     outbox, copied as they are, are what a SIGKILL leaves."""
     live, dead = tmp_path / "live", tmp_path / "killed"
-    ob = Outbox(live, 1 << 20, cursor_flush_s=0.05)
+    ob = Outbox(live, 1 << 20, cursor_flush_s=0.05, ack_batch=1)
     keys = ob.append_many([("event", EV, body(i)) for i in range(4)])
     ob.ack(keys[0])
     assert _wait_for(lambda: len(_log_records(live)) == 1)
@@ -493,7 +515,7 @@ def test_the_read_only_view_applies_the_ack_log(tmp_path: Path) -> None:
     cursors.json) are not shown as waiting."""
     from liftwatch.agent.outbox_view import snapshot
 
-    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=0.05)
+    ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=0.05, ack_batch=1)
     keys = ob.append_many([("event", EV, body(i)) for i in range(5)])
     ob.ack_many(keys[:3])
     assert _wait_for(lambda: _log_records(tmp_path))

@@ -260,7 +260,8 @@ def test_offline_appends_killed_then_cut_are_counted_as_lost(tmp_path: Path) -> 
     """No broker, so no acks: the counters are saved ``count_flush_s`` after appends, so
     a cut made after a kill is still told from a torn tail. (The files of a running
     outbox, copied as they are, are what a SIGKILL leaves.)"""
-    ob = Outbox(tmp_path / "live", 1 << 24, segment_bytes=1 << 16, count_flush_s=0.05)
+    ob = Outbox(tmp_path / "live", 1 << 24, segment_bytes=1 << 16, count_flush_s=0.05,
+                count_batch=1)
     for i in range(60):
         ob.append("event", "lift/L/event", b'{"id":"m%d"}' % i)
     def saved() -> int:
