@@ -125,20 +125,41 @@ _INT = {int}
 _THREE = {3}
 
 
-def _check_acc(d: Any) -> list[list[int]]:
+class AccBlock(list):
+    """An ``acc`` block the reader has checked: a list of ``[x, y, z]`` lists of ints.
+
+    It is the block itself (a list, equal to the parsed JSON) and also carries what the
+    check worked out on the way: ``flat``, the counts flattened (x, y, z, x, ...), and
+    ``peak``, the largest |count|. The accelerometer chain takes those instead of
+    walking the block again (``liftwatch.signal.chain.flat_rows``): each sample of a
+    replay is checked once. ``flat`` is never modified by its users.
+    """
+
+    __slots__ = ("flat", "peak")
+
+
+def _check_acc(d: Any) -> AccBlock:
     if not isinstance(d, list) or not d:
         raise ValueError("acc must be a non-empty list of [x, y, z] counts")
-    # The hot path of a replay: three passes in C over the block (bool is not int here).
-    if set(map(type, d)) == _LIST and set(map(len, d)) == _THREE \
-            and set(map(type, chain.from_iterable(d))) == _INT:
-        return d
+    # The hot path of a replay: a few passes in C over the block (bool is not int here).
+    if set(map(type, d)) == _LIST and set(map(len, d)) == _THREE:
+        flat = list(chain.from_iterable(d))
+        if set(map(type, flat)) == _INT:
+            return _acc_block(d, flat)
     for s in d:  # find the sample to name in the error
         if type(s) is not list or len(s) != 3:
             raise ValueError(f"acc sample must be three integers, found {s!r}")
         x, y, z = s
         if type(x) is not int or type(y) is not int or type(z) is not int:
             raise ValueError(f"acc sample must be three integers, found {s!r}")
-    return d
+    return _acc_block(d, list(chain.from_iterable(d)))
+
+
+def _acc_block(d: list[list[int]], flat: list[int]) -> AccBlock:
+    block = AccBlock(d)
+    block.flat = flat
+    block.peak = max(max(flat), -min(flat))
+    return block
 
 
 def _check_pwr(d: Any) -> dict[str, Any]:

@@ -208,14 +208,24 @@ def flat_rows(block: object) -> tuple[list[int], int] | None:
     numpy on a tiny array): a caller validates each small block at once and converts only
     a batch of them to numpy (a flat list converts several times faster than rows).
     ``bool`` is not taken for an int here.
+
+    A block the trace reader has already checked (``drivers.trace.AccBlock``: a list
+    subclass carrying ``flat`` and ``peak``) is not walked again: only its range is
+    checked here, so each sample of a replay is checked once.
     """
-    if type(block) is not list or not block or set(map(type, block)) != _LIST \
-            or set(map(len, block)) != _THREE:
-        return None
-    flat = list(_chain_it.from_iterable(block))
-    if set(map(type, flat)) != _INT:
-        return None
-    peak = max(max(flat), -min(flat))
+    if type(block) is not list:
+        flat = getattr(block, "flat", None)
+        peak = getattr(block, "peak", None)
+        if type(flat) is not list or type(peak) is not int or not isinstance(block, list) \
+                or not flat or len(flat) != 3 * len(block):
+            return None
+    else:
+        if not block or set(map(type, block)) != _LIST or set(map(len, block)) != _THREE:
+            return None
+        flat = list(_chain_it.from_iterable(block))
+        if set(map(type, flat)) != _INT:
+            return None
+        peak = max(max(flat), -min(flat))
     if peak > RAW_LIMIT:
         raise ValueError(f"accelerometer counts beyond +-{RAW_LIMIT} are not raw samples")
     return flat, peak

@@ -131,7 +131,7 @@ class _RestLevel:
             self.rest += (d + (1 << (self.shift - 1))) >> self.shift
 
 
-@dataclass
+@dataclass(slots=True)
 class _Chunk:
     """0.1 s of analysis-rate samples and what motion made of them."""
 
@@ -143,6 +143,7 @@ class _Chunk:
     wy: np.ndarray
     wz: np.ndarray
     rest: bool
+    t_end: float           # t[-1] as a float: the history is pruned by it every chunk
 
 
 class MotionTracker:
@@ -195,9 +196,8 @@ class MotionTracker:
         self._waiting_n = 0
         self._raw_store = np.zeros((0, 3), dtype=np.int64)   # raw rows from _blocks_in[0]
         self._raw_base = 0                       # input index of _raw_store[0]
-        self._raw_cum = np.zeros((1, 3), dtype=np.int64)
+        self._raw_cum = np.zeros((3, 1), dtype=np.int64)   # per axis, prefix sums
         self._blk: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._cur: tuple[Any, ...] | None = None  # precomputed figures of the next chunk
         self._chunk_n = max(1, round(CHUNK_S * self.fs_out))
         self._v_lsb = (1 << V_SHIFT) * MS2 / self.fs_out          # m/s per speed word
         self._p_lsb = (1 << P_SHIFT) * self._v_lsb / self.fs_out   # m per position word
@@ -240,6 +240,7 @@ class MotionTracker:
         self._gravity: float | None = None
         # Run signal and zone state.
         self._run: list[tuple[float, bool]] = []
+        self._run_tmax = -math.inf               # latest time in _run (ever: an upper bound)
         self._zone: dict[str, int] = {}
         self._edges: list[tuple[float, str, int]] = []
         geom = zone_intervals or default_zone_intervals(lift.door_zone_m)
@@ -360,8 +361,10 @@ class MotionTracker:
         store = np.concatenate([self._raw_store[keep:], raw])
         self._raw_base += keep
         self._raw_store = store
-        cum = np.zeros((store.shape[0] + 1, 3), dtype=np.int64)
-        np.cumsum(store, axis=0, out=cum[1:])
+        # Axis-major: a window sum is then a gather along the last axis (np.take), which
+        # costs a fraction of fancy indexing rows of an (N, 3) array.
+        cum = np.zeros((3, store.shape[0] + 1), dtype=np.int64)
+        np.cumsum(store.T, axis=1, out=cum[:, 1:])
         self._raw_cum = cum
         self._take(self._chain.process(raw))
 
@@ -381,9 +384,10 @@ class MotionTracker:
         # Output i stands for input sample (first + i) * factor (counted from the first
         # input ever fed), delayed by the filters.
         k = (out.first + np.arange(m)) * self._factor
-        starts = np.array([b[0] for b in self._blocks_in])
-        t0s = np.array([b[1] for b in self._blocks_in])
-        self._blk = (starts, t0s, np.array([b[2] for b in self._blocks_in]))
+        blk = np.array(self._blocks_in)          # (first index, t0, n) rows, float64
+        starts = blk[:, 0].astype(np.int64)      # indices < 2**53: exact as floats
+        t0s = blk[:, 1]
+        self._blk = (starts, t0s, blk[:, 2].astype(np.int64))
         j = np.clip(np.searchsorted(starts, k, side="right") - 1, 0, None)
         t_out = t0s[j] + (k - starts[j]) / self.fs - self._delay
         if self.t_last is None and not self._pending:
@@ -414,6 +418,7 @@ class MotionTracker:
     def on_run(self, t: float, running: bool) -> None:
         """Run contactor or controller run: no rest while it is on."""
         self._run.append((float(t), bool(running)))
+        self._run_tmax = max(self._run_tmax, float(t))
         if len(self._run) > 64:
             del self._run[:-32]
 
@@ -453,6 +458,15 @@ class MotionTracker:
         i = bisect.bisect_right(self._run, (t, True))
         return self._run[i - 1][1] if i else None
 
+    def _runs_at(self, ts: list[float]) -> list[bool | None]:
+        """``_run_at`` of each time; in one go when no run change is as late as any of them
+        (then each bisection would end past the last entry: its level holds for all)."""
+        if not self._run:
+            return [None] * len(ts)
+        if ts and self._run_tmax <= min(ts):
+            return [self._run[-1][1]] * len(ts)
+        return [self._run_at(t) for t in ts]
+
     # ------------------------------------------------------------------ chunks
     def _run_chunks(self) -> None:
         data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
@@ -475,11 +489,13 @@ class MotionTracker:
             t_first, t_end = t2[:, 0].tolist(), t2[:, -1].tolist()
             zeros = np.zeros((count, n))          # rows: speeds of rest chunks
             pos = np.empty((count, n))            # rows: positions of rest chunks
-            for i in range(count):
-                self._cur = (totals[i], spans[i], raw_sums[i], raw_ns[i], zeros[i], pos[i],
-                             t_first[i], t_end[i])
-                self._chunk(t2[i], d3[i])
-            self._cur = None
+            runs = self._runs_at(t_end)
+            # Row views made in one pass each (indexing per chunk costs more).
+            rows = zip(t2, d3[:, :, 0], d3[:, :, 1], d3[:, :, 2], d3[:, :, 3], zeros, pos,
+                       strict=True)
+            for i, (t, a, wx, wy, wz, z, ps) in enumerate(rows):
+                self._chunk(t, a, wx, wy, wz, totals[i], spans[i], raw_sums[i], raw_ns[i],
+                            z, ps, t_first[i], t_end[i], runs[i])
         self._pending = [data[full:]] if full < data.shape[0] else []
         self._pending_t = [times[full:]] if full < data.shape[0] else []
         self._apply_edges()
@@ -489,6 +505,11 @@ class MotionTracker:
         their own block's time, as the chain places outputs), from the prefix sums."""
         starts, t0s, ns = self._blk
         fs = self.fs
+        # Only the blocks that reach into the batch's span can hold samples of its
+        # windows (a sample's margin either side for rounding): the others would add zeros.
+        near = (t0s <= float(hi.max()) + 1 / fs) & (t0s + ns / fs >= float(lo.min()) - 1 / fs)
+        if not near.all():
+            starts, t0s, ns = starts[near], t0s[near], ns[near]
         i0 = np.maximum(np.ceil((lo[:, None] - t0s[None, :]) * fs), 0).astype(np.int64)
         i1 = np.minimum(np.floor((hi[:, None] - t0s[None, :]) * fs).astype(np.int64) + 1,
                         ns[None, :])
@@ -496,23 +517,25 @@ class MotionTracker:
         base = (starts - self._raw_base)[None, :]
         a = np.where(ok, base + i0, 0)
         b = np.where(ok, base + i1, 0)
-        sums = (self._raw_cum[b] - self._raw_cum[a]).sum(axis=1)
+        cum = self._raw_cum
+        sums = (np.take(cum, b, axis=1) - np.take(cum, a, axis=1)).sum(axis=2).T
         return sums, np.where(ok, i1 - i0, 0).sum(axis=1).tolist()
 
-    def _chunk(self, t: np.ndarray, d: np.ndarray) -> None:
-        az = d[:, 0]
-        cur = self._cur
-        self._cur = None
-        if cur is None:               # called on its own: work the figures out here
-            sums, ns = self._raw_window_sums(np.array([t[0]]), np.array([t[-1]]))
-            cur = (int(az.sum()), int(az.max()) - int(az.min()), sums[0].tolist(), ns[0],
-                   np.zeros(t.size), np.empty(t.size), float(t[0]), float(t[-1]))
-        total, span, raw_sum, raw_n, zeros_f, pos_f, t_first, t_end = cur
+    def _chunk(self, t: np.ndarray, az: np.ndarray, wx: np.ndarray, wy: np.ndarray,
+               wz: np.ndarray, total: int, span: int, raw_sum: list[int], raw_n: int,
+               zeros_f: np.ndarray, pos_f: np.ndarray, t_first: float, t_end: float,
+               run: bool | None) -> None:
+        """The decisions of one chunk: rest or motion, level, integration, history.
+
+        ``_run_chunks`` works out for all chunks of a batch at once what numpy gives
+        cheaply in bulk: level sum and span of ``az``, the raw window sum, the run signal
+        at ``t_end``, rows to fill (``zeros_f``, ``pos_f``) for a rest chunk's history.
+        """
         if t_end < self._settle_until:
             # A new chain's filters are still filling: nothing to learn or integrate.
             zeros = np.zeros(t.size, dtype=np.int64)
             self._ring.append(_Chunk(t, zeros, np.zeros(t.size), np.full(t.size, self.position_m),
-                                     zeros, zeros, zeros, True))
+                                     zeros, zeros, zeros, True, t_end))
             self.t_last = t_end
             return
         if self._tracker is None:
@@ -520,7 +543,6 @@ class MotionTracker:
         res = az - self._tracker.rest
         n = az.size
         flat = span < self._quiet_pp
-        run = self._run_at(t_end)
         dur = n / self.fs_out
         # A steady streak: flat chunks whose level stays where the streak began (a jerk
         # ramp is flat within 0.1 s, but its level walks away).
@@ -586,7 +608,7 @@ class MotionTracker:
             p = p_w * self._p_lsb
             self.speed = float(v[-1])
             self.position_m = float(p[-1])
-        self._ring.append(_Chunk(t, res, v, p, d[:, 1], d[:, 2], d[:, 3], rest))
+        self._ring.append(_Chunk(t, res, v, p, wx, wy, wz, rest, t_end))
         if rest and self.at_rest:
             self._accumulate_raw(raw_sum, raw_n)
         self.t_last = t_end
@@ -699,7 +721,7 @@ class MotionTracker:
         if not self.at_rest and self._seg_t0 is not None:
             keep_from = min(keep_from, self._seg_t0 - PREROLL_S)
         keep_from = max(keep_from, now - RING_S)
-        while self._ring and self._ring[0].t[-1] < keep_from:
+        while self._ring and self._ring[0].t_end < keep_from:
             self._ring.popleft()
 
     # ------------------------------------------------------------------ position fixes
