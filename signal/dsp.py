@@ -253,6 +253,9 @@ class LookaheadCascade:
                            for i in range(depth)]
             self.sections = [LookaheadSection([specs[c][i] for c in act])
                              for i, act in enumerate(self.active)]
+            # A run of adjacent channels as a slice: a view, not a fancy-indexed copy.
+            self._cols = [slice(a[0], a[-1] + 1) if a == list(range(a[0], a[-1] + 1)) else a
+                          for a in self.active]
             self.channels = len(specs)
         else:
             self.sections = [LookaheadSection(s, channels) for s in specs]
@@ -282,7 +285,8 @@ class LookaheadCascade:
             else:
                 if i == 0:
                     x = x.copy()
-                x[:, act] = s.process(np.ascontiguousarray(x[:, act]))
+                cols = self._cols[i]
+                x[:, cols] = s.process(np.ascontiguousarray(x[:, cols]))
         return x
 
 

@@ -78,6 +78,7 @@ BOOT_S = 0.25                      # samples averaged for the first orientation
 STARTUP_S = 0.3                    # first chain outputs ignored (filters settling)
 RECENTRE_S = 4.0                   # flat this long: zero acceleration, the mean is gravity
 RING_S = 150.0                     # analysis-rate history kept (a trip plus margin)
+W_BATCH_S = 30.0                   # weighted vibration computed at least this often
 PREROLL_S = 4.0                    # history kept while no trip is open
 MOVES_N = 30                       # moves kept as evidence while the floor is unknown
 GAIN_MIN_M = 3.0                   # trips at least this long calibrate the sensitivity
@@ -139,11 +140,12 @@ class _Chunk:
     res: np.ndarray        # vertical acceleration minus gravity/bias, Q24 g (after gain)
     v: np.ndarray          # speed (m/s) as estimated live
     p: np.ndarray          # position (m) as estimated live
-    wx: np.ndarray
-    wy: np.ndarray
-    wz: np.ndarray
+    wx: np.ndarray | None  # weighted vibration: filled in by _fill_w (trip figures only)
+    wy: np.ndarray | None
+    wz: np.ndarray | None
     rest: bool
-    t_end: float           # t[-1] as a float: the history is pruned by it every chunk
+    t_end: float           # t[-1] and t[0] as floats: the history is searched by them
+    t_first: float
 
 
 class MotionTracker:
@@ -199,6 +201,7 @@ class MotionTracker:
         self._raw_cum = np.zeros((3, 1), dtype=np.int64)   # per axis, prefix sums
         self._blk: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._chunk_n = max(1, round(CHUNK_S * self.fs_out))
+        self._w_batch = round(W_BATCH_S * self.fs_out)
         self._v_lsb = (1 << V_SHIFT) * MS2 / self.fs_out          # m/s per speed word
         self._p_lsb = (1 << P_SHIFT) * self._v_lsb / self.fs_out   # m per position word
         self._iv = dsp.Integrator(V_SHIFT)
@@ -227,6 +230,10 @@ class MotionTracker:
         self._pending: list[np.ndarray] = []     # analysis samples not yet in a chunk
         self._pending_t: list[np.ndarray] = []
         self._ring: deque[_Chunk] = deque()
+        # Chunks waiting for their weighted vibration (n, chunk; None: settling, dropped),
+        # and outputs computed ahead of the chunks (the chain's tail not yet chunked).
+        self._w_wait: deque[tuple[int, _Chunk | None]] = deque()
+        self._w_buf = np.zeros((0, 3), dtype=np.int64)
         self._quiet_s = 0.0
         self._flat_s = 0.0
         self._flat_sum = 0
@@ -247,6 +254,7 @@ class MotionTracker:
         self._geom_default = {k: (float(v[0]), float(v[1])) for k, v in geom.items()}
         self._learned: dict[tuple[str, int], deque[float]] = {
             (s, b): deque(maxlen=LEARN_N) for s in SENSORS for b in (0, 1)}
+        self._median: dict[tuple[str, int], float] = {}   # of _learned, while unchanged
         # Trips and stops.
         self._trip_t0: float | None = None
         self._depart_p: float | None = None      # position of the level stop left last
@@ -272,8 +280,10 @@ class MotionTracker:
         rot = self.orient.rotation if self.orient.known else None
         # The chain's cost is per call: on_acc hands it ``chain_batch_s`` of samples at a
         # time (the speed's latency), so the chain itself need not hold any back.
+        # Wk/Wd are only read for trip figures: the chain queues them (defer_w) and
+        # _fill_w runs them over up to W_BATCH_S at a time.
         return AccelChain(int(self.fs), self.lsb_per_g, rotation=rot, fs_out=self._fs_out_req,
-                          min_block=0)
+                          min_block=0, defer_w=True)
 
     def rotation_matrix(self) -> list[list[float]]:
         """Current mounting estimate, car_from_sensor (for ``liftwatch calibrate``)."""
@@ -393,11 +403,11 @@ class MotionTracker:
         if self.t_last is None and not self._pending:
             # The chain starts settled on its first (noisy) sample: let it average first.
             self._settle_until = max(self._settle_until, float(t_out[0]) + STARTUP_S)
-        self._pending.append(np.stack([a_z, np.asarray(out.w_x, dtype=np.int64),
-                                       np.asarray(out.w_y, dtype=np.int64),
-                                       np.asarray(out.w_z, dtype=np.int64)], axis=1))
+        self._pending.append(a_z)
         self._pending_t.append(t_out)
         self._run_chunks()
+        if self._chain.w_queued >= self._w_batch:
+            self._fill_w()
         # Keep the input blocks outputs may still refer to (the chain holds ~a second).
         last_k = int(k[-1])
         while len(self._blocks_in) > 1 and self._blocks_in[1][0] <= last_k - 4 * self.fs:
@@ -479,9 +489,8 @@ class MotionTracker:
             # What each chunk's decisions need, for all chunks in a few numpy passes (a
             # numpy call on 20 samples costs as much as on 2000): level sums, flatness,
             # raw sums of the chunk's window, and the arrays its history record holds.
-            d3 = data[:full].reshape(count, n, 4)
+            az = data[:full].reshape(count, n)
             t2 = times[:full].reshape(count, n)
-            az = d3[:, :, 0]
             totals = az.sum(axis=1).tolist()
             spans = (az.max(axis=1) - az.min(axis=1)).tolist()
             raw_sums, raw_ns = self._raw_window_sums(t2[:, 0], t2[:, -1])
@@ -491,10 +500,8 @@ class MotionTracker:
             pos = np.empty((count, n))            # rows: positions of rest chunks
             runs = self._runs_at(t_end)
             # Row views made in one pass each (indexing per chunk costs more).
-            rows = zip(t2, d3[:, :, 0], d3[:, :, 1], d3[:, :, 2], d3[:, :, 3], zeros, pos,
-                       strict=True)
-            for i, (t, a, wx, wy, wz, z, ps) in enumerate(rows):
-                self._chunk(t, a, wx, wy, wz, totals[i], spans[i], raw_sums[i], raw_ns[i],
+            for i, (t, a, z, ps) in enumerate(zip(t2, az, zeros, pos, strict=True)):
+                self._chunk(t, a, totals[i], spans[i], raw_sums[i], raw_ns[i],
                             z, ps, t_first[i], t_end[i], runs[i])
         self._pending = [data[full:]] if full < data.shape[0] else []
         self._pending_t = [times[full:]] if full < data.shape[0] else []
@@ -521,8 +528,8 @@ class MotionTracker:
         sums = (np.take(cum, b, axis=1) - np.take(cum, a, axis=1)).sum(axis=2).T
         return sums, np.where(ok, i1 - i0, 0).sum(axis=1).tolist()
 
-    def _chunk(self, t: np.ndarray, az: np.ndarray, wx: np.ndarray, wy: np.ndarray,
-               wz: np.ndarray, total: int, span: int, raw_sum: list[int], raw_n: int,
+    def _chunk(self, t: np.ndarray, az: np.ndarray, total: int, span: int,
+               raw_sum: list[int], raw_n: int,
                zeros_f: np.ndarray, pos_f: np.ndarray, t_first: float, t_end: float,
                run: bool | None) -> None:
         """The decisions of one chunk: rest or motion, level, integration, history.
@@ -535,7 +542,8 @@ class MotionTracker:
             # A new chain's filters are still filling: nothing to learn or integrate.
             zeros = np.zeros(t.size, dtype=np.int64)
             self._ring.append(_Chunk(t, zeros, np.zeros(t.size), np.full(t.size, self.position_m),
-                                     zeros, zeros, zeros, True, t_end))
+                                     zeros, zeros, zeros, True, t_end, t_first))
+            self._w_wait.append((t.size, None))    # its weighted outputs are dropped
             self.t_last = t_end
             return
         if self._tracker is None:
@@ -608,11 +616,27 @@ class MotionTracker:
             p = p_w * self._p_lsb
             self.speed = float(v[-1])
             self.position_m = float(p[-1])
-        self._ring.append(_Chunk(t, res, v, p, wx, wy, wz, rest, t_end))
+        chunk = _Chunk(t, res, v, p, None, None, None, rest, t_end, t_first)
+        self._ring.append(chunk)
+        self._w_wait.append((t.size, chunk))
         if rest and self.at_rest:
             self._accumulate_raw(raw_sum, raw_n)
         self.t_last = t_end
         self._prune()
+
+    def _fill_w(self) -> None:
+        """Run the weighted-vibration filters over what the chain queued and hand each
+        waiting chunk its rows (outputs come in chunk order: chunk i takes the next n)."""
+        new = self._chain.take_weighted()
+        buf = new if not self._w_buf.shape[0] else np.concatenate([self._w_buf, new])
+        pos = 0
+        wait = self._w_wait
+        while wait and pos + wait[0][0] <= buf.shape[0]:
+            n, c = wait.popleft()
+            if c is not None:
+                c.wz, c.wx, c.wy = buf[pos:pos + n, 0], buf[pos:pos + n, 1], buf[pos:pos + n, 2]
+            pos += n
+        self._w_buf = buf[pos:]
 
     def _gravity_of(self, raw_sum: list[int], raw_n: int) -> None:
         """Note the rest window behind ``gravity_g`` (worked out when read: the pipeline
@@ -727,8 +751,9 @@ class MotionTracker:
     # ------------------------------------------------------------------ position fixes
     def _at(self, t: float) -> tuple[float, float] | None:
         """(speed, position) at time ``t`` from the history (None outside it)."""
+        dt = 1 / self.fs_out
         for c in reversed(self._ring):
-            if c.t[0] <= t <= c.t[-1] + 1 / self.fs_out:
+            if c.t_first <= t <= c.t_end + dt:
                 return (float(np.interp(t, c.t, c.v)), float(np.interp(t, c.t, c.p)))
         return None
 
@@ -756,7 +781,10 @@ class MotionTracker:
         """Offset of a sensor's lower (0) or upper (1) edge, and whether it is learned."""
         obs = self._learned[(sensor, bound)]
         if len(obs) >= 3:
-            return float(np.median(obs)), True
+            med = self._median.get((sensor, bound))
+            if med is None:      # worked out again only after a new observation
+                med = self._median[(sensor, bound)] = float(np.median(obs))
+            return med, True
         return self._geom_default[sensor][bound], False
 
     def _apply_edges(self) -> None:
@@ -796,6 +824,7 @@ class MotionTracker:
             # Leaving the landing we stood level at: learn where this edge lies.
             j = int(np.argmin(np.abs(self.heights - self._depart_p)))
             self._learned[(name, bound)].append(p - self.heights[j])
+            self._median.pop((name, bound), None)
             return
         if not self.position_known:
             return
@@ -973,6 +1002,7 @@ class MotionTracker:
         self._trip_t0 = None
         if t0 is None or not self._ring:
             return None
+        self._fill_w()
         chunks = list(self._ring)
         times = np.concatenate([c.t for c in chunks])
         rest = np.concatenate([np.full(c.t.size, c.rest) for c in chunks])
