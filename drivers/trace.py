@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
@@ -130,9 +131,11 @@ class AccBlock(list):
 
     It is the block itself (a list, equal to the parsed JSON) and also carries what the
     check worked out on the way: ``flat``, the counts flattened (x, y, z, x, ...), and
-    ``peak``, the largest |count|. The accelerometer chain takes those instead of
-    walking the block again (``liftwatch.signal.chain.flat_rows``): each sample of a
-    replay is checked once. ``flat`` is never modified by its users.
+    ``peak``, the largest |count|, or None when every count fits a 16-bit register
+    (|count| <= 32767, found in one C pass; the exact peak is then only worked out if
+    someone asks). The accelerometer chain takes those instead of walking the block
+    again (``liftwatch.signal.chain.flat_rows``): each sample of a replay is checked
+    once. ``flat`` is never modified by its users.
     """
 
     __slots__ = ("flat", "peak")
@@ -158,7 +161,11 @@ def _check_acc(d: Any) -> AccBlock:
 def _acc_block(d: list[list[int]], flat: list[int]) -> AccBlock:
     block = AccBlock(d)
     block.flat = flat
-    block.peak = max(max(flat), -min(flat))
+    try:
+        array("h", flat)        # every count fits 16 bits (the types are checked already)
+        block.peak = None
+    except OverflowError:
+        block.peak = max(max(flat), -min(flat))
     return block
 
 

@@ -200,7 +200,7 @@ _INT = {int}
 _THREE = {3}
 
 
-def flat_rows(block: object) -> tuple[list[int], int] | None:
+def flat_rows(block: object) -> tuple[list[int], int | None] | None:
     """A block given as a list of ``[x, y, z]`` lists of ints, flattened, and its largest
     |count|; None when it is anything else (then :func:`check_block` judges it).
 
@@ -211,13 +211,18 @@ def flat_rows(block: object) -> tuple[list[int], int] | None:
 
     A block the trace reader has already checked (``drivers.trace.AccBlock``: a list
     subclass carrying ``flat`` and ``peak``) is not walked again: only its range is
-    checked here, so each sample of a replay is checked once.
+    checked here, so each sample of a replay is checked once. Its peak may be None: every
+    count fits 16 bits (within ``RAW_LIMIT``), the exact peak not worked out.
     """
     if type(block) is not list:
         flat = getattr(block, "flat", None)
-        peak = getattr(block, "peak", None)
-        if type(flat) is not list or type(peak) is not int or not isinstance(block, list) \
-                or not flat or len(flat) != 3 * len(block):
+        peak = getattr(block, "peak", -1)
+        if type(flat) is not list or not isinstance(block, list) or not flat \
+                or len(flat) != 3 * len(block):
+            return None
+        if peak is None:
+            return flat, None
+        if type(peak) is not int:
             return None
     else:
         if not block or set(map(type, block)) != _LIST or set(map(len, block)) != _THREE:

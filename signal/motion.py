@@ -221,7 +221,8 @@ class MotionTracker:
         self.t_last: float | None = None
         self.at_rest = False
         self.floor_index: int | None = None
-        self.saturated = False
+        self._last_raw: Any = None               # the last block kept (its peak: saturated)
+        self._last_peak: int | None = 0
         self.silent_since: float | None = None
         self.blocks = 0
         self.gaps = 0
@@ -302,7 +303,7 @@ class MotionTracker:
         got = flat_rows(block)          # ValueError for counts beyond any 16-bit register
         if got is not None:             # a plain list of int rows, kept flat until a batch
             raw: Any = got[0]
-            peak = got[1]
+            peak: int | None = got[1]           # None: fits 16 bits, worked out if asked
             n = len(raw) // 3
         else:                           # anything else: the full check
             try:
@@ -325,11 +326,12 @@ class MotionTracker:
                 raw = raw[3 * skip:] if isinstance(raw, list) else raw[skip:]
                 t0 = t0 + skip / self.fs
                 n -= skip
-                peak = _peak(raw)
+                peak = None
             elif skip < -1:
                 self.gaps += 1
         self.blocks += 1
-        self.saturated = peak >= self._full_scale
+        self._last_raw = raw
+        self._last_peak = peak
         self._blocks_in.append((self._n_in, t0, n))
         self._n_in += n
         self._t_next_in = t0 + n / self.fs
@@ -652,6 +654,13 @@ class MotionTracker:
             mean = np.array(s, dtype=np.float64) / n
             self._gravity = float(np.linalg.norm(mean) / self.lsb_per_g)
         return self._gravity
+
+    @property
+    def saturated(self) -> bool:
+        """The last block kept reached full scale."""
+        if self._last_peak is None:
+            self._last_peak = _peak(self._last_raw)
+        return self._last_peak >= self._full_scale
 
     @property
     def moving(self) -> bool:

@@ -206,10 +206,18 @@ def test_a_block_the_reader_checked_is_not_walked_again_and_still_range_checked(
     rec = parse_record({"t": 1.0, "acc": [[1, -2, 300], [4, 5, -60]]}, 0.0)
     assert rec.data == [[1, -2, 300], [4, 5, -60]]           # still the block, as parsed
     flat, peak = flat_rows(rec.data)
-    assert flat is rec.data.flat and peak == 300              # the reader's work, taken as is
+    assert flat is rec.data.flat and peak is None             # the reader's work, taken as is
+    edge = parse_record({"t": 1.0, "acc": [[0, 0, RAW_LIMIT]]}, 0.0)
+    assert flat_rows(edge.data) == ([0, 0, RAW_LIMIT], RAW_LIMIT)    # past 16 bits: exact
     bad = parse_record({"t": 1.0, "acc": [[0, 0, RAW_LIMIT + 1]]}, 0.0)
     with pytest.raises(ValueError, match="beyond"):
         flat_rows(bad.data)                                   # the range is the chain's check
+    m = MotionTracker(LIFT, FS, 256)                          # saturation from the lazy peak
+    m.on_acc(0.0, parse_record({"t": 0.0, "acc": [[0, 0, 256]] * 32}, 0.0).data)
+    assert m.saturated is False
+    m.on_acc(32 / FS, parse_record({"t": 0.1, "acc": [[0, 0, 256]] * 31 + [[0, 0, -511]]},
+                                   0.0).data)
+    assert m.saturated is True
     p = Pipeline(LIFT, DetectionParams(), accel_fs=FS, lsb_per_g=256, controller_present=False)
     p.feed(0.0, "acc", bad.data)
     assert p.rejected == 1 and "beyond" in p.last_rejection   # refused once, saying why
