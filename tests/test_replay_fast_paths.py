@@ -115,6 +115,34 @@ def test_repeated_fifo_read_is_trimmed_on_the_list_path() -> None:
 def test_parse_record_refuses_what_the_format_forbids(obj: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_record(obj, 1.0)
+    with pytest.raises(ValueError, match=message):      # the reader's path, with the text
+        parse_record(obj, 1.0, json.dumps(obj))
+
+
+@pytest.mark.parametrize("block", [
+    [[1, 2, 3]], [[0, 0, 32767], [-32768, 5, 6]], [[0, 0, RAW_LIMIT]], [[0, 0, 10 ** 6]],
+    [[1, 2, 3], [4, 5, 6.0]], [[None, 2, 3]], [["1", 2, 3]], [[[1], 2, 3]],
+])
+def test_reader_text_path_checks_acc_blocks_as_the_full_check(block: list) -> None:
+    """With the line at hand (no true/false in it, array('h') proves ints of 16 bits) a
+    block is taken or refused exactly as without, with the same flat counts."""
+    obj = {"t": 2.0, "acc": block}
+    try:
+        want = parse_record(obj, 1.0)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=str(exc).replace("[", r"\[")):
+            parse_record(obj, 1.0, json.dumps(obj))
+        return
+    got = parse_record(obj, 1.0, json.dumps(obj))
+    assert got == want and got.data.flat == want.data.flat
+
+    def chain_check(data: list) -> object:
+        try:
+            return flat_rows(data)
+        except ValueError as exc:            # beyond RAW_LIMIT: the chain refuses it
+            return str(exc)
+
+    assert chain_check(got.data) == chain_check(want.data)
 
 
 def test_parse_record_accepts_the_common_and_the_unusual_lines() -> None:
