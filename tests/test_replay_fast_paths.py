@@ -251,7 +251,7 @@ def test_a_block_the_reader_checked_is_not_walked_again_and_still_range_checked(
     assert p.rejected == 1 and "beyond" in p.last_rejection   # refused once, saying why
 
 
-def test_reader_blocks_plain_lists_and_arrays_replay_the_same(tmp_path: Path) -> None:
+def test_reader_blocks_plain_lists_and_tuple_rows_replay_the_same(tmp_path: Path) -> None:
     """The whole replay output (events, trips with their vibration figures, doors) is the
     same whether acc blocks come checked by the reader, as plain lists (the chain checks
     them) or as rows of tuples (the numpy check): the single check changes nothing."""
