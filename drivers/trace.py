@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
@@ -125,20 +126,60 @@ _INT = {int}
 _THREE = {3}
 
 
-def _check_acc(d: Any) -> list[list[int]]:
+class AccBlock(list):
+    """An ``acc`` block the reader has checked: a list of ``[x, y, z]`` lists of ints.
+
+    It is the block itself (a list, equal to the parsed JSON) and also carries what the
+    check worked out on the way: ``flat``, the counts flattened (x, y, z, x, ...), and
+    ``peak``, the largest |count|, or None when every count fits a 16-bit register
+    (|count| <= 32767, found in one C pass; the exact peak is then only worked out if
+    someone asks). The accelerometer chain takes those instead of walking the block
+    again (``liftwatch.signal.chain.flat_rows``): each sample of a replay is checked
+    once. ``flat`` is never modified by its users.
+    """
+
+    __slots__ = ("flat", "peak")
+
+
+def _check_acc(d: Any, no_bools: bool = False) -> AccBlock:
+    """Rows of three ints. ``no_bools``: the line's text holds no ``true``/``false``, so
+    a count that is an int is one that ``array('h')`` takes (one C pass, which also
+    proves 16 bits): the hot path of a replay."""
     if not isinstance(d, list) or not d:
         raise ValueError("acc must be a non-empty list of [x, y, z] counts")
-    # The hot path of a replay: three passes in C over the block (bool is not int here).
-    if set(map(type, d)) == _LIST and set(map(len, d)) == _THREE \
-            and set(map(type, chain.from_iterable(d))) == _INT:
-        return d
+    # A few passes in C over the block (bool is not int here).
+    if set(map(type, d)) == _LIST and set(map(len, d)) == _THREE:
+        flat = list(chain.from_iterable(d))
+        if no_bools:
+            try:
+                array("h", flat)    # ints only (floats, None, strings, lists raise)
+            except (TypeError, OverflowError):
+                pass                # the full check below names it, or takes it
+            else:
+                block = AccBlock(d)
+                block.flat = flat
+                block.peak = None
+                return block
+        if set(map(type, flat)) == _INT:
+            return _acc_block(d, flat)
     for s in d:  # find the sample to name in the error
         if type(s) is not list or len(s) != 3:
             raise ValueError(f"acc sample must be three integers, found {s!r}")
         x, y, z = s
         if type(x) is not int or type(y) is not int or type(z) is not int:
             raise ValueError(f"acc sample must be three integers, found {s!r}")
-    return d
+    return _acc_block(d, list(chain.from_iterable(d)))
+
+
+def _acc_block(d: list[list[int]], flat: list[int]) -> AccBlock:
+    block = AccBlock(d)
+    block.flat = flat
+    try:
+        array("h", flat)        # every count fits 16 bits (the types are checked already)
+        block.peak = None
+    except OverflowError:
+        block.peak = max(max(flat), -min(flat))
+    return block
 
 
 def _check_pwr(d: Any) -> dict[str, Any]:
@@ -175,8 +216,9 @@ def parse_header(obj: Any) -> TraceHeader:
                        extra={k: v for k, v in obj.items() if k not in known})
 
 
-def parse_record(obj: Any, last_t: float) -> Record:
-    """Validate one sample line; raise ValueError naming what is wrong."""
+def parse_record(obj: Any, last_t: float, line: str | None = None) -> Record:
+    """Validate one sample line; raise ValueError naming what is wrong. ``line``: the
+    text it was parsed from, if at hand (a cheaper check of acc blocks)."""
     if type(obj) is dict and len(obj) == 2:
         # The common line {"t": number, kind: data}, checked with plain type tests; any
         # doubt goes through the full checks below, which name the problem.
@@ -187,6 +229,9 @@ def parse_record(obj: Any, last_t: float) -> Record:
             for kind in obj:
                 if kind != "t":
                     break
+            if kind == "acc" and line is not None:
+                return Record(float(t), kind, _check_acc(
+                    obj[kind], "true" not in line and "false" not in line))
             check = _CHECKS.get(kind)
             if check is not None:
                 return Record(float(t), kind, check(obj[kind]))
@@ -268,7 +313,7 @@ class TraceReader:
                 lineno += 1
                 self.lines_read = lineno
                 try:
-                    rec = parse_record(loads(raw), last_t)
+                    rec = parse_record(loads(raw), last_t, raw)
                 except (ValueError, TypeError, RecursionError) as exc:
                     if raw.strip():          # a blank line is no error
                         self._bad(lineno, str(exc))

@@ -200,7 +200,7 @@ _INT = {int}
 _THREE = {3}
 
 
-def flat_rows(block: object) -> tuple[list[int], int] | None:
+def flat_rows(block: object) -> tuple[list[int], int | None] | None:
     """A block given as a list of ``[x, y, z]`` lists of ints, flattened, and its largest
     |count|; None when it is anything else (then :func:`check_block` judges it).
 
@@ -208,14 +208,29 @@ def flat_rows(block: object) -> tuple[list[int], int] | None:
     numpy on a tiny array): a caller validates each small block at once and converts only
     a batch of them to numpy (a flat list converts several times faster than rows).
     ``bool`` is not taken for an int here.
+
+    A block the trace reader has already checked (``drivers.trace.AccBlock``: a list
+    subclass carrying ``flat`` and ``peak``) is not walked again: only its range is
+    checked here, so each sample of a replay is checked once. Its peak may be None: every
+    count fits 16 bits (within ``RAW_LIMIT``), the exact peak not worked out.
     """
-    if type(block) is not list or not block or set(map(type, block)) != _LIST \
-            or set(map(len, block)) != _THREE:
-        return None
-    flat = list(_chain_it.from_iterable(block))
-    if set(map(type, flat)) != _INT:
-        return None
-    peak = max(max(flat), -min(flat))
+    if type(block) is not list:
+        flat = getattr(block, "flat", None)
+        peak = getattr(block, "peak", -1)
+        if type(flat) is not list or not isinstance(block, list) or not flat \
+                or len(flat) != 3 * len(block):
+            return None
+        if peak is None:
+            return flat, None
+        if type(peak) is not int:
+            return None
+    else:
+        if not block or set(map(type, block)) != _LIST or set(map(len, block)) != _THREE:
+            return None
+        flat = list(_chain_it.from_iterable(block))
+        if set(map(type, flat)) != _INT:
+            return None
+        peak = max(max(flat), -min(flat))
     if peak > RAW_LIMIT:
         raise ValueError(f"accelerometer counts beyond +-{RAW_LIMIT} are not raw samples")
     return flat, peak
@@ -309,30 +324,66 @@ class AccelChain(_Chain):
 
     The four outputs run as four channels of one look-ahead cascade (z through the 10 Hz
     low-pass, z through Wk, x and y through Wd), so a call costs four filter passes.
+
+    ``defer_w=True`` splits them for a caller that needs a_z at once but the weighted
+    vibration only now and then (the motion tracker: trip figures): ``process`` then
+    returns empty ``w_*`` arrays and queues the decimated samples, and
+    :meth:`take_weighted` runs Wk/Wd over everything queued in one pass (a numpy run
+    costs per call, so a long run is far cheaper per sample). The integers are the same
+    either way: each filter channel has its own state and sees the same samples.
     """
 
     def __init__(self, fs_in: int, lsb_per_g: float, rotation: list[list[float]] | None = None,
                  fs_out: int = 200, log2m: int = LOG2M,
-                 min_block: int | None = None) -> None:
+                 min_block: int | None = None, defer_w: bool = False) -> None:
         super().__init__(fs_in, lsb_per_g, rotation, fs_out, log2m, min_block)
         d = self.design
         self._dec = dsp.FirDecimator(d.taps, d.taps_frac, d.factor, channels=3)
-        self._bank = dsp.LookaheadCascade([d.lp, d.wk, d.wd, d.wd], per_channel=True)
+        self.defer_w = defer_w
+        if defer_w:
+            self._lp = dsp.LookaheadCascade([d.lp], per_channel=True)
+            self._bank = dsp.LookaheadCascade([d.wk, d.wd, d.wd], per_channel=True)
+        else:
+            self._bank = dsp.LookaheadCascade([d.lp, d.wk, d.wd, d.wd], per_channel=True)
+        self._w_in: list[np.ndarray] = []   # decimated z, x, y queued for Wk/Wd (defer_w)
+        self.w_queued = 0                    # samples in _w_in
 
     def _run(self, raw: np.ndarray) -> tuple[np.ndarray, ...]:
         rot = dsp.rotate_q14(raw, self.rotation, 0)
         if not self._started:
             self._dec.reset([int(v) for v in rot[0]])
             dec0 = [self.design.settle_value(int(v)) for v in rot[0]]
-            self._bank.reset([dec0[2], dec0[2], dec0[0], dec0[1]])
+            if self.defer_w:
+                self._lp.reset([dec0[2]])
+                self._bank.reset([dec0[2], dec0[0], dec0[1]])
+            else:
+                self._bank.reset([dec0[2], dec0[2], dec0[0], dec0[1]])
             self._started = True
         dec = self._dec.process(rot)
+        if self.defer_w:
+            a_z = self._lp.process(dec[:, 2:3])[:, 0].copy()
+            self._w_in.append(dec[:, W_AXES])
+            self.w_queued += dec.shape[0]
+            e = np.zeros(0, dtype=np.int64)
+            return a_z, e, e, e
         out = self._bank.process(dec[:, CHANNEL_AXES])
         w = dsp.shift_round(out[:, 1:], W_GAIN_BITS)
         return out[:, 0].copy(), w[:, 0], w[:, 1], w[:, 2]
 
+    def take_weighted(self) -> np.ndarray:
+        """``defer_w``: Wk/Wd outputs of every sample queued so far, as an (N, 3) int64
+        array of columns w_z, w_x, w_y (Q24 g), in output order: row i belongs to the
+        output that follows the last row of the previous call."""
+        if not self._w_in:
+            return np.zeros((0, 3), dtype=np.int64)
+        x = self._w_in[0] if len(self._w_in) == 1 else np.concatenate(self._w_in)
+        self._w_in = []
+        self.w_queued = 0
+        return dsp.shift_round(self._bank.process(x), W_GAIN_BITS)
+
 
 CHANNEL_AXES = [2, 2, 0, 1]  # a_z, w_z, w_x, w_y take z, z, x, y of the decimated signal
+W_AXES = [2, 0, 1]           # w_z, w_x, w_y (defer_w)
 
 
 class AccelChainScalar(_Chain):

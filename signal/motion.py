@@ -78,6 +78,7 @@ BOOT_S = 0.25                      # samples averaged for the first orientation
 STARTUP_S = 0.3                    # first chain outputs ignored (filters settling)
 RECENTRE_S = 4.0                   # flat this long: zero acceleration, the mean is gravity
 RING_S = 150.0                     # analysis-rate history kept (a trip plus margin)
+W_BATCH_S = 30.0                   # weighted vibration computed at least this often
 PREROLL_S = 4.0                    # history kept while no trip is open
 MOVES_N = 30                       # moves kept as evidence while the floor is unknown
 GAIN_MIN_M = 3.0                   # trips at least this long calibrate the sensitivity
@@ -131,7 +132,7 @@ class _RestLevel:
             self.rest += (d + (1 << (self.shift - 1))) >> self.shift
 
 
-@dataclass
+@dataclass(slots=True)
 class _Chunk:
     """0.1 s of analysis-rate samples and what motion made of them."""
 
@@ -139,10 +140,12 @@ class _Chunk:
     res: np.ndarray        # vertical acceleration minus gravity/bias, Q24 g (after gain)
     v: np.ndarray          # speed (m/s) as estimated live
     p: np.ndarray          # position (m) as estimated live
-    wx: np.ndarray
-    wy: np.ndarray
-    wz: np.ndarray
+    wx: np.ndarray | None  # weighted vibration: filled in by _fill_w (trip figures only)
+    wy: np.ndarray | None
+    wz: np.ndarray | None
     rest: bool
+    t_end: float           # t[-1] and t[0] as floats: the history is searched by them
+    t_first: float
 
 
 class MotionTracker:
@@ -195,10 +198,10 @@ class MotionTracker:
         self._waiting_n = 0
         self._raw_store = np.zeros((0, 3), dtype=np.int64)   # raw rows from _blocks_in[0]
         self._raw_base = 0                       # input index of _raw_store[0]
-        self._raw_cum = np.zeros((1, 3), dtype=np.int64)
+        self._raw_cum = np.zeros((3, 1), dtype=np.int64)   # per axis, prefix sums
         self._blk: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._cur: tuple[Any, ...] | None = None  # precomputed figures of the next chunk
         self._chunk_n = max(1, round(CHUNK_S * self.fs_out))
+        self._w_batch = round(W_BATCH_S * self.fs_out)
         self._v_lsb = (1 << V_SHIFT) * MS2 / self.fs_out          # m/s per speed word
         self._p_lsb = (1 << P_SHIFT) * self._v_lsb / self.fs_out   # m per position word
         self._iv = dsp.Integrator(V_SHIFT)
@@ -218,7 +221,8 @@ class MotionTracker:
         self.t_last: float | None = None
         self.at_rest = False
         self.floor_index: int | None = None
-        self.saturated = False
+        self._last_raw: Any = None               # the last block kept (its peak: saturated)
+        self._last_peak: int | None = 0
         self.silent_since: float | None = None
         self.blocks = 0
         self.gaps = 0
@@ -227,6 +231,10 @@ class MotionTracker:
         self._pending: list[np.ndarray] = []     # analysis samples not yet in a chunk
         self._pending_t: list[np.ndarray] = []
         self._ring: deque[_Chunk] = deque()
+        # Chunks waiting for their weighted vibration (n, chunk; None: settling, dropped),
+        # and outputs computed ahead of the chunks (the chain's tail not yet chunked).
+        self._w_wait: deque[tuple[int, _Chunk | None]] = deque()
+        self._w_buf = np.zeros((0, 3), dtype=np.int64)
         self._quiet_s = 0.0
         self.rest_since: float | None = None
         self._flat_s = 0.0
@@ -241,12 +249,14 @@ class MotionTracker:
         self._gravity: float | None = None
         # Run signal and zone state.
         self._run: list[tuple[float, bool]] = []
+        self._run_tmax = -math.inf               # latest time in _run (ever: an upper bound)
         self._zone: dict[str, int] = {}
         self._edges: list[tuple[float, str, int]] = []
         geom = zone_intervals or default_zone_intervals(lift.door_zone_m)
         self._geom_default = {k: (float(v[0]), float(v[1])) for k, v in geom.items()}
         self._learned: dict[tuple[str, int], deque[float]] = {
             (s, b): deque(maxlen=LEARN_N) for s in SENSORS for b in (0, 1)}
+        self._median: dict[tuple[str, int], float] = {}   # of _learned, while unchanged
         # Trips and stops.
         self._trip_t0: float | None = None
         self._depart_p: float | None = None      # position of the level stop left last
@@ -275,8 +285,10 @@ class MotionTracker:
         rot = self.orient.rotation if self.orient.known else None
         # The chain's cost is per call: on_acc hands it ``chain_batch_s`` of samples at a
         # time (the speed's latency), so the chain itself need not hold any back.
+        # Wk/Wd are only read for trip figures: the chain queues them (defer_w) and
+        # _fill_w runs them over up to W_BATCH_S at a time.
         return AccelChain(int(self.fs), self.lsb_per_g, rotation=rot, fs_out=self._fs_out_req,
-                          min_block=0)
+                          min_block=0, defer_w=True)
 
     def rotation_matrix(self) -> list[list[float]]:
         """Current mounting estimate, car_from_sensor (for ``liftwatch calibrate``)."""
@@ -295,7 +307,7 @@ class MotionTracker:
         got = flat_rows(block)          # ValueError for counts beyond any 16-bit register
         if got is not None:             # a plain list of int rows, kept flat until a batch
             raw: Any = got[0]
-            peak = got[1]
+            peak: int | None = got[1]           # None: fits 16 bits, worked out if asked
             n = len(raw) // 3
         else:                           # anything else: the full check
             try:
@@ -318,11 +330,12 @@ class MotionTracker:
                 raw = raw[3 * skip:] if isinstance(raw, list) else raw[skip:]
                 t0 = t0 + skip / self.fs
                 n -= skip
-                peak = _peak(raw)
+                peak = None
             elif skip < -1:
                 self.gaps += 1
         self.blocks += 1
-        self.saturated = peak >= self._full_scale
+        self._last_raw = raw
+        self._last_peak = peak
         self._blocks_in.append((self._n_in, t0, n))
         self._n_in += n
         self._t_next_in = t0 + n / self.fs
@@ -364,8 +377,10 @@ class MotionTracker:
         store = np.concatenate([self._raw_store[keep:], raw])
         self._raw_base += keep
         self._raw_store = store
-        cum = np.zeros((store.shape[0] + 1, 3), dtype=np.int64)
-        np.cumsum(store, axis=0, out=cum[1:])
+        # Axis-major: a window sum is then a gather along the last axis (np.take), which
+        # costs a fraction of fancy indexing rows of an (N, 3) array.
+        cum = np.zeros((3, store.shape[0] + 1), dtype=np.int64)
+        np.cumsum(store.T, axis=1, out=cum[:, 1:])
         self._raw_cum = cum
         self._take(self._chain.process(raw))
 
@@ -385,19 +400,20 @@ class MotionTracker:
         # Output i stands for input sample (first + i) * factor (counted from the first
         # input ever fed), delayed by the filters.
         k = (out.first + np.arange(m)) * self._factor
-        starts = np.array([b[0] for b in self._blocks_in])
-        t0s = np.array([b[1] for b in self._blocks_in])
-        self._blk = (starts, t0s, np.array([b[2] for b in self._blocks_in]))
+        blk = np.array(self._blocks_in)          # (first index, t0, n) rows, float64
+        starts = blk[:, 0].astype(np.int64)      # indices < 2**53: exact as floats
+        t0s = blk[:, 1]
+        self._blk = (starts, t0s, blk[:, 2].astype(np.int64))
         j = np.clip(np.searchsorted(starts, k, side="right") - 1, 0, None)
         t_out = t0s[j] + (k - starts[j]) / self.fs - self._delay
         if self.t_last is None and not self._pending:
             # The chain starts settled on its first (noisy) sample: let it average first.
             self._settle_until = max(self._settle_until, float(t_out[0]) + STARTUP_S)
-        self._pending.append(np.stack([a_z, np.asarray(out.w_x, dtype=np.int64),
-                                       np.asarray(out.w_y, dtype=np.int64),
-                                       np.asarray(out.w_z, dtype=np.int64)], axis=1))
+        self._pending.append(a_z)
         self._pending_t.append(t_out)
         self._run_chunks()
+        if self._chain.w_queued >= self._w_batch:
+            self._fill_w()
         # Keep the input blocks outputs may still refer to (the chain holds ~a second).
         last_k = int(k[-1])
         while len(self._blocks_in) > 1 and self._blocks_in[1][0] <= last_k - 4 * self.fs:
@@ -418,6 +434,7 @@ class MotionTracker:
     def on_run(self, t: float, running: bool) -> None:
         """Run contactor or controller run: no rest while it is on."""
         self._run.append((float(t), bool(running)))
+        self._run_tmax = max(self._run_tmax, float(t))
         if len(self._run) > 64:
             del self._run[:-32]
 
@@ -457,6 +474,15 @@ class MotionTracker:
         i = bisect.bisect_right(self._run, (t, True))
         return self._run[i - 1][1] if i else None
 
+    def _runs_at(self, ts: list[float]) -> list[bool | None]:
+        """``_run_at`` of each time; in one go when no run change is as late as any of them
+        (then each bisection would end past the last entry: its level holds for all)."""
+        if not self._run:
+            return [None] * len(ts)
+        if ts and self._run_tmax <= min(ts):
+            return [self._run[-1][1]] * len(ts)
+        return [self._run_at(t) for t in ts]
+
     # ------------------------------------------------------------------ chunks
     def _run_chunks(self) -> None:
         data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
@@ -469,9 +495,8 @@ class MotionTracker:
             # What each chunk's decisions need, for all chunks in a few numpy passes (a
             # numpy call on 20 samples costs as much as on 2000): level sums, flatness,
             # raw sums of the chunk's window, and the arrays its history record holds.
-            d3 = data[:full].reshape(count, n, 4)
+            az = data[:full].reshape(count, n)
             t2 = times[:full].reshape(count, n)
-            az = d3[:, :, 0]
             totals = az.sum(axis=1).tolist()
             spans = (az.max(axis=1) - az.min(axis=1)).tolist()
             raw_sums, raw_ns = self._raw_window_sums(t2[:, 0], t2[:, -1])
@@ -479,11 +504,11 @@ class MotionTracker:
             t_first, t_end = t2[:, 0].tolist(), t2[:, -1].tolist()
             zeros = np.zeros((count, n))          # rows: speeds of rest chunks
             pos = np.empty((count, n))            # rows: positions of rest chunks
-            for i in range(count):
-                self._cur = (totals[i], spans[i], raw_sums[i], raw_ns[i], zeros[i], pos[i],
-                             t_first[i], t_end[i])
-                self._chunk(t2[i], d3[i])
-            self._cur = None
+            runs = self._runs_at(t_end)
+            # Row views made in one pass each (indexing per chunk costs more).
+            for i, (t, a, z, ps) in enumerate(zip(t2, az, zeros, pos, strict=True)):
+                self._chunk(t, a, totals[i], spans[i], raw_sums[i], raw_ns[i],
+                            z, ps, t_first[i], t_end[i], runs[i])
         self._pending = [data[full:]] if full < data.shape[0] else []
         self._pending_t = [times[full:]] if full < data.shape[0] else []
         self._apply_edges()
@@ -493,6 +518,11 @@ class MotionTracker:
         their own block's time, as the chain places outputs), from the prefix sums."""
         starts, t0s, ns = self._blk
         fs = self.fs
+        # Only the blocks that reach into the batch's span can hold samples of its
+        # windows (a sample's margin either side for rounding): the others would add zeros.
+        near = (t0s <= float(hi.max()) + 1 / fs) & (t0s + ns / fs >= float(lo.min()) - 1 / fs)
+        if not near.all():
+            starts, t0s, ns = starts[near], t0s[near], ns[near]
         i0 = np.maximum(np.ceil((lo[:, None] - t0s[None, :]) * fs), 0).astype(np.int64)
         i1 = np.minimum(np.floor((hi[:, None] - t0s[None, :]) * fs).astype(np.int64) + 1,
                         ns[None, :])
@@ -500,23 +530,26 @@ class MotionTracker:
         base = (starts - self._raw_base)[None, :]
         a = np.where(ok, base + i0, 0)
         b = np.where(ok, base + i1, 0)
-        sums = (self._raw_cum[b] - self._raw_cum[a]).sum(axis=1)
+        cum = self._raw_cum
+        sums = (np.take(cum, b, axis=1) - np.take(cum, a, axis=1)).sum(axis=2).T
         return sums, np.where(ok, i1 - i0, 0).sum(axis=1).tolist()
 
-    def _chunk(self, t: np.ndarray, d: np.ndarray) -> None:
-        az = d[:, 0]
-        cur = self._cur
-        self._cur = None
-        if cur is None:               # called on its own: work the figures out here
-            sums, ns = self._raw_window_sums(np.array([t[0]]), np.array([t[-1]]))
-            cur = (int(az.sum()), int(az.max()) - int(az.min()), sums[0].tolist(), ns[0],
-                   np.zeros(t.size), np.empty(t.size), float(t[0]), float(t[-1]))
-        total, span, raw_sum, raw_n, zeros_f, pos_f, t_first, t_end = cur
+    def _chunk(self, t: np.ndarray, az: np.ndarray, total: int, span: int,
+               raw_sum: list[int], raw_n: int,
+               zeros_f: np.ndarray, pos_f: np.ndarray, t_first: float, t_end: float,
+               run: bool | None) -> None:
+        """The decisions of one chunk: rest or motion, level, integration, history.
+
+        ``_run_chunks`` works out for all chunks of a batch at once what numpy gives
+        cheaply in bulk: level sum and span of ``az``, the raw window sum, the run signal
+        at ``t_end``, rows to fill (``zeros_f``, ``pos_f``) for a rest chunk's history.
+        """
         if t_end < self._settle_until:
             # A new chain's filters are still filling: nothing to learn or integrate.
             zeros = np.zeros(t.size, dtype=np.int64)
             self._ring.append(_Chunk(t, zeros, np.zeros(t.size), np.full(t.size, self.position_m),
-                                     zeros, zeros, zeros, True))
+                                     zeros, zeros, zeros, True, t_end, t_first))
+            self._w_wait.append((t.size, None))    # its weighted outputs are dropped
             self.t_last = t_end
             return
         if self._tracker is None:
@@ -524,7 +557,6 @@ class MotionTracker:
         res = az - self._tracker.rest
         n = az.size
         flat = span < self._quiet_pp
-        run = self._run_at(t_end)
         dur = n / self.fs_out
         # A steady streak: flat chunks whose level stays where the streak began (a jerk
         # ramp is flat within 0.1 s, but its level walks away).
@@ -590,7 +622,9 @@ class MotionTracker:
             p = p_w * self._p_lsb
             self.speed = float(v[-1])
             self.position_m = float(p[-1])
-        self._ring.append(_Chunk(t, res, v, p, d[:, 1], d[:, 2], d[:, 3], rest))
+        chunk = _Chunk(t, res, v, p, None, None, None, rest, t_end, t_first)
+        self._ring.append(chunk)
+        self._w_wait.append((t.size, chunk))
         if rest and self.at_rest:
             self._accumulate_raw(raw_sum, raw_n)
             # rest noise (leveling uncertainty): a slow average of each rest chunk's variance
@@ -598,6 +632,20 @@ class MotionTracker:
                 8.0 if self._rest_var == 0.0 else 64.0)
         self.t_last = t_end
         self._prune()
+
+    def _fill_w(self) -> None:
+        """Run the weighted-vibration filters over what the chain queued and hand each
+        waiting chunk its rows (outputs come in chunk order: chunk i takes the next n)."""
+        new = self._chain.take_weighted()
+        buf = new if not self._w_buf.shape[0] else np.concatenate([self._w_buf, new])
+        pos = 0
+        wait = self._w_wait
+        while wait and pos + wait[0][0] <= buf.shape[0]:
+            n, c = wait.popleft()
+            if c is not None:
+                c.wz, c.wx, c.wy = buf[pos:pos + n, 0], buf[pos:pos + n, 1], buf[pos:pos + n, 2]
+            pos += n
+        self._w_buf = buf[pos:]
 
     def _gravity_of(self, raw_sum: list[int], raw_n: int) -> None:
         """Note the rest window behind ``gravity_g`` (worked out when read: the pipeline
@@ -613,6 +661,13 @@ class MotionTracker:
             mean = np.array(s, dtype=np.float64) / n
             self._gravity = float(np.linalg.norm(mean) / self.lsb_per_g)
         return self._gravity
+
+    @property
+    def saturated(self) -> bool:
+        """The last block kept reached full scale."""
+        if self._last_peak is None:
+            self._last_peak = _peak(self._last_raw)
+        return self._last_peak >= self._full_scale
 
     @property
     def moving(self) -> bool:
@@ -709,14 +764,15 @@ class MotionTracker:
         if not self.at_rest and self._seg_t0 is not None:
             keep_from = min(keep_from, self._seg_t0 - PREROLL_S)
         keep_from = max(keep_from, now - RING_S)
-        while self._ring and self._ring[0].t[-1] < keep_from:
+        while self._ring and self._ring[0].t_end < keep_from:
             self._ring.popleft()
 
     # ------------------------------------------------------------------ position fixes
     def _at(self, t: float) -> tuple[float, float] | None:
         """(speed, position) at time ``t`` from the history (None outside it)."""
+        dt = 1 / self.fs_out
         for c in reversed(self._ring):
-            if c.t[0] <= t <= c.t[-1] + 1 / self.fs_out:
+            if c.t_first <= t <= c.t_end + dt:
                 return (float(np.interp(t, c.t, c.v)), float(np.interp(t, c.t, c.p)))
         return None
 
@@ -744,7 +800,10 @@ class MotionTracker:
         """Offset of a sensor's lower (0) or upper (1) edge, and whether it is learned."""
         obs = self._learned[(sensor, bound)]
         if len(obs) >= 3:
-            return float(np.median(obs)), True
+            med = self._median.get((sensor, bound))
+            if med is None:      # worked out again only after a new observation
+                med = self._median[(sensor, bound)] = float(np.median(obs))
+            return med, True
         return self._geom_default[sensor][bound], False
 
     def _apply_edges(self) -> None:
@@ -784,6 +843,7 @@ class MotionTracker:
             # Leaving the landing we stood level at: learn where this edge lies.
             j = int(np.argmin(np.abs(self.heights - self._depart_p)))
             self._learned[(name, bound)].append(p - self.heights[j])
+            self._median.pop((name, bound), None)
             return
         if not self.position_known:
             return
@@ -978,6 +1038,7 @@ class MotionTracker:
         self._trip_t0 = None
         if t0 is None or not self._ring:
             return None
+        self._fill_w()
         chunks = list(self._ring)
         times = np.concatenate([c.t for c in chunks])
         rest = np.concatenate([np.full(c.t.size, c.rest) for c in chunks])

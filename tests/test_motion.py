@@ -203,8 +203,8 @@ def replay(path: str, until: float, use_ctl: bool) -> dict:
     speeds: list[tuple[float, float]] = []
     orig = m._chunk
 
-    def chunk(t: np.ndarray, d: np.ndarray) -> None:
-        orig(t, d)
+    def chunk(t: np.ndarray, *rest: object) -> None:
+        orig(t, *rest)
         speeds.append((float(t[-1]), m.speed))
 
     m._chunk = chunk  # type: ignore[method-assign]

@@ -115,6 +115,34 @@ def test_repeated_fifo_read_is_trimmed_on_the_list_path() -> None:
 def test_parse_record_refuses_what_the_format_forbids(obj: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_record(obj, 1.0)
+    with pytest.raises(ValueError, match=message):      # the reader's path, with the text
+        parse_record(obj, 1.0, json.dumps(obj))
+
+
+@pytest.mark.parametrize("block", [
+    [[1, 2, 3]], [[0, 0, 32767], [-32768, 5, 6]], [[0, 0, RAW_LIMIT]], [[0, 0, 10 ** 6]],
+    [[1, 2, 3], [4, 5, 6.0]], [[None, 2, 3]], [["1", 2, 3]], [[[1], 2, 3]],
+])
+def test_reader_text_path_checks_acc_blocks_as_the_full_check(block: list) -> None:
+    """With the line at hand (no true/false in it, array('h') proves ints of 16 bits) a
+    block is taken or refused exactly as without, with the same flat counts."""
+    obj = {"t": 2.0, "acc": block}
+    try:
+        want = parse_record(obj, 1.0)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=str(exc).replace("[", r"\[")):
+            parse_record(obj, 1.0, json.dumps(obj))
+        return
+    got = parse_record(obj, 1.0, json.dumps(obj))
+    assert got == want and got.data.flat == want.data.flat
+
+    def chain_check(data: list) -> object:
+        try:
+            return flat_rows(data)
+        except ValueError as exc:            # beyond RAW_LIMIT: the chain refuses it
+            return str(exc)
+
+    assert chain_check(got.data) == chain_check(want.data)
 
 
 def test_parse_record_accepts_the_common_and_the_unusual_lines() -> None:
@@ -197,3 +225,111 @@ def test_pipeline_drops_bad_controller_fields_and_keeps_the_rest() -> None:
     assert p.state.ctl.get("floor") == "2" and p.state.ctl.get("zone") == 1.0
     assert "speed" not in p.state.ctl and "door" not in p.state.ctl
     assert json.dumps(p.status())             # still a complete status
+
+
+# ---------------------------------------------------------------- one check, deferred Wk/Wd
+
+
+def test_a_block_the_reader_checked_is_not_walked_again_and_still_range_checked() -> None:
+    rec = parse_record({"t": 1.0, "acc": [[1, -2, 300], [4, 5, -60]]}, 0.0)
+    assert rec.data == [[1, -2, 300], [4, 5, -60]]           # still the block, as parsed
+    flat, peak = flat_rows(rec.data)
+    assert flat is rec.data.flat and peak is None             # the reader's work, taken as is
+    edge = parse_record({"t": 1.0, "acc": [[0, 0, RAW_LIMIT]]}, 0.0)
+    assert flat_rows(edge.data) == ([0, 0, RAW_LIMIT], RAW_LIMIT)    # past 16 bits: exact
+    bad = parse_record({"t": 1.0, "acc": [[0, 0, RAW_LIMIT + 1]]}, 0.0)
+    with pytest.raises(ValueError, match="beyond"):
+        flat_rows(bad.data)                                   # the range is the chain's check
+    m = MotionTracker(LIFT, FS, 256)                          # saturation from the lazy peak
+    m.on_acc(0.0, parse_record({"t": 0.0, "acc": [[0, 0, 256]] * 32}, 0.0).data)
+    assert m.saturated is False
+    m.on_acc(32 / FS, parse_record({"t": 0.1, "acc": [[0, 0, 256]] * 31 + [[0, 0, -511]]},
+                                   0.0).data)
+    assert m.saturated is True
+    p = Pipeline(LIFT, DetectionParams(), accel_fs=FS, lsb_per_g=256, controller_present=False)
+    p.feed(0.0, "acc", bad.data)
+    assert p.rejected == 1 and "beyond" in p.last_rejection   # refused once, saying why
+
+
+def test_reader_blocks_plain_lists_and_tuple_rows_replay_the_same(tmp_path: Path) -> None:
+    """The whole replay output (events, trips with their vibration figures, doors) is the
+    same whether acc blocks come checked by the reader, as plain lists (the chain checks
+    them) or as rows of tuples (the numpy check): the single check changes nothing."""
+    trace = Path(__file__).resolve().parents[1] / "hil_tests" / "traces" \
+        / "entrapment_between_floors.jsonl.gz"
+    from liftwatch.agent.replay import build_pipeline
+
+    def run(conv) -> list[str]:
+        r = TraceReader(trace)
+        p = build_pipeline(r.header, None)
+        out: list[dict] = []
+        t = 0.0
+        for rec in r:
+            data = conv(rec.data) if rec.kind == "acc" else rec.data
+            out += p.advance(rec.t)
+            out += p.feed(rec.t, rec.kind, data)
+            t = rec.t
+        out += p.finish(t)
+        return [json.dumps(o, sort_keys=True) for o in out]
+
+    checked = run(lambda d: d)
+    assert any('"type": "trip"' in line and '"vib_pp_max"' in line for line in checked)
+    assert run(lambda d: [list(row) for row in d]) == checked
+    assert run(lambda d: [tuple(row) for row in d]) == checked
+
+
+def test_deferred_weighting_gives_the_four_channel_chains_integers() -> None:
+    """defer_w: a_z at once, Wk/Wd later in one long run: the same integers as the chain
+    that runs all four channels per call, across a rotation change and odd block lengths."""
+    from liftwatch.signal.chain import AccelChain
+
+    rng = np.random.default_rng(15)
+    now = AccelChain(400, 256.0)
+    later = AccelChain(400, 256.0, defer_w=True)
+    az_now, az_later, w_now, w_later = [], [], [], []
+    for i, n in enumerate(int(v) for v in rng.integers(1, 1300, size=30)):
+        block = rng.integers(-700, 700, size=(n, 3)) + [0, 0, 256]
+        if i == 12:
+            rot = [[1.0, 0.0, 0.0], [0.0, 0.8, -0.6], [0.0, 0.6, 0.8]]
+            now.set_rotation(rot)
+            later.set_rotation(rot)
+        a, b = now.process(block), later.process(block)
+        assert b.first == a.first and len(b.w_z) == 0
+        az_now.append(a.a_z)
+        az_later.append(b.a_z)
+        w_now.append(np.stack([a.w_z, a.w_x, a.w_y], axis=1))
+        if i % 7 == 3:                     # taken now and then, as the tracker does
+            w_later.append(later.take_weighted())
+    w_later.append(later.take_weighted())
+    assert np.array_equal(np.concatenate(az_now), np.concatenate(az_later))
+    assert np.array_equal(np.concatenate(w_now), np.concatenate(w_later))
+    assert later.take_weighted().shape == (0, 3)
+
+
+def test_raw_window_sums_equal_the_sum_over_every_block() -> None:
+    """The window sums (nearby blocks only, axis-major prefix sums) equal the plain sum
+    over every held block, with repeated FIFO reads and a gap among the blocks."""
+    _t, _p, _v, _a, counts = trip_samples(4.0, fs=FS, pre_s=2.0, post_s=2.0, seed=9)
+    m = MotionTracker(LIFT, FS, 256)
+    t0 = 0.0
+    for i, (t_blk, block) in enumerate(acc_blocks(0.0, counts, FS, block=37)):
+        if i == 20:
+            t0 += 0.3                                          # a gap
+        m.on_acc(t_blk + t0, block)
+        if i % 9 == 4:
+            m.on_acc(t_blk + t0 + 5 / FS, block[5:])           # a repeated read
+    starts, t0s, ns = m._blk
+    store = m._raw_store
+    lo = np.linspace(float(t0s[0]) - 0.2, float(t0s[-1]) + 0.1, 41)
+    hi = lo + 0.095
+    sums, counts_n = m._raw_window_sums(lo, hi)
+    for c in range(lo.size):
+        want, got_n = np.zeros(3, dtype=np.int64), 0
+        for s, b0, n in zip(starts.tolist(), t0s.tolist(), ns.tolist(), strict=True):
+            i0 = max(int(np.ceil((lo[c] - b0) * FS)), 0)
+            i1 = min(int(np.floor((hi[c] - b0) * FS)) + 1, n)
+            if i1 > i0:
+                rows = store[s - m._raw_base + i0:s - m._raw_base + i1]
+                want += rows.sum(axis=0)
+                got_n += i1 - i0
+        assert sums[c].tolist() == want.tolist() and counts_n[c] == got_n
