@@ -628,8 +628,10 @@ class MotionTracker:
         if rest and self.at_rest:
             self._accumulate_raw(raw_sum, raw_n)
             # rest noise (leveling uncertainty): a slow average of each rest chunk's variance
-            self._rest_var += (float(np.var(res)) - self._rest_var) / (
-                8.0 if self._rest_var == 0.0 else 64.0)
+            # (from the integer sum and sum of squares: np.var costs 4x as much per chunk)
+            s, q = int(res.sum()), int(res.dot(res))
+            var = (q - s * s / n) / n
+            self._rest_var += (var - self._rest_var) / (8.0 if self._rest_var == 0.0 else 64.0)
         self.t_last = t_end
         self._prune()
 
