@@ -7,7 +7,7 @@ against a local Mosquitto, with its data directory on a 2 MB tmpfs that is fille
 until ENOSPC right after the agent is running, for ``--seconds``; then SIGTERM.
 Prints the agent's log lines (all, errors, ``tick failed``) and what the platform got
 during the fault (status, health, health naming ``disk_fault``, events). ``--python``
-runs the agent of another checkout (e.g. ``/work/main/.venv/bin/python``) for a
+runs the agent of another checkout (e.g. ``../old-checkout/.venv/bin/python``) for a
 before/after in the same conditions. Needs root (mount); issue 15 measured about
 1,000 log lines in 27 s.
 """
