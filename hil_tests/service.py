@@ -107,17 +107,17 @@ LIFT_TYPES: dict[str, LiftType] = {
     "low": LiftType("low", ["B1", "1", "2", "3", "4", "5"],
                     _heights([3.1, 2.9, 2.9, 2.9, 2.9]), rated_speed=1.0, accel=0.6,
                     jerk=0.8, door_open_s=3.0, door_close_s=3.3, vib_z=0.045, vib_xy=0.03,
-                    rope_hz=4.5, peak_calls_h=45, controller=False),
+                    rope_hz=4.5, peak_calls_h=55, controller=False),
     # a mid-rise office/residential lift, controller on Modbus
     "mid": LiftType("mid", _mid_landings(), _heights([4.2, 4.5] + [3.3] * 15),
                     rated_speed=1.75, accel=0.8, jerk=1.0, door_open_s=2.6,
                     door_close_s=2.9, vib_z=0.035, vib_xy=0.025, rope_hz=3.2,
-                    peak_calls_h=90),
+                    peak_calls_h=110),
     # a high-rise tower lift, fast doors, long ropes
     "high": LiftType("high", ["B2", "B1"] + [str(n) for n in range(1, 29)],
                      _heights([3.6, 4.5, 5.0] + [3.2] * 26), rated_speed=2.5, accel=0.9,
                      jerk=1.2, door_open_s=2.2, door_close_s=2.5, vib_z=0.05, vib_xy=0.035,
-                     rope_hz=2.2, peak_calls_h=110, main=2),
+                     rope_hz=2.2, peak_calls_h=130, main=2),
 }
 
 
@@ -422,14 +422,16 @@ class Planner:
         peak = lift.peak_calls_h * 1.05
         t = self.t + 5.0
         while True:
-            # next call: thinning of a Poisson process with the hour's rate
-            t = max(t, self.t)
+            # next call: thinning of a Poisson process with the hour's rate; a call that
+            # waited over a minute for the busy car is gone (stairs, or rode with others)
             while True:
                 t += rng.expovariate(peak / 3600.0)
                 if rng.random() * peak <= traffic_rate(lift, t):
                     break
             if t >= end:
                 break
+            if t < self.t - 60.0:
+                continue
             if rng.random() < 0.06 and self.passengers == 0:
                 # a hall call answered where the car stands: the door opens, nobody rides
                 self.idle(t)
