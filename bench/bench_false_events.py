@@ -95,7 +95,8 @@ def main() -> int:
     ap.add_argument("--start-hour", type=float, default=0.0,
                     help="with --hours: hour of the day to start at")
     ap.add_argument("--first-day", type=int, default=0, help="day of the week to start at")
-    ap.add_argument("--json", type=Path, help="also write every result here")
+    ap.add_argument("--json", type=Path,
+                    help="also write each lift-day's result here as it completes (JSON lines)")
     args = ap.parse_args()
     kinds = [k.strip() for k in args.types.split(",") if k.strip()]
     for k in kinds:
@@ -105,21 +106,31 @@ def main() -> int:
              for d in range(args.first_day, args.first_day + args.days) for k in kinds]
     w0 = time.perf_counter()
     results: list[dict[str, Any]] = []
-    if args.jobs <= 1:
-        for task in tasks:
-            results.append(run_lift_day(*task))
-            _progress(results[-1], w0)
-    else:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_lift_day, *task) for task in tasks]
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                _progress(results[-1], w0)
+    sink = args.json.open("w", encoding="utf-8") if args.json else None
+    print(f"{len(tasks)} lift-days on {args.jobs} process(es)", file=sys.stderr, flush=True)
+
+    def done(r: dict[str, Any]) -> None:
+        results.append(r)
+        _progress(r, w0)
+        if sink is not None:
+            sink.write(json.dumps(r, default=str) + "\n")
+            sink.flush()
+
+    try:
+        if args.jobs <= 1:
+            for task in tasks:
+                done(run_lift_day(*task))
+        else:
+            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+                futures = [pool.submit(run_lift_day, *task) for task in tasks]
+                for fut in as_completed(futures):
+                    done(fut.result())
+    finally:
+        if sink is not None:
+            sink.close()
     wall = time.perf_counter() - w0
     results.sort(key=lambda r: (r["kind"], r["day"]))
     report(results, wall, args)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     return 0
 
 
@@ -128,6 +139,9 @@ def _progress(r: dict[str, Any], w0: float) -> None:
     print(f"  [{time.perf_counter() - w0:7.1f} s] {r['kind']:>4} day {r['day']}: "
           f"{r['trips_true']} trips, {len(false)} false events, cpu {r['cpu_s']:.0f} s",
           file=sys.stderr, flush=True)
+    for e in false:
+        print(f"      {e['code']} [{e.get('sev')}] {clock(e['t_week'])} floor {e.get('floor')} "
+              f"{json.dumps(e.get('detail', ''))}", file=sys.stderr, flush=True)
 
 
 def report(results: list[dict[str, Any]], wall: float, args: argparse.Namespace) -> None:
