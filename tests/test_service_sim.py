@@ -35,12 +35,12 @@ def _replay(kind: str, lsb: int, start_s: float, duration_s: float
 
 @pytest.mark.parametrize(("kind", "lsb"), [("low", 256), ("mid", 1024), ("high", 256)])
 def test_morning_peak_raises_no_warning_fault_or_alarm(kind: str, lsb: int) -> None:
-    plan, out = _replay(kind, lsb, PEAK_START_S, 600.0)
+    plan, out = _replay(kind, lsb, PEAK_START_S, 900.0)
     bad = [e for e in out if e["type"] == "event" and e["state"] == "raised"
            and e["sev"] in ("warning", "fault", "alarm") and e["code"] not in KNOWN_FALSE]
     assert bad == []
     # the agent books every trip and door cycle the generator made, no more
-    assert len(plan.trips) >= 8
+    assert len(plan.trips) >= 12
     assert len([o for o in out if o["type"] == "trip"]) == len(plan.trips)
     assert len([o for o in out if o["type"] == "door"]) == plan.door_cycles
 
@@ -63,7 +63,7 @@ def test_rendered_signals_match_the_ground_truth() -> None:
     says (within 1 mm), every stop is within ±8 mm of its sill, the leveling sensors
     and the controller say level at the destination, and one run edge per trip."""
     lift = LIFT_TYPES["mid"]
-    plan = plan_day(lift, 0, seed=5, start_s=8 * 3600, duration_s=900)
+    plan = plan_day(lift, 0, seed=5, start_s=8 * 3600, duration_s=600)
     ideal = Sensor(lsb_per_g=16384, noise_mg=(0, 0, 0), tilt_deg=(0, 0),
                    bias_mg=(0, 0, 0), bias_tc=(0, 0, 0), gain=(1, 1, 1))
     t_acc: list[np.ndarray] = []
