@@ -26,10 +26,12 @@ driver's debounce, shorter than the agent's ``contact_debounce_s``).
 
 What "ordinary" means (decided here, where the issue is silent): calls arrive as a
 Poisson process whose rate follows the hour (morning up-peak from the main landing,
-evening down-peak, lunch, quiet nights; weekends lighter); passengers board and leave
-while the door is open, the presence sensor follows them with a short hold; the door
+evening down-peak, lunch, quiet nights; weekends lighter; day 0 is a Monday), a call
+that waits over a minute for the busy car is dropped (it took the stairs); passengers
+board and leave while the door is open, the presence sensor follows them with a short
+hold; the door
 reopens once or twice on some closings (never near ``reopen_count``); a few doors are
-held open 20–60 s (below ``door_held_open_s``); the car stops within ±8 mm of the sill;
+held open 20–50 s (below ``door_held_open_s``); the car stops within ±8 mm of the sill;
 nobody ever stays in a closed stopped car, nothing is pressed, no mode changes.
 """
 
