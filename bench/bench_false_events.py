@@ -97,7 +97,18 @@ def main() -> int:
     ap.add_argument("--first-day", type=int, default=0, help="day of the week to start at")
     ap.add_argument("--json", type=Path,
                     help="also write each lift-day's result here as it completes (JSON lines)")
+    ap.add_argument("--summarise", type=Path, metavar="JSONL",
+                    help="print the report of the lift-days in this --json file (an "
+                    "interrupted run) instead of running")
     args = ap.parse_args()
+    if args.summarise:
+        done = [json.loads(line) for line in args.summarise.read_text().splitlines() if line]
+        done.sort(key=lambda r: (r["kind"], r["day"]))
+        args.days = len({r["day"] for r in done})
+        args.types = ",".join(sorted({r["kind"] for r in done}))
+        args.lsb = done[0]["lsb"] if done else args.lsb
+        report(done, float("nan"), args)
+        return 0
     kinds = [k.strip() for k in args.types.split(",") if k.strip()]
     for k in kinds:
         if k not in service.LIFT_TYPES:
@@ -198,6 +209,10 @@ def report(results: list[dict[str, Any]], wall: float, args: argparse.Namespace)
         print(f"records rejected by the pipeline: {rejected}")
     cpu = sum(r["cpu_s"] for r in results)
     hours = sum(r["hours"] for r in results)
+    if wall != wall:   # a summary of a stored run: no wall time
+        print(f"cpu: {cpu:.0f} CPU s for {hours:g} lift-hours "
+              f"({hours * 3600 / cpu:.0f}x real time per core)")
+        return
     print(f"speed: {hours:g} simulated lift-hours in {wall:.0f} s wall "
           f"({hours / wall:.2f} lift-h per wall s, {args.jobs} jobs); "
           f"{cpu:.0f} CPU s ({hours * 3600 / cpu:.0f}x real time per core)")
