@@ -1,0 +1,733 @@
+"""Ordinary service, fast: a lift-day of realistic traffic as trace records, streamed.
+
+Nothing abnormal happens here: every warning, fault or alarm the agent raises on these
+records is a false event (issue 14). The physics and the conventions are the HIL
+simulator's (:mod:`liftsim`: the same jerk-limited S-curve, vane geometry, door
+sequence and controller view), but a day is 34.6 million accelerometer samples, so
+instead of stepping sample by sample this module works in two passes:
+
+1. **Plan** (:class:`DayPlan`): the day's traffic as a few thousand piecewise-constant
+   jerk segments of the car, and timelines of the door, lock, run contactor, presence
+   and the controller's door state; the ground truth (every trip, its landing, the
+   car's stop error) is kept with it.
+2. **Render** (:func:`records`): 8 s windows of samples evaluated with numpy from the
+   plan: kinematics, ride vibration (band-limited noise whose level follows speed),
+   door-operator vibration, the car bouncing on its ropes as passengers step in and
+   out, sensor mounting tilt, gain error, bias drifting with the temperature of the
+   day, white noise and quantisation at the chip's counts per g; leveling-sensor
+   edges from the sampled position; controller polls every ``poll_s``. Only one
+   window of samples is ever in memory.
+
+Digital inputs bounce: each mechanical contact edge is a burst of toggles shorter than
+the driver's debounce (``debounce_ms``), passed through the driver's own
+:class:`~liftwatch.drivers.inputs.Debouncer` at the input sample rate, and the door
+contact sometimes rebounds off its stop for 30–80 ms after closing (longer than the
+driver's debounce, shorter than the agent's ``contact_debounce_s``).
+
+What "ordinary" means (decided here, where the issue is silent): calls arrive as a
+Poisson process whose rate follows the hour (morning up-peak from the main landing,
+evening down-peak, lunch, quiet nights; weekends lighter; day 0 is a Monday), a call
+that waits over a minute for the busy car is dropped (it took the stairs); passengers
+board and leave while the door is open, the presence sensor follows them with a short
+hold; the door
+reopens once or twice on some closings (never near ``reopen_count``); a few doors are
+held open 20–50 s (below ``door_held_open_s``); the car stops within ±8 mm of the sill;
+nobody ever stays in a closed stopped car, nothing is pressed, no mode changes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime
+import heapq
+import math
+import random
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+from liftsim import DOOR_CLOSED, DOOR_CLOSING, DOOR_LOCKED, DOOR_OPEN, DOOR_OPENING, G, s_curve
+from liftwatch.drivers.inputs import Debouncer, debounce_samples
+from scipy.signal import butter, sosfilt, sosfilt_zi
+
+DAY_S = 86400.0
+
+
+def _seed(*parts: object) -> int:
+    """A seed that is the same in every process (``hash`` of a str is not)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+@dataclass(frozen=True)
+class LiftType:
+    """One kind of installation: building, drive, doors, ride quality and traffic."""
+
+    name: str
+    landings: list[str]
+    heights: list[float]
+    rated_speed: float
+    accel: float
+    jerk: float
+    door_open_s: float
+    door_close_s: float
+    #: rms of the band-limited ride vibration at rated speed (m/s²), z and x/y
+    vib_z: float
+    vib_xy: float
+    #: lowest natural frequency of the car on its ropes (Hz): longer ropes, lower
+    rope_hz: float
+    #: passenger journeys per hour at the busiest hour of a weekday
+    peak_calls_h: float
+    main: int = 1
+    door_zone_m: float = 0.2
+    sensor_offset_m: float = 0.06
+    controller: bool = True
+    stop_sigma_mm: float = 3.0
+
+    def header_lift(self) -> dict[str, Any]:
+        return {"id": f"31100000000000{zlib.crc32(self.name.encode()) % 1000000:06d}",
+                "landings": self.landings, "landing_heights_m": self.heights,
+                "rated_speed": self.rated_speed, "door_zone_m": self.door_zone_m}
+
+
+def _heights(storeys: list[float]) -> list[float]:
+    out = [0.0]
+    for h in storeys:
+        out.append(round(out[-1] + h, 3))
+    return out
+
+
+def _mid_landings() -> list[str]:
+    # 18 landings, no 4, 13 or 14 (skipped for luck), one basement
+    names = ["B1"] + [str(n) for n in range(1, 22) if n not in (4, 13, 14)]
+    return names[:18]
+
+
+LIFT_TYPES: dict[str, LiftType] = {
+    # an old low-rise residential lift, retrofit terminal with no controller link
+    "low": LiftType("low", ["B1", "1", "2", "3", "4", "5"],
+                    _heights([3.1, 2.9, 2.9, 2.9, 2.9]), rated_speed=1.0, accel=0.6,
+                    jerk=0.8, door_open_s=3.0, door_close_s=3.3, vib_z=0.045, vib_xy=0.03,
+                    rope_hz=4.5, peak_calls_h=55, controller=False),
+    # a mid-rise office/residential lift, controller on Modbus
+    "mid": LiftType("mid", _mid_landings(), _heights([4.2, 4.5] + [3.3] * 15),
+                    rated_speed=1.75, accel=0.8, jerk=1.0, door_open_s=2.6,
+                    door_close_s=2.9, vib_z=0.035, vib_xy=0.025, rope_hz=3.2,
+                    peak_calls_h=110),
+    # a high-rise tower lift, fast doors, long ropes
+    "high": LiftType("high", ["B2", "B1"] + [str(n) for n in range(1, 29)],
+                     _heights([3.6, 4.5, 5.0] + [3.2] * 26), rated_speed=2.5, accel=0.9,
+                     jerk=1.2, door_open_s=2.2, door_close_s=2.5, vib_z=0.05, vib_xy=0.035,
+                     rope_hz=2.2, peak_calls_h=130, main=2),
+}
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """The terminal's accelerometer as mounted: chip scale, mounting, imperfections."""
+
+    lsb_per_g: int = 256
+    fs: int = 400
+    block: int = 32
+    range_g: float = 2.0
+    #: white noise (mg rms) per axis: ADXL345-class at 256 counts/g, LIS3DH-class at 1024
+    noise_mg: tuple[float, float, float] = (4.0, 4.0, 5.0)
+    #: mounting tilt (degrees) about the car's x and y axes
+    tilt_deg: tuple[float, float] = (2.5, -4.0)
+    #: zero-g offset (mg) at 25 °C, and its temperature coefficient (mg/°C)
+    bias_mg: tuple[float, float, float] = (18.0, -12.0, 25.0)
+    bias_tc: tuple[float, float, float] = (0.5, -0.4, 1.5)
+    #: sensitivity (gain) error per axis
+    gain: tuple[float, float, float] = (1.01, 0.99, 1.012)
+
+    @classmethod
+    def for_scale(cls, lsb_per_g: int) -> Sensor:
+        if lsb_per_g >= 1000:
+            return cls(lsb_per_g=lsb_per_g, noise_mg=(3.0, 3.0, 3.5), bias_mg=(-20.0, 15.0, -30.0),
+                       bias_tc=(-0.3, 0.4, -1.2), gain=(0.99, 1.008, 0.988))
+        return cls(lsb_per_g=lsb_per_g)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The terminal's digital inputs as its driver samples them."""
+
+    sample_hz: float = 200.0
+    debounce_ms: float = 20.0
+    presence_debounce_ms: float = 200.0
+
+
+class Record(NamedTuple):
+    """A trace record (trace-format.md), as the replay reader yields it."""
+
+    t: float
+    kind: str
+    data: Any
+
+
+@dataclass
+class TripTruth:
+    """What the generator made happen on one trip."""
+
+    t_run: float          # run contactor on
+    t_start: float        # car starts moving
+    t_stop: float         # car at rest
+    t_run_off: float
+    frm: int
+    to: int
+    stop_err_mm: float
+    passengers: int
+
+
+@dataclass
+class DayPlan:
+    """The day's traffic: car kinematics as jerk segments, and timelines of the rest."""
+
+    lift: LiftType
+    day: int
+    seed: int
+    t0: float
+    t1: float
+    # kinematic segments: start time, jerk, and the state at the start
+    seg_t: list[float] = field(default_factory=list)
+    seg_j: list[float] = field(default_factory=list)
+    seg_a: list[float] = field(default_factory=list)
+    seg_v: list[float] = field(default_factory=list)
+    seg_p: list[float] = field(default_factory=list)
+    #: logical (unbounced) input changes: (t, name, level)
+    edges: list[tuple[float, str, int]] = field(default_factory=list)
+    #: controller door state changes: (t, state)
+    ctl_door: list[tuple[float, int]] = field(default_factory=list)
+    #: run/direction changes for the controller: (t, run, dir)
+    ctl_run: list[tuple[float, int, int]] = field(default_factory=list)
+    #: door operator running: (t_start, t_end)
+    door_moves: list[tuple[float, float]] = field(default_factory=list)
+    #: passengers stepping in or out: (t, amplitude m/s², frequency Hz)
+    steps: list[tuple[float, float, float]] = field(default_factory=list)
+    trips: list[TripTruth] = field(default_factory=list)
+    door_cycles: int = 0
+    reopens: int = 0
+    long_holds: int = 0
+
+
+def traffic_rate(lift: LiftType, t: float) -> float:
+    """Passenger journeys per hour at time ``t`` (s since day 0 midnight)."""
+    day = int(t // DAY_S)
+    h = (t % DAY_S) / 3600.0
+    weekend = day % 7 in (5, 6)
+
+    def bump(centre: float, width: float) -> float:
+        return math.exp(-0.5 * ((h - centre) / width) ** 2)
+
+    if weekend:
+        shape = 0.03 + 0.35 * bump(11.0, 2.5) + 0.3 * bump(17.0, 3.0)
+    else:
+        shape = (0.02 + 1.0 * bump(8.3, 0.7) + 0.45 * bump(12.5, 1.0) + 0.8 * bump(18.0, 1.0)
+                 + 0.25 * bump(14.5, 3.5) + 0.15 * bump(21.0, 1.5))
+    return lift.peak_calls_h * shape
+
+
+class Planner:
+    """Builds a :class:`DayPlan` call by call (the verbs mirror :class:`liftsim.LiftSim`)."""
+
+    def __init__(self, lift: LiftType, day: int, seed: int, start_s: float = 0.0,
+                 duration_s: float = DAY_S) -> None:
+        self.lift = lift
+        self.rng = random.Random(_seed(lift.name, day, seed, "plan"))
+        t0 = day * DAY_S + start_s
+        self.plan = DayPlan(lift, day, seed, t0, t0 + duration_s)
+        self.t = t0
+        self.floor = lift.main
+        self.pos = lift.heights[lift.main]
+        self.passengers = 0
+        self.plan.seg_t.append(t0)
+        for lst, v in ((self.plan.seg_j, 0.0), (self.plan.seg_a, 0.0), (self.plan.seg_v, 0.0),
+                       (self.plan.seg_p, self.pos)):
+            lst.append(v)
+        self.plan.ctl_door.append((t0, DOOR_LOCKED))
+        self.plan.ctl_run.append((t0, 0, 0))
+
+    # ------------------------------------------------------------------ primitives
+    def _edge(self, t: float, name: str, level: int) -> None:
+        self.plan.edges.append((t, name, level))
+
+    def _segment(self, t: float, jerk: float, a: float, v: float, p: float) -> None:
+        pl = self.plan
+        pl.seg_t.append(t)
+        pl.seg_j.append(jerk)
+        pl.seg_a.append(a)
+        pl.seg_v.append(v)
+        pl.seg_p.append(p)
+
+    def _door_state(self, t: float, state: int) -> None:
+        self.plan.ctl_door.append((t, state))
+
+    def _presence(self, t: float, on: bool) -> None:
+        self._edge(t, "presence", int(on))
+
+    def _step(self, t: float, scale: float = 1.0) -> None:
+        rng = self.rng
+        amp = scale * rng.uniform(0.02, 0.07)
+        self.plan.steps.append((t, amp, self.lift.rope_hz * rng.uniform(0.9, 1.15)))
+
+    # ------------------------------------------------------------------ verbs
+    def trip(self, to: int) -> None:
+        """Run to landing ``to``: run contactor, brake lift, S-curve, stop within ±8 mm."""
+        lift, rng, pl = self.lift, self.rng, self.plan
+        err = max(-7.5, min(7.5, rng.gauss(0.0, lift.stop_sigma_mm))) / 1000.0
+        target = lift.heights[to] + err
+        distance = target - self.pos
+        sign = 1 if distance > 0 else -1
+        t_run = self.t
+        self._edge(t_run, "run", 1)
+        pl.ctl_run.append((t_run, 1, 1 if sign > 0 else 2))
+        t = t_run + rng.uniform(0.5, 0.8)       # brake lift and start delay
+        t_start = t
+        a = v = 0.0
+        p = self.pos
+        for duration, jerk in s_curve(abs(distance), lift.rated_speed, lift.accel, lift.jerk):
+            j = jerk * sign
+            self._segment(t, j, a, v, p)
+            p += v * duration + a * duration ** 2 / 2 + j * duration ** 3 / 6
+            v += a * duration + j * duration ** 2 / 2
+            a += j * duration
+            t += duration
+        self.pos = target
+        self._segment(t, 0.0, 0.0, 0.0, target)
+        t_stop = t
+        t_off = t + rng.uniform(0.4, 0.6)       # brake drop, then the contactor opens
+        self._edge(t_off, "run", 0)
+        pl.ctl_run.append((t_off, 0, 0))
+        pl.trips.append(TripTruth(t_run, t_start, t_stop, t_off, self.floor, to,
+                                  err * 1000.0, self.passengers))
+        self.floor = to
+        self.t = t_off
+
+    def open_door(self) -> None:
+        lift, rng = self.lift, self.rng
+        t = self.t + rng.uniform(0.15, 0.3)
+        self._edge(t, "door_lock", 0)
+        self._door_state(t, DOOR_CLOSED)
+        t += rng.uniform(0.1, 0.15)
+        self._edge(t, "door_closed", 0)
+        self._door_state(t, DOOR_OPENING)
+        dur = lift.door_open_s * rng.uniform(0.96, 1.04)
+        self.plan.door_moves.append((t, t + dur))
+        t += dur
+        self._door_state(t, DOOR_OPEN)
+        self.plan.door_cycles += 1
+        self.t = t
+
+    def close_door(self, reopens: int) -> None:
+        lift, rng, pl = self.lift, self.rng, self.plan
+        t = self.t
+        for _ in range(reopens):
+            frac = rng.uniform(0.25, 0.6)        # someone steps into the closing door
+            self._door_state(t, DOOR_CLOSING)
+            pl.door_moves.append((t, t + frac * lift.door_close_s))
+            t += frac * lift.door_close_s
+            self._door_state(t, DOOR_OPENING)
+            back = frac * lift.door_open_s
+            pl.door_moves.append((t, t + back))
+            t += back
+            self._door_state(t, DOOR_OPEN)
+            if rng.random() < 0.5:
+                self._step(t + 0.3)
+            t += rng.uniform(1.0, 2.5)
+            pl.reopens += 1
+        self._door_state(t, DOOR_CLOSING)
+        dur = lift.door_close_s * rng.uniform(0.96, 1.04)
+        pl.door_moves.append((t, t + dur))
+        t += dur
+        self._edge(t, "door_closed", 1)
+        self._door_state(t, DOOR_CLOSED)
+        t += rng.uniform(0.25, 0.35)
+        self._edge(t, "door_lock", 1)
+        self._door_state(t, DOOR_LOCKED)
+        self.t = t
+
+    def door_cycle(self, board: int, leave: int) -> None:
+        """Door opens, ``leave`` passengers step out, ``board`` step in, door closes."""
+        rng = self.rng
+        self.open_door()
+        t = self.t
+        for _ in range(leave):
+            t += rng.uniform(0.5, 1.5)
+            self._step(t)
+        if leave and leave >= self.passengers:
+            self._presence(t + rng.uniform(1.5, 4.0), False)   # PIR hold after the last one
+        self.passengers -= leave
+        if board:
+            t += rng.uniform(0.3, 2.0)
+            if self.passengers == 0:
+                self._presence(t, True)
+            for _ in range(board):
+                t += rng.uniform(0.5, 1.5)
+                self._step(t)
+            self.passengers += board
+        dwell = rng.uniform(2.5, 5.0)
+        if self.passengers == 0 and leave:
+            dwell = max(dwell, 4.0)               # the PIR drops before the door closes
+        if rng.random() < 0.006:                  # door held: a pram, shopping, moving a sofa
+            dwell = rng.uniform(20.0, 50.0)
+            self.plan.long_holds += 1
+            for k in range(rng.randint(1, 4)):
+                self._step(t + 3 + k * dwell / 5, scale=1.5)
+        t += dwell
+        self.t = t
+        u = rng.random()
+        reopens = 2 if u < 0.02 else 1 if u < 0.14 else 0
+        self.close_door(reopens)
+
+    def idle(self, until: float) -> None:
+        self.t = max(self.t, until)
+
+    # ------------------------------------------------------------------ the day
+    def journey(self, frm: int, to: int, board: int) -> None:
+        rng = self.rng
+        if self.floor != frm:
+            self.t += rng.uniform(0.3, 1.0)
+            self.trip(frm)
+        self.door_cycle(board=board, leave=0)
+        if rng.random() < 0.12 and abs(to - frm) > 1:       # someone else stops on the way
+            lo, hi = sorted((frm, to))
+            mid = rng.randint(lo + 1, hi - 1)
+            self.t += rng.uniform(0.5, 1.5)
+            self.trip(mid)
+            out = rng.randint(0, board - 1) if board > 1 else 0
+            self.door_cycle(board=rng.randint(0, 1) if out == 0 else 0, leave=out)
+        self.t += rng.uniform(0.5, 1.5)
+        self.trip(to)
+        self.door_cycle(board=0, leave=self.passengers)
+
+    def pick(self, t: float) -> tuple[int, int]:
+        """Origin and destination of a journey starting at ``t``."""
+        rng, lift = self.rng, self.lift
+        n = len(lift.landings)
+        h = (t % DAY_S) / 3600.0
+        others = [i for i in range(n) if i != lift.main]
+        up = 0.75 if 7.0 <= h <= 9.5 else 0.15 if 17.0 <= h <= 19.5 else 0.4
+        down = 0.7 if 17.0 <= h <= 19.5 else 0.15 if 7.0 <= h <= 9.5 else 0.4
+        u = rng.random()
+        if u < up * 0.6:
+            return lift.main, rng.choice(others)
+        if u < up * 0.6 + down * 0.6:
+            return rng.choice(others), lift.main
+        a = rng.randrange(n)
+        b = rng.choice([i for i in range(n) if i != a])
+        return a, b
+
+    def run(self) -> DayPlan:
+        rng, lift, pl = self.rng, self.lift, self.plan
+        end = pl.t1 - 120.0
+        peak = lift.peak_calls_h * 1.05
+        t = self.t + 5.0
+        while True:
+            # next call: thinning of a Poisson process with the hour's rate; a call that
+            # waited over a minute for the busy car is gone (stairs, or rode with others)
+            while True:
+                t += rng.expovariate(peak / 3600.0)
+                if rng.random() * peak <= traffic_rate(lift, t):
+                    break
+            if t >= end:
+                break
+            if t < self.t - 60.0:
+                continue
+            if rng.random() < 0.06 and self.passengers == 0:
+                # a hall call answered where the car stands: the door opens, nobody rides
+                self.idle(t)
+                self.door_cycle(board=0, leave=0)
+            else:
+                frm, to = self.pick(t)
+                self.idle(t)
+                self.journey(frm, to, board=1 + min(7, int(rng.expovariate(0.7))))
+            if self.t >= end:
+                break
+        self.t = max(self.t, pl.t1)
+        return pl
+
+
+# ---------------------------------------------------------------------- inputs
+
+def bounce_and_debounce(edges: list[tuple[float, str, int]], initial: dict[str, int],
+                        inputs: Inputs, rng: random.Random) -> list[tuple[float, str, int]]:
+    """The debounced changes the driver reports for these contact edges.
+
+    Each logical edge becomes a burst of raw toggles (contact bounce, every pulse
+    shorter than ``debounce_ms``); the door contact sometimes rebounds after closing
+    for 30–80 ms (it passes the driver's debounce: the agent's ``contact_debounce_s``
+    must absorb it). The raw level is then sampled at ``sample_hz`` around each burst
+    and fed to the driver's :class:`Debouncer`, as the terminal does.
+    """
+    dt = 1.0 / inputs.sample_hz
+    deb: dict[str, Debouncer] = {}
+    out: list[tuple[float, str, int]] = []
+    for name, level in initial.items():
+        ms = inputs.presence_debounce_ms if name == "presence" else inputs.debounce_ms
+        deb[name] = Debouncer(debounce_samples(ms, inputs.sample_hz))
+        deb[name].update(level, 0.0)
+        for _ in range(deb[name].samples - 1):
+            deb[name].update(level, 0.0)
+    limit = inputs.debounce_ms / 1000.0
+    for t, name, level in sorted(edges, key=lambda e: e[0]):
+        # raw transitions: (time, level) after the edge
+        raw = [(t, level)]
+        if name in ("door_closed", "door_lock", "run") and rng.random() < 0.8:
+            tt = t
+            for _ in range(rng.randint(1, 4)):
+                tt += rng.uniform(0.0005, 0.004)
+                raw.append((tt, 1 - level))
+                tt += rng.uniform(0.0005, min(0.006, limit * 0.4))
+                raw.append((tt, level))
+        if name == "door_closed" and level == 1 and rng.random() < 0.15:
+            tt = raw[-1][0] + rng.uniform(0.05, 0.15)          # the door rebounds off its stop
+            raw.append((tt, 0))
+            raw.append((tt + rng.uniform(0.03, 0.08), 1))
+        d = deb[name]
+        # sample on the input grid from the first raw change until it is stable
+        k = math.ceil(raw[0][0] / dt - 1e-9)
+        last = raw[-1][0] + (d.samples + 2) * dt
+        i = 0
+        cur = 1 - level
+        while k * dt <= last:
+            ts = k * dt
+            while i < len(raw) and raw[i][0] <= ts:
+                cur = raw[i][1]
+                i += 1
+            got = d.update(cur, ts)
+            if got is not None:
+                out.append((round(got[0], 4), name, got[1]))
+            k += 1
+    out.sort(key=lambda e: e[0])
+    return out
+
+
+# ---------------------------------------------------------------------- render
+
+class _Band:
+    """Band-limited unit-rms noise, streamed (filter state carried across windows)."""
+
+    def __init__(self, lo: float, hi: float, fs: int, rng: np.random.Generator) -> None:
+        self.sos = butter(2, [lo, hi], btype="bandpass", fs=fs, output="sos")
+        self.rng = rng
+        probe = sosfilt(self.sos, rng.standard_normal(40000))[4000:]
+        self.scale = 1.0 / float(probe.std())
+        self.zi = sosfilt_zi(self.sos) * 0.0
+
+    def take(self, n: int) -> np.ndarray:
+        y, self.zi = sosfilt(self.sos, self.rng.standard_normal(n), zi=self.zi)
+        return y * self.scale
+
+
+def _rotation(tilt_deg: tuple[float, float]) -> np.ndarray:
+    ax, ay = (math.radians(d) for d in tilt_deg)
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    return ry @ rx
+
+
+def temperature_c(t: np.ndarray | float, day_offset: float) -> np.ndarray | float:
+    """Car-roof temperature: a daily swing of ±6 °C peaking mid-afternoon."""
+    h = (np.asarray(t) % DAY_S) / 3600.0
+    return 24.0 + day_offset + 6.0 * np.sin(2 * np.pi * (h - 9.0) / 24.0)
+
+
+class Kinematics:
+    """The plan's car motion evaluated at any times (vectorised)."""
+
+    def __init__(self, plan: DayPlan) -> None:
+        self.t = np.asarray(plan.seg_t)
+        self.j = np.asarray(plan.seg_j)
+        self.a = np.asarray(plan.seg_a)
+        self.v = np.asarray(plan.seg_v)
+        self.p = np.asarray(plan.seg_p)
+
+    def at(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = np.searchsorted(self.t, t, side="right") - 1
+        np.clip(i, 0, None, out=i)
+        d = t - self.t[i]
+        j, a0, v0 = self.j[i], self.a[i], self.v[i]
+        a = a0 + j * d
+        v = v0 + d * (a0 + j * d / 2)
+        p = self.p[i] + d * (v0 + d * (a0 / 2 + j * d / 6))
+        return a, v, p
+
+
+#: day 0 of the simulated week: a Monday
+WEEK_START = datetime.datetime(2026, 11, 23, tzinfo=datetime.UTC)
+
+
+def header(lift: LiftType, sensor: Sensor, t0: float = 0.0) -> dict[str, Any]:
+    """The trace header of this lift and sensor (trace-format.md); the trace starts
+    ``t0`` seconds into the simulated week (record times count from there)."""
+    start = WEEK_START + datetime.timedelta(seconds=t0)
+    return {"trace": 1, "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lift": lift.header_lift(),
+            "accel": {"fs": sensor.fs, "lsb_per_g": sensor.lsb_per_g, "axes": "xyz"},
+            "controller": {"present": lift.controller}}
+
+
+INITIAL_DI = {"door_closed": 1, "door_lock": 1, "presence": 0, "alarm_button": 0,
+              "safety_ok": 1, "mains_ok": 1, "inspection": 0, "run": 0}
+
+
+def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
+            window_s: float = 8.0) -> Iterator[Record]:
+    """The plan as trace records in time order, rendered one window at a time.
+
+    Record times count from the start of the plan (``plan.t0`` into the week), as
+    trace times count from the trace's start."""
+    inputs = inputs or Inputs()
+    lift = plan.lift
+    fs, blk = sensor.fs, sensor.block
+    seed = _seed(lift.name, plan.day, plan.seed, sensor.lsb_per_g)
+    nrng = np.random.default_rng(seed)
+    prng = random.Random(seed)
+    kin = Kinematics(plan)
+    heights = np.asarray(lift.heights)
+    mids = (heights[1:] + heights[:-1]) / 2
+    dz, off = lift.door_zone_m, lift.sensor_offset_m
+    rot = _rotation(sensor.tilt_deg)
+    gain = np.asarray(sensor.gain)
+    bias0 = np.asarray(sensor.bias_mg) / 1000.0
+    tc = np.asarray(sensor.bias_tc) / 1000.0
+    noise = np.asarray(sensor.noise_mg) / 1000.0
+    full = int(sensor.range_g * sensor.lsb_per_g) - 1
+    day_offset = prng.uniform(-3.0, 3.0)
+    vib = [_Band(1.5, 12.0, fs, nrng), _Band(1.5, 12.0, fs, nrng), _Band(4.0, 30.0, fs, nrng)]
+    door_band = _Band(20.0, 40.0, fs, nrng)
+    moves_t0 = np.asarray([m[0] for m in plan.door_moves] or [math.inf])
+    moves_t1 = np.asarray([m[1] for m in plan.door_moves] or [math.inf])
+    steps = plan.steps
+    step_t = [s[0] for s in steps]
+
+    # digital inputs: the plan's contact edges, bounced and debounced by the driver
+    di = bounce_and_debounce(plan.edges, INITIAL_DI, inputs, prng)
+    di_i = 0
+    ctl_door_t = [c[0] for c in plan.ctl_door]
+    ctl_run_t = [c[0] for c in plan.ctl_run]
+
+    pending: list[tuple[float, int, str, Any]] = []   # (t, order, kind, data) awaiting merge
+    seq = 0
+    n = round(plan.t0 * fs)
+    n_end = round(plan.t1 * fs)
+    win = int(window_s * fs) // blk * blk
+    _, _, p0 = kin.at(np.array([plan.t0]))
+    idx0 = int(np.searchsorted(mids, p0[0]))
+    d0 = float(p0[0] - heights[idx0])
+    zu_prev = int(-dz - off <= d0 <= dz)
+    zd_prev = int(-dz <= d0 <= dz + off)
+    label = lift.landings[idx0]
+    first_di = dict(INITIAL_DI, zone_up=zu_prev, zone_down=zd_prev)
+    t0 = plan.t0            # trace times count from the start of the trace
+    yield Record(0.0, "pwr", {"src": 0, "batt": 100})
+    yield Record(0.0, "di", first_di)
+    next_poll = plan.t0 + 0.05
+    poll_s = 0.2
+    while n < n_end:
+        m = min(win, (n_end - n) // blk * blk) or blk
+        ts = (n + np.arange(m)) / fs
+        w0, w1 = ts[0], (n + m) / fs
+        a, v, p = kin.at(ts)
+        # ride vibration: level follows speed; a faint building hum at rest
+        sp = np.minimum(np.abs(v) / lift.rated_speed, 1.0)
+        env_z = lift.vib_z * sp ** 0.8 + 0.002
+        env_xy = lift.vib_xy * sp ** 0.8 + 0.0015
+        car = np.empty((m, 3))
+        car[:, 0] = vib[0].take(m) * env_xy
+        car[:, 1] = vib[1].take(m) * env_xy
+        car[:, 2] = G + a + vib[2].take(m) * env_z
+        # the door operator on the car roof while the door runs
+        k = np.searchsorted(moves_t0, ts, side="right") - 1
+        running = (k >= 0) & (ts < moves_t1[np.clip(k, 0, None)])
+        if running.any():
+            car[:, 0] += door_band.take(m) * 0.03 * running
+        # passengers stepping in/out: the car bounces on its ropes
+        lo = bisect.bisect_left(step_t, w0 - 4.0)
+        hi = bisect.bisect_left(step_t, w1)
+        for ts0, amp, hz in steps[lo:hi]:
+            dt = ts - ts0
+            on = dt >= 0
+            if on.any():
+                d = dt[on]
+                wave = amp * np.exp(-d / 0.6) * np.sin(2 * np.pi * hz * d)
+                car[on, 2] += wave
+                car[on, 0] += 0.3 * wave
+        # sensor frame: tilt, gain, bias drifting with temperature, noise, quantisation
+        g = (car / G) @ rot.T
+        temp = temperature_c(ts, day_offset) - 25.0
+        g = g * gain + bias0 + np.outer(temp, tc)
+        g += nrng.standard_normal((m, 3)) * noise
+        counts = np.clip(np.rint(g * sensor.lsb_per_g), -full - 1, full).astype(np.int64)
+        rows = counts.tolist()             # one conversion a window: blocks are slices
+        t_blk = np.round(ts[::blk], 4).tolist()
+        out: list[tuple[float, int, str, Any]] = [
+            (t_b, 0, "acc", rows[b:b + blk]) for t_b, b in zip(t_blk, range(0, m, blk),
+                                                               strict=True)]
+        # leveling sensors from the sampled position
+        idx = np.searchsorted(mids, p)
+        dpos = p - heights[idx]
+        zu = ((dpos >= -dz - off) & (dpos <= dz)).astype(np.int8)
+        zd = ((dpos >= -dz) & (dpos <= dz + off)).astype(np.int8)
+        changes: dict[int, dict[str, int]] = {}   # 0.1 ms ticks -> changes
+        for name, arr, prev in (("zone_up", zu, zu_prev), ("zone_down", zd, zd_prev)):
+            ch = np.flatnonzero(np.diff(arr, prepend=prev))
+            for c in ch.tolist():
+                # the input grid: the driver reports the sample that first saw it
+                # (the vane sensors are solid state: clean edges, on the input grid)
+                tq = math.ceil(ts[c] * inputs.sample_hz - 1e-9) / inputs.sample_hz
+                changes.setdefault(round(tq * 10000), {})[name] = int(arr[c])
+        zu_prev, zd_prev = int(zu[-1]), int(zd[-1])
+        for key, data in changes.items():
+            seq += 1
+            heapq.heappush(pending, (key / 10000, seq, "di", data))
+        # controller polls
+        if lift.controller:
+            level = np.abs(dpos) <= dz
+            lab_idx = np.where(level, idx, -1)
+            # floor label: last landing whose door zone the car was in (carried over)
+            filled = np.maximum.accumulate(np.where(level, np.arange(m), -1))
+            polls = np.arange(next_poll, w1, poll_s)
+            if polls.size:
+                next_poll = float(polls[-1] + poll_s)
+            pi = np.minimum(np.rint((polls - w0) * fs).astype(np.int64), m - 1)
+            for t_poll, s in zip(polls.tolist(), pi.tolist(), strict=True):
+                f = int(filled[s])
+                lab = lift.landings[int(lab_idx[f])] if f >= 0 else label
+                rk = bisect.bisect_right(ctl_run_t, t_poll) - 1
+                _, run, direction = plan.ctl_run[rk]
+                door = plan.ctl_door[bisect.bisect_right(ctl_door_t, t_poll) - 1][1]
+                seq += 1
+                heapq.heappush(pending, (round(t_poll, 4), seq, "ctl", {
+                    "mode": 1, "run": run, "dir": direction, "floor": lab, "door": door,
+                    "zone": int(level[s]), "speed": round(abs(float(v[s])), 3), "safety": 0,
+                    "lock": int(door != DOOR_LOCKED), "overload": 0, "fault": 0}))
+            if filled[-1] >= 0:
+                label = lift.landings[int(lab_idx[filled[-1]])]
+        while di_i < len(di) and di[di_i][0] < w1:
+            t_e, name, lvl = di[di_i]
+            seq += 1
+            heapq.heappush(pending, (t_e, seq, "di", {name: lvl}))
+            di_i += 1
+        while pending and pending[0][0] < w1:
+            out.append(heapq.heappop(pending))
+        out.sort(key=lambda r: (r[0], r[1] if r[2] != "acc" else -1))
+        for t_r, _, kind, data in out:
+            yield Record(round(t_r - t0, 4), kind, data)
+        n += m
+    while pending:
+        t_r, _, kind, data = heapq.heappop(pending)
+        yield Record(round(t_r - t0, 4), kind, data)
+
+
+def plan_day(lift: LiftType | str, day: int, seed: int = 1, start_s: float = 0.0,
+             duration_s: float = DAY_S) -> DayPlan:
+    """The traffic of one lift-day (or of a part of it, ``start_s`` into the day)."""
+    lt = LIFT_TYPES[lift] if isinstance(lift, str) else lift
+    return Planner(lt, day, seed, start_s, duration_s).run()
+
+
+__all__ = ["DAY_S", "LIFT_TYPES", "DayPlan", "Inputs", "Kinematics", "LiftType", "Record",
+           "Sensor", "TripTruth", "bounce_and_debounce", "header", "plan_day", "records",
+           "temperature_c", "traffic_rate"]
