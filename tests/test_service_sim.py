@@ -17,11 +17,6 @@ pytestmark = pytest.mark.timeout(120)
 
 #: a stretch of the weekday morning peak: the busiest traffic of the day
 PEAK_START_S = 7.9 * 3600
-#: false events the rules' own fix (branch i14-rules, issue 14) removes: leveling_drift
-#: is raised at 256 counts/g on stops that are all within ±8 mm. Remove on merge.
-KNOWN_FALSE = {"leveling_drift"}
-
-
 def _replay(kind: str, lsb: int, start_s: float, duration_s: float
             ) -> tuple[service.DayPlan, list[dict]]:
     lift = LIFT_TYPES[kind]
@@ -37,7 +32,7 @@ def _replay(kind: str, lsb: int, start_s: float, duration_s: float
 def test_morning_peak_raises_no_warning_fault_or_alarm(kind: str, lsb: int) -> None:
     plan, out = _replay(kind, lsb, PEAK_START_S, 900.0)
     bad = [e for e in out if e["type"] == "event" and e["state"] == "raised"
-           and e["sev"] in ("warning", "fault", "alarm") and e["code"] not in KNOWN_FALSE]
+           and e["sev"] in ("warning", "fault", "alarm")]
     assert bad == []
     # the agent books every trip and door cycle the generator made, no more
     assert len(plan.trips) >= 12
