@@ -28,7 +28,8 @@ from conftest import REPO, Broker, free_port
 from synthlift import SynthLift
 from uplink_helpers import Observer, make_certs, tls_listener_conf
 
-pytestmark = pytest.mark.timeout(300)
+# one worker for the whole module (pytest-xdist): the liftwatch user is one per machine
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("install")]
 
 USER = "liftwatch"
 EXAMPLE = REPO / "firmware_config" / "examples" / "sensors_only.toml"
