@@ -119,14 +119,14 @@ def example_traces() -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Start the long real-time tests first, one on each worker.
 
-    They spend minutes mostly waiting on a live agent. scripts/test runs pytest-xdist with
-    ``--dist loadgroup``, which hands each of its two workers one test, then a second,
-    then more as they finish: the two longest real-time tests first (the marker's
-    argument is a test's usual length in seconds) start at once on different workers,
-    and the short tests fill in around them. (A module marked ``xdist_group`` runs
-    whole on one worker: the install test's system user is one per machine.)
+    They spend minutes mostly waiting on a live agent. scripts/test runs pytest-xdist
+    with ``--maxschedchunk 1``, which hands each worker two tests to start with and then
+    one at a time: putting a real-time test at every other place, longest first (the
+    marker's argument is its usual length in seconds), sends the first two to different
+    workers at once, and the short tests fill in around them.
     """
     slow = sorted((item for item in items if item.get_closest_marker("realtime")),
                   key=lambda item: -item.get_closest_marker("realtime").args[0])
     rest = [item for item in items if not item.get_closest_marker("realtime")]
-    items[:] = slow[:2] + rest[:2] + slow[2:] + rest[2:]
+    items[:] = [x for pair in zip(slow, rest[:len(slow)], strict=True) for x in pair] \
+        + rest[len(slow):]

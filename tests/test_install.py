@@ -9,6 +9,7 @@ made the user, it removes it again.
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import json
 import os
@@ -28,8 +29,7 @@ from conftest import REPO, Broker, free_port
 from synthlift import SynthLift
 from uplink_helpers import Observer, make_certs, tls_listener_conf
 
-# one worker for the whole module (pytest-xdist): the liftwatch user is one per machine
-pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("install")]
+pytestmark = pytest.mark.timeout(300)
 
 USER = "liftwatch"
 EXAMPLE = REPO / "firmware_config" / "examples" / "sensors_only.toml"
@@ -86,6 +86,14 @@ def installed() -> Iterator[Installed]:
     for tool in ("useradd", "userdel", "runuser", "openssl"):
         if shutil.which(tool, path=CLEAN_ENV["PATH"]) is None:
             pytest.fail(f"{tool} is missing: the install test needs it (Debian has it)")
+    # The liftwatch user is one per machine: test processes running side by side
+    # (pytest-xdist's workers) take turns, each installing and removing it whole.
+    with open(Path(tempfile.gettempdir()) / "liftwatch-install-test.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _installed()
+
+
+def _installed() -> Iterator[Installed]:
     user_existed = _user_exists()
     root = Path(tempfile.mkdtemp(prefix="liftwatch-install-"))
     root.chmod(0o755)  # the service user must reach the installed tree
