@@ -38,7 +38,8 @@ VERSION = 1
 KINDS = ("status", "event", "trip", "stats", "health", "cmd_reply")
 #: topic suffix of each kind
 TOPICS = {"online": "online", "status": "status", "event": "event", "trip": "trip",
-          "stats": "stats", "health": "health", "cmd": "cmd", "cmd_reply": "cmd/reply"}
+          "stats": "stats", "health": "health", "cmd": "cmd", "cmd_reply": "cmd/reply",
+          "replay_online": "replay/online"}
 STATUS_FIELDS = ("mode", "run", "dir", "floor", "door", "zone", "person", "speed", "safety",
                  "lock", "overload", "src")
 STATUS_REQUIRED = ("mode", "run", "dir", "floor", "door", "src")

@@ -327,13 +327,9 @@ class Agent:
         user = password = None
         if u.credentials_file:
             user, password = load_credentials(u.credentials_file)
-        # A re-run from a trace connects under a client id of its own: with the live
-        # terminal's id the broker would hand it the terminal's session and disconnect
-        # the terminal, which would then take it back, over and over.
-        replay_id = f"lw-{self.lift_id}-replay" if self.trace is not None else None
         return Uplink(u, self.lift_id, self.outbox, username=user, password=password,
                       on_command=self._on_command, executor=self.executor,
-                      rewrite=self.factory.correct, client_id=replay_id)
+                      rewrite=self.factory.correct, replay=self.trace is not None)
 
     def _open_journal(self) -> None:
         try:

@@ -167,13 +167,17 @@ class Uplink:
                  executor: Executor | None = None, rng: random.Random | None = None,
                  connect_timeout_s: float = 10.0, use_topic_alias: bool = True,
                  rewrite: Callable[[bytes], bytes] | None = None,
-                 client_id: str | None = None) -> None:
+                 replay: bool = False) -> None:
         self.settings = settings
         self.lift_id = lift_id
         self.outbox = outbox
         self.on_command = on_command
-        self.client_id = client_id or f"lw-{lift_id}"
-        self.t_online = topic(settings.topic_prefix, lift_id, "online")
+        # A re-run from a trace is not the lift's terminal: with the terminal's client id
+        # the broker would hand it the terminal's session and disconnect the terminal,
+        # and its online 1/0 (and will) would overwrite the terminal's retained state.
+        self.client_id = f"lw-{lift_id}-replay" if replay else f"lw-{lift_id}"
+        self.t_online = topic(settings.topic_prefix, lift_id,
+                              "replay_online" if replay else "online")
         self.t_status = topic(settings.topic_prefix, lift_id, "status")
         self.t_cmd = topic(settings.topic_prefix, lift_id, "cmd")
         self.t_reply = topic(settings.topic_prefix, lift_id, "cmd_reply")

@@ -140,6 +140,8 @@ def test_run_trace_delivers_what_replay_decides(broker: Broker, tmp_path: Path,
         [(x["from"], x["to"]) for x in expected if x["type"] == "trip"]
     # status heartbeats and health went out; the session began with online 1
     assert [m.payload for m in got if m.topic.endswith("/online")] == [b"1", b"0"]
+    # ... on the re-run's own topic: the lift's retained online stays the terminal's
+    assert {m.topic for m in got if m.topic.endswith("/online")} == {f"lift/{LIFT}/replay/online"}
     assert any(m.topic.endswith("/status") for m in got)
     assert any(m.topic.endswith("/health") for m in got)
     ids = [m.json()["id"] for m in got if kind_of_topic(m.topic) not in (None, "cmd_reply")]
