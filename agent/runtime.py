@@ -102,7 +102,13 @@ from liftwatch.buffer.alarms import AlarmLedger, AlarmLedgerWriteError
 from liftwatch.buffer.atomic import atomic_write_bytes
 from liftwatch.buffer.baselines import BaselineStore
 from liftwatch.buffer.journal import JournalWriteError
-from liftwatch.buffer.outbox import Outbox, OutboxError, OutboxWriteError
+from liftwatch.buffer.outbox import (
+    DROP_ORDER,
+    Outbox,
+    OutboxError,
+    OutboxWriteError,
+    queue_of,
+)
 from liftwatch.drivers.threadname import name_native_thread
 from liftwatch.drivers.trace import TraceError
 from liftwatch.signal.pipeline import Pipeline
@@ -125,8 +131,6 @@ STALL_S = 5.0
 MAX_UNWRITTEN = 5000
 #: messages kept in memory while the disk refuses them (about 300 bytes each)
 MAX_UNSTORED = 10_000
-#: the order in which kept messages are dropped beyond MAX_UNSTORED (alarms never)
-UNSTORED_DROP_ORDER = ("record", "stats", "event")
 HEALTH_CHANGE_MIN_S = 10.0
 #: the health state (faults, stalled loops) is assessed this often between health
 #: messages, each time with a hop to the outbox thread for its figures; a change is
@@ -517,13 +521,11 @@ class Agent:
         """Drop the ``n`` oldest kept messages, trips/health first, then stats, then
         events; alarms never (they stay beyond the bound). Counted and reported."""
         drop: set[int] = set()
-        for kind in UNSTORED_DROP_ORDER:
+        for queue in DROP_ORDER:  # the outbox's own order and queues
             for i, (lane, t, _p) in enumerate(self._unwritten):
                 if len(drop) >= n:
                     break
-                is_stats = t.endswith("/stats")
-                if (kind == "event" and lane == "event") or (kind == "stats" and is_stats) or \
-                        (kind == "record" and lane == "record" and not is_stats):
+                if queue_of(lane, t) == queue:
                     drop.add(i)
         if not drop:
             return

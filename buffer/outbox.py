@@ -158,6 +158,16 @@ def read_ack_log(data: bytes) -> tuple[list[dict], int]:
     return out, pos
 
 
+
+def queue_of(lane: str, topic: str) -> str:
+    """The on-disk queue of a message: its lane's, but ``stats`` for a record-lane
+    message whose topic ends in ``/stats`` (so each can drop its oldest first)."""
+    if lane not in LANES:
+        raise OutboxError(f"unknown lane {lane!r}: expected one of {', '.join(LANES)}")
+    if lane == "record" and topic.endswith("/stats"):
+        return "stats"
+    return lane
+
 class Key(NamedTuple):
     """Handle of one stored message: its lane and its sequence number in that lane."""
 
@@ -642,14 +652,6 @@ class Outbox:
     # -- appending ---------------------------------------------------------------------
 
     @staticmethod
-    def _queue_of(lane: str, topic: str) -> str:
-        if lane not in LANES:
-            raise OutboxError(f"unknown lane {lane!r}: expected one of {', '.join(LANES)}")
-        if lane == "record" and topic.endswith("/stats"):
-            return "stats"
-        return lane
-
-    @staticmethod
     def _check(lane: object, topic: object, payload: object) -> tuple[str, bytes, bytes]:
         if not isinstance(lane, str):
             raise OutboxError(f"lane must be a string, got {type(lane).__name__}")
@@ -679,7 +681,7 @@ class Outbox:
             except (TypeError, ValueError):
                 raise OutboxError(f"an item must be (lane, topic, payload), got {item!r}") from None
             lane, topic_b, payload_b = self._check(lane, topic, payload)
-            checked.append((lane, self._queue_of(lane, topic), topic_b, payload_b))
+            checked.append((lane, queue_of(lane, topic), topic_b, payload_b))
         if not checked:
             return []
         with self._lock:
@@ -872,26 +874,14 @@ class Outbox:
     def ack(self, key: Key) -> bool:
         """Release a published message (on PUBACK). True if it was still pending.
 
-        Durable within ``cursor_flush_s`` (the flusher thread appends to the ack log)."""
-        if (not isinstance(key, tuple) or len(key) != 2 or key[0] not in LANES
-                or not isinstance(key[1], int)):
-            raise OutboxError(f"not an outbox key: {key!r}")
-        lane, seq = key
-        with self._lock:
-            if self._closed:
-                return False  # a late PUBACK after shutdown: re-sent next run, never lost
-            for q in self._lane_queues[lane]:
-                if q.release(seq):
-                    self._mark_dirty(1)
-                    # a segment wholly released: persist, then delete it (while saves fail,
-                    # the flusher's retry does it)
-                    if q.has_dead() and not self._save_failing:
-                        self._delete_dead(snapshot=False)
-                    return True
-            return False
+        Durable within ``cursor_flush_s`` once ``ack_batch`` acks wait (the flusher
+        thread appends to the ack log)."""
+        return self.ack_many([key]) == 1
 
     def ack_many(self, keys: Iterable[Key]) -> int:
-        """:meth:`ack` for a batch of PUBACKs under one lock; how many were still pending."""
+        """Release a batch of published messages (PUBACKs) under one lock; how many were
+        still pending. After close, nothing: a late PUBACK's message is re-sent by the
+        next run, never lost."""
         keys = list(keys)
         for key in keys:
             if (not isinstance(key, tuple) or len(key) != 2 or key[0] not in LANES
@@ -908,6 +898,8 @@ class Outbox:
                         break
             if done:
                 self._mark_dirty(done)
+                # a segment wholly released: persist, then delete it (while saves fail,
+                # the flusher's retry does it)
                 if not self._save_failing and any(q.has_dead() for q in self._queues.values()):
                     self._delete_dead(snapshot=False)
         return done
