@@ -156,29 +156,32 @@ def _check_acc(d: Any, no_bools: bool = False) -> AccBlock:
             except (TypeError, OverflowError):
                 pass                # the full check below names it, or takes it
             else:
-                block = AccBlock(d)
-                block.flat = flat
-                block.peak = None
-                return block
+                return _acc_block(d, flat, None)
         if set(map(type, flat)) == _INT:
-            return _acc_block(d, flat)
+            return _acc_block(d, flat, _wide_peak(flat))
     for s in d:  # find the sample to name in the error
         if type(s) is not list or len(s) != 3:
             raise ValueError(f"acc sample must be three integers, found {s!r}")
         x, y, z = s
         if type(x) is not int or type(y) is not int or type(z) is not int:
             raise ValueError(f"acc sample must be three integers, found {s!r}")
-    return _acc_block(d, list(chain.from_iterable(d)))
+    flat = list(chain.from_iterable(d))
+    return _acc_block(d, flat, _wide_peak(flat))
 
 
-def _acc_block(d: list[list[int]], flat: list[int]) -> AccBlock:
+def _wide_peak(flat: list[int]) -> int | None:
+    """None when every count (ints, checked already) fits 16 bits, else the largest."""
+    try:
+        array("h", flat)
+    except OverflowError:
+        return max(max(flat), -min(flat))
+    return None
+
+
+def _acc_block(d: list[list[int]], flat: list[int], peak: int | None) -> AccBlock:
     block = AccBlock(d)
     block.flat = flat
-    try:
-        array("h", flat)        # every count fits 16 bits (the types are checked already)
-        block.peak = None
-    except OverflowError:
-        block.peak = max(max(flat), -min(flat))
+    block.peak = peak
     return block
 
 

@@ -33,6 +33,7 @@ from statistics import median
 from typing import Any
 
 from liftwatch.signal.baselines import MIN_N, AnomalyWindow, Baselines
+from liftwatch.signal.chain import STANDARD_GRAVITY
 from liftwatch.signal.doors import DoorTracker
 from liftwatch.signal.events import CATALOGUE, SUPPRESSING_MODES, EventBook
 from liftwatch.signal.settings import DetectionParams, LiftParams
@@ -47,8 +48,6 @@ SLOW_REST_S = 2.0
 DOOR_MIN_RISE_S = 0.5
 #: stops whose position uncertainty decides whether leveling_drift can judge
 LEVEL_UNC_N = 20
-#: standard gravity, m/s² (vibration figures are in m/s², the sensor's resolution in g)
-G = 9.80665
 INF = math.inf
 
 
@@ -539,8 +538,9 @@ class Detectors:
         """The accelerometer's resolution as a vibration figure's standard uncertainty:
         one count (m/s²) over √12, the rms of the quantisation error; 0 when unknown."""
         lsb = getattr(self.st.motion, "lsb_per_g", None)
-        return G / float(lsb) / math.sqrt(12.0) if isinstance(lsb, int | float) and lsb > 0 \
-            else 0.0
+        if not isinstance(lsb, int | float) or lsb <= 0:
+            return 0.0
+        return STANDARD_GRAVITY / float(lsb) / math.sqrt(12.0)
 
     def confidence(self) -> dict[str, Any]:
         """Rules whose estimates cannot support a judgement now (for ``health``).

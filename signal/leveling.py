@@ -31,6 +31,8 @@ import math
 from collections.abc import Sequence
 from statistics import median
 
+from liftwatch.signal.baselines import MAD_SCALE
+
 #: resolution of an input edge's time stamp (GPIO sampled every 10 ms or better)
 EDGE_TIME_RES_S = 0.01
 #: noise-equivalent bandwidth of the 10 Hz 4th-order Butterworth low-pass (Hz)
@@ -54,7 +56,7 @@ def stop_uncertainty_mm(density: float, t_edge_to_rest: float, t_depart_to_edge:
     n = len(edge_obs)
     if n >= 2:
         med = median(edge_obs)
-        mad = 1.4826 * median(abs(x - med) for x in edge_obs)
+        mad = MAD_SCALE * median(abs(x - med) for x in edge_obs)
         var += (mad * mad) / n
     var += (abs(speed_at_edge) * EDGE_TIME_RES_S) ** 2 / 12.0
     return K * math.sqrt(var) * 1000.0

@@ -78,9 +78,7 @@ class TripTracker:
     def start(self, t: float, floor: str | None, in_zone: bool | None = None) -> None:
         between = None
         if in_zone is False:
-            last = self._stopped_between
-            between = last[1] if last is not None and last[0] == floor else \
-                self.between(floor, 0)
+            between = self.standing_between(floor) or self.between(floor, 0)
         self.current = OpenTrip(t, floor, between)
         if self.motion is not None:
             try:
