@@ -19,6 +19,10 @@ Choices beyond the letter of events.md (each a documented default):
 - Entrapment timers ignore door-contact blips shorter than ``contact_debounce_s``, and
   a presence input that first sees someone *after* the door closed (nobody can board
   a closed car: a PIR blip in a parked car) starts the timer from that first sight.
+- ``alarm_button_abuse`` counts short presses (released within ``abuse_short_s``) made
+  while no entrapment is open and no suppressing mode is on (a technician testing the
+  button in inspection is no prank); a longer hold or an entrapment clears it at once.
+  It only reports the pattern: every press that meets ``alarm_press_s`` is still sent.
 - The accelerometer's speed is judged for ``overspeed`` only during a run (at rest the
   speed is zero by definition), and the ``ucm_distance`` criterion of
   ``moving_with_door_open`` is used only without zone inputs (leaving the zone comes
@@ -87,6 +91,9 @@ class Detectors:
         self._first_closing: float | None = None   # door_close_fault: see _door_faults
         #: expanded uncertainty of the last stop-position estimates (leveling_drift)
         self.level_unc: deque[float] = deque(maxlen=LEVEL_UNC_N)
+        #: alarm_button_abuse: start of the press in progress, ends of recent short presses
+        self._press_start: float | None = None
+        self._short_presses: deque[float] = deque()
 
     # ------------------------------------------------------------------ helpers
     def _due(self, start: float, delay: float, t: float) -> bool:
@@ -226,18 +233,52 @@ class Detectors:
     def _alarm(self, t: float, stopped: bool, door_closed: Any, in_zone: Any
                ) -> list[dict[str, Any]]:
         det, st = self.det, self.st
+        out = self._abuse(t)
         if st.val["alarm"]:
             start = st.since["alarm"]
             exempt = stopped and in_zone is True and door_closed is False
             if (not exempt and self._due(start, det.alarm_press_s, t)) or (
                     exempt and self._due(start, det.alarm_hold_bypass_s, t)):
-                return self._raise(t, "alarm_button", {"held_s": round(t - start, 2),
-                                                       "bypass": exempt})
-            return []
+                return out + self._raise(t, "alarm_button", {"held_s": round(t - start, 2),
+                                                             "bypass": exempt})
+            return out
         if (self.book.is_open("alarm_button") and not self.book.is_open("entrapment_level")
                 and not self.book.is_open("entrapment_nonlevel")):
-            return self._clear(t, "alarm_button")
-        return []
+            return out + self._clear(t, "alarm_button")
+        return out
+
+    def _abuse(self, t: float) -> list[dict[str, Any]]:
+        """alarm_button_abuse: many short presses reported as a pattern (never a filter)."""
+        det, st, out = self.det, self.st, []
+        entrapped = (self.book.is_open("entrapment_level")
+                     or self.book.is_open("entrapment_nonlevel"))
+        pressed = bool(st.val["alarm"])
+        if pressed and self._press_start is None:
+            self._press_start = st.since["alarm"]
+        elif not pressed and self._press_start is not None:
+            end = st.since["alarm"]
+            if end - self._press_start <= det.abuse_short_s and not entrapped \
+                    and not self._suppressed:
+                self._short_presses.append(end)
+            self._press_start = None
+        presses = self._short_presses
+        while presses and t - presses[0] >= det.abuse_window_s:
+            presses.popleft()
+        genuine = entrapped or (pressed and self._press_start is not None
+                                and t - self._press_start > det.abuse_short_s)
+        if genuine:
+            presses.clear()
+        if self.book.is_open("alarm_button_abuse"):
+            if genuine or not presses:
+                out += self._clear(t, "alarm_button_abuse")
+        elif len(presses) >= det.abuse_presses:
+            out += self._raise(t, "alarm_button_abuse",
+                               {"presses": len(presses), "window_s": det.abuse_window_s})
+        if pressed and self._press_start is not None:   # a hold becomes genuine then
+            self._due(self._press_start, det.abuse_short_s + 1e-3, t)
+        if presses:
+            self._due(presses[0], det.abuse_window_s, t)
+        return out
 
     def _beyond(self, top: bool, stopped: bool, in_zone: Any) -> bool:
         st = self.st

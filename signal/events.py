@@ -4,6 +4,12 @@ Every detector raises and clears through one :class:`EventBook`, so the rules th
 apply to all of them live in one place: one open event per code, an id shared by
 the raised and cleared records, the duration on clear, the daily cap per code
 (further raises only counted), and mode suppression of fault rules.
+
+The daily cap exists to keep a chattering fault from flooding the platform; it never
+applies to alarm-severity codes. EN 81-28 expects every alarm to reach the rescue
+service, and a cap would let 20 prank presses in the morning silence a passenger
+trapped in the afternoon: prank presses are reported as a pattern
+(``alarm_button_abuse``), never filtered out.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ CATALOGUE: dict[str, Code] = dict([
     _c("sensor_disagreement", WARNING),
     _c("door_slow", WARNING),
     _c("leveling_drift", WARNING),
+    _c("alarm_button_abuse", WARNING),
     _c("mode_change", INFO, False),
     _c("self_test", INFO, False),
 ])
@@ -112,6 +119,8 @@ class EventBook:
         if self.is_open(code):
             return []
         self.raised_count[code] = self.raised_count.get(code, 0) + 1
+        if CATALOGUE[code].severity == ALARM:
+            return self._record(t, code, floor, detail)   # never capped: see module doc
         window = [x for x in self._raises.get(code, []) if t - x < DAY_S]
         if len(window) >= self.max_per_day:
             self._raises[code] = window
@@ -121,6 +130,11 @@ class EventBook:
             return []
         window.append(t)
         self._raises[code] = window
+        return self._record(t, code, floor, detail)
+
+    def _record(self, t: float, code: str, floor: str | None,
+                detail: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Open ``code`` (unless single-shot) and give its raised record."""
         self._seq += 1
         eid = f"{self.id_prefix}{self._seq}"
         if code not in SINGLE_SHOT:

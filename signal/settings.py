@@ -181,7 +181,9 @@ class DetectionParams:
     )
     max_per_day: int = field(
         default=20, metadata={"doc": "At most this many raises of one code a day; further "
-                              "raises are only counted.", "min": 1, "remote": True},
+                              "raises are only counted. Alarm-severity codes are never "
+                              "capped (EN 81-28: every alarm reaches the platform).",
+                              "min": 1, "remote": True},
     )
     trust_door: str = field(
         default="sensors", metadata={"doc": "Source trusted for the door state.",
@@ -198,4 +200,23 @@ class DetectionParams:
     trust_mode: str = field(
         default="controller", metadata={"doc": "Source trusted for the service mode.",
                                         "choices": ["sensors", "controller"]},
+    )
+    # alarm_button_abuse (events.md): a pattern report for the command centre; it never
+    # holds back an alarm_button raise
+    abuse_presses: int = field(
+        default=5, metadata={"doc": "Short alarm-button presses within abuse_window_s that "
+                             "raise the alarm_button_abuse warning (each press that meets "
+                             "alarm_press_s is still sent as alarm_button).",
+                             "min": 2, "max": 100, "remote": True},
+    )
+    abuse_window_s: float = field(
+        default=600.0, metadata={"doc": "Window of alarm_button_abuse; the warning clears when "
+                                 "no short press came for this long.", "unit": "s",
+                                 "min": 60.0, "max": 86400.0, "remote": True},
+    )
+    abuse_short_s: float = field(
+        default=3.0, metadata={"doc": "A press released within this counts as short for "
+                               "alarm_button_abuse; a longer hold clears the warning at once "
+                               "(someone needs help).", "unit": "s", "min": 0.5,
+                               "max": 30.0, "remote": True},
     )

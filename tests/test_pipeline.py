@@ -155,12 +155,16 @@ def test_stats_period_counts_and_reset() -> None:
 def test_capped_raises_are_counted_in_stats() -> None:
     lift = SynthLift(sources="both")
     for _ in range(4):
-        lift.idle(1).set(alarm_button=1).idle(1).set(alarm_button=0)
+        lift.idle(1).set(safety_ok=0).idle(1).set(safety_ok=1).idle(3)
+        lift.set(alarm_button=1).idle(1).set(alarm_button=0)
     lift.idle(1)
     p = make(lift, max_per_day=2)
     out = run_records(lift.records(), lift.header(), lift.t, pipeline=p)
-    assert len(raised(out, "alarm_button")) == 2
-    assert p.stats.close_period("day", 0, 1)["events"] == {"alarm_button": 4}
+    assert len(raised(out, "safety_circuit_open")) == 2
+    # alarms are never capped (EN 81-28; tests/test_alarm_lane.py)
+    assert len(raised(out, "alarm_button")) == 4
+    assert p.stats.close_period("day", 0, 1)["events"] == {"safety_circuit_open": 4,
+                                                           "alarm_button": 4}
 
 
 def test_without_landings_configured_floors_are_not_judged() -> None:
