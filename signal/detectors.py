@@ -290,7 +290,9 @@ class Detectors:
         if in_zone is not False or not self.lift.landings:
             return False
         end = self.lift.landings[-1] if top else self.lift.landings[0]
-        return st.val["floor"] == end and st.last_dir == (1 if top else 2)
+        # beyond the terminal landing only if the car left its zone toward the end of the
+        # shaft: a car creeping off the top landing downward is below it, not overtravel
+        return st.val["floor"] == end and st.exit_direction() == (1 if top else 2)
 
     def _zone_rules(self, t: float, stopped: bool, stop_t: float, in_zone: Any,
                     presence: Any) -> list[dict[str, Any]]:

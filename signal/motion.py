@@ -281,6 +281,12 @@ class MotionTracker:
         self.fix_rejects = 0
 
     # ------------------------------------------------------------------ chain
+    @property
+    def leave_dir(self) -> int:
+        """Which way the car left the last level zone by its own speed at the vane edge:
+        +1 up, -1 down, 0 unknown or back in a zone (the fused state's direction evidence)."""
+        return self._leave_dir
+
     def _new_chain(self) -> AccelChain:
         rot = self.orient.rotation if self.orient.known else None
         # The chain's cost is per call: on_acc hands it ``chain_batch_s`` of samples at a

@@ -32,6 +32,9 @@ MODE_NORMAL, MODE_INSPECTION = 1, 2
 #: The controller's speed below this fraction of moving_speed means the car is at rest
 #: (not merely slow: the last 0.4 s of a creep to a stop is below moving_speed).
 REST_SPEED_RATIO = 0.2
+#: Both leveling sensors dropping within this of a zone exit still tell its direction
+#: by their order.
+ZONE_EXIT_WINDOW_S = 10.0
 
 
 class LiftState:
@@ -67,6 +70,8 @@ class LiftState:
         self.since: dict[str, float] = dict.fromkeys(self.FUSED, t0)
         self.val["moving"] = False
         self.last_dir = 0                 # direction of the last run: 1 up, 2 down
+        #: evidence of how the car left the door zone (None while in it): _on_zone_change
+        self.zone_exit: dict[str, Any] | None = None
         self.floor_at_stop: str | None = None
         self.alarm_pressed_in_car = False  # presence inferred from the button (no PIR)
         #: since when the door is closed, a contact blip shorter than the debounce ignored
@@ -307,7 +312,59 @@ class LiftState:
             self.presence_since_close = t
         if "moving" in changed and not new["moving"]:
             self.floor_at_stop = new["floor"]
+        if "in_zone" in changed:
+            self._on_zone_change(t, new["in_zone"], fresh, run)
         return changed
+
+    # ------------------------------------------------------------------ zone exit
+    def _on_zone_change(self, t: float, in_zone: Any, fresh: bool, run: Any) -> None:
+        """Keep the evidence of which way the car left the door zone.
+
+        Taken at the exit, when it is there to see: which leveling sensor is still
+        active (``zone_up`` reaches below the level window, ``zone_down`` above, so the
+        one left on is the side the car went to) and the controller's direction; the
+        accelerometer's direction is asked later (:meth:`exit_direction`), since the
+        tracker decides in batches. A car that creeps off a landing with no run command
+        (an unintended movement) may leave it either way, whatever the last run did.
+        """
+        if in_zone is not False:
+            self.zone_exit = None
+            return
+        up, down = self.di.get("zone_up"), self.di.get("zone_down")
+        sen = 0
+        if up == 1 and down == 0:
+            sen = 2
+        elif down == 1 and up == 0:
+            sen = 1
+        elif up == 0 and down == 0:
+            # both dropped: the later drop was the sensor that stayed on longer
+            tu, td = self.di_changed.get("zone_up"), self.di_changed.get("zone_down")
+            if tu is not None and td is not None and tu != td \
+                    and t - min(tu, td) <= ZONE_EXIT_WINDOW_S:
+                sen = 2 if tu > td else 1
+        cd = None if (self.ctl is None or not fresh) else self.ctl.get("dir")
+        self.zone_exit = {"t": t, "sen": sen, "ctl": int(cd) if cd in (1, 2) else 0,
+                          "run": bool(run), "last_dir": self.last_dir}
+
+    def exit_direction(self) -> int:
+        """Which way the car left the door zone it was last in: 1 up, 2 down, 0 unknown.
+
+        All the evidence, most direct first: the order of the leveling sensors' edges,
+        the controller's direction, the accelerometer's direction at the zone edge, and
+        last, for a car that left the zone *during a run*, that run's direction. A car
+        that crept off with no run command and no other evidence is unknown: it may have
+        gone either way."""
+        ex = self.zone_exit
+        if ex is None:
+            return 0
+        if ex["sen"]:
+            return ex["sen"]
+        if ex["ctl"]:
+            return ex["ctl"]
+        leave = getattr(self.motion, "leave_dir", 0) if self.motion is not None else 0
+        if leave:
+            return 1 if leave > 0 else 2
+        return ex["last_dir"] if ex["run"] else 0
 
     # ------------------------------------------------------------------ views
     def __getattr__(self, name: str) -> Any:
