@@ -32,9 +32,12 @@ def test_figures_of_an_exact_profile(distance: float, v: float, a: float, j: flo
     got, true = figures(distance, v, a, j)
     assert got["distance_m"] == pytest.approx(true["distance_m"], rel=1e-3)
     assert got["v_max"] == pytest.approx(true["v_max"], rel=1e-3)
-    # Without a plateau the peak falls between samples: within one sample's change.
-    assert got["a_max"] == pytest.approx(true["a_max"], abs=j / FS)
-    assert got["d_max"] == pytest.approx(true["d_max"], abs=j / FS)
+    # The peak is the top of a parabola fitted to the samples within 5 % of it (noise
+    # would bias a plain maximum up): exact on a plateau, within 2 % of the sharp tip of
+    # a noise-free profile with none (the 10 Hz low-pass rounds real tips anyway; the
+    # bench judges against that: bench/bench_ride_accuracy.py).
+    assert got["a_max"] == pytest.approx(true["a_max"], rel=0.02, abs=j / FS)
+    assert got["d_max"] == pytest.approx(true["d_max"], rel=0.02, abs=j / FS)
     assert got["jerk_max"] == pytest.approx(j, rel=1e-2)
     # A95 lies within the plateau: at most the peak, and close to it.
     assert got["a95"] <= got["a_max"] + 1e-9
