@@ -128,5 +128,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     slow = sorted((item for item in items if item.get_closest_marker("realtime")),
                   key=lambda item: -item.get_closest_marker("realtime").args[0])
     rest = [item for item in items if not item.get_closest_marker("realtime")]
-    items[:] = [x for pair in zip(slow, rest[:len(slow)], strict=True) for x in pair] \
-        + rest[len(slow):]
+    paired = [x for pair in zip(slow, rest, strict=False) for x in pair]
+    n = min(len(slow), len(rest))
+    items[:] = paired + slow[n:] + rest[n:]
