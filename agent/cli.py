@@ -17,19 +17,21 @@ import sys
 # CPU than the whole signal pipeline. An explicit setting in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-#: subcommand -> (module, one-line help)
+#: subcommand -> (module, one-line help); the agent itself and the pipeline over a trace,
+#: then the technician's tools (``liftwatch.agent.tools``, one module each)
+TOOLS = "liftwatch.agent.tools."
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("liftwatch.agent.runtime", "run the agent (live, or from a recorded trace)"),
     "replay": ("liftwatch.agent.replay", "run the detection pipeline over a trace"),
-    "config": ("liftwatch.agent.config_cli", "check or show terminal config files"),
-    "record": ("liftwatch.agent.record", "record the live inputs into a trace"),
-    "check": ("liftwatch.agent.commissioning", "commissioning self-test with pass/fail table"),
-    "monitor": ("liftwatch.agent.monitor", "live view of the lift as the agent sees it"),
-    "calibrate": ("liftwatch.agent.calibrate", "record the mounting orientation at rest"),
-    "outbox": ("liftwatch.agent.outbox_cli", "what is waiting to be sent"),
-    "events": ("liftwatch.agent.events_cli", "the event journal"),
-    "plot": ("liftwatch.agent.plot", "plot a trip's ride quality to a PNG or JPEG"),
-    "demo": ("liftwatch.agent.demo", "simulated lift, agent and platform view on this machine "
+    "config": (TOOLS + "config_cmd", "check or show terminal config files"),
+    "record": (TOOLS + "record", "record the live inputs into a trace"),
+    "check": (TOOLS + "check", "commissioning self-test with pass/fail table"),
+    "monitor": (TOOLS + "monitor", "live view of the lift as the agent sees it"),
+    "calibrate": (TOOLS + "calibrate", "record the mounting orientation at rest"),
+    "outbox": (TOOLS + "outbox", "what is waiting to be sent"),
+    "events": (TOOLS + "events", "the event journal"),
+    "plot": (TOOLS + "plot", "plot a trip's ride quality to a PNG or JPEG"),
+    "demo": (TOOLS + "demo", "simulated lift, agent and platform view on this machine "
              "(runs the source repository's demo)"),
 }
 

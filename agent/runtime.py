@@ -96,8 +96,9 @@ from liftwatch.agent.diskfault import DiskFault, errno_name
 from liftwatch.agent.messages import MessageFactory, dumps, lane_of, next_boot, topic
 from liftwatch.agent.sdnotify import Notifier, watchdog_interval_s
 from liftwatch.agent.timebase import Timebase, sleep_on_grid
+from liftwatch.agent.tls import UplinkError
 from liftwatch.agent.tomltext import dump_toml
-from liftwatch.agent.uplink import Uplink, UplinkError
+from liftwatch.agent.uplink import Uplink
 from liftwatch.buffer.alarms import AlarmLedger, AlarmLedgerWriteError
 from liftwatch.buffer.atomic import atomic_write_bytes
 from liftwatch.buffer.baselines import BaselineStore

@@ -57,6 +57,7 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from liftwatch.agent.messages import topic
 from liftwatch.agent.settings import UplinkSettings
+from liftwatch.agent.tls import make_tls_context
 from liftwatch.drivers.threadname import name_native_thread
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -95,31 +96,6 @@ def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) 
     return rng.uniform(0.0, cap)
 
 
-def make_tls_context(settings: UplinkSettings) -> ssl.SSLContext:
-    """Client TLS context: verification on, TLS >= 1.2, optional client certificate.
-
-    Raises ``UplinkError`` naming the file (not its contents) when a file is unusable.
-    """
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                         cafile=settings.ca_file or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise UplinkError(f"uplink.ca_file {settings.ca_file!r} unusable: {exc}") from None
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    if settings.cert_file or settings.key_file:
-        if not (settings.cert_file and settings.key_file):
-            raise UplinkError("uplink.cert_file and uplink.key_file go together (mutual TLS)")
-        try:
-            ctx.load_cert_chain(settings.cert_file, settings.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            # The message of load_cert_chain names no secret; the key path is not logged.
-            raise UplinkError(f"client certificate {settings.cert_file!r} or its key "
-                              f"unusable: {getattr(exc, 'reason', None) or exc}") from None
-    return ctx
-
-
 class _FirstError(logging.Handler):
     """Keeps the first error paho reports during a connection attempt: its cause."""
 
@@ -130,10 +106,6 @@ class _FirstError(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self.uplink._last_error is None:
             self.uplink._last_error = record.getMessage()
-
-
-class UplinkError(RuntimeError):
-    """The uplink cannot be set up as configured (bad TLS files, bad settings)."""
 
 
 @dataclass

@@ -50,7 +50,7 @@ def main() -> int:
     files = [str(p.relative_to(REPO)) for p in EXAMPLES]
     via_cli = _wall([sys.executable, "-m", "liftwatch.agent.cli", "config", "check", *files],
                     args.process_runs)
-    direct = _wall([sys.executable, "-m", "liftwatch.agent.config_cli", "check", *files],
+    direct = _wall([sys.executable, "-m", "liftwatch.agent.tools.config_cmd", "check", *files],
                    args.process_runs)
     print(f"liftwatch config check (3 files) {via_cli * 1e3:6.0f} ms wall, fresh process")
     print(f"config_cli alone (3 files)       {direct * 1e3:6.0f} ms wall, fresh process")

@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/bench_tools.py [--quick]
 
 ``liftwatch outbox`` and ``liftwatch check`` index every segment file of the outbox
-(:mod:`liftwatch.agent.outbox_view`) while the agent runs; on a Pi the technician waits
+(:mod:`liftwatch.agent.tools.outbox_view`) while the agent runs; on a Pi the technician waits
 for it, so the time to read a full outbox (``storage.outbox_max_mb``, 64 MB by default)
 is printed, with the peak RSS. ``liftwatch plot`` replays the trace up to the trip:
 its time and peak RSS for trip 1 of the normal_day example trace are printed too.
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from liftwatch.agent.outbox_view import export_jsonl, snapshot
+from liftwatch.agent.tools.outbox_view import export_jsonl, snapshot
 from liftwatch.buffer.outbox import Outbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def bench_plot() -> None:
     except ImportError:
         print("plot: matplotlib not installed, skipped")
         return
-    from liftwatch.agent.plot import find_trip, render, trip_series
+    from liftwatch.agent.tools.plot import find_trip, render, trip_series
 
     out = Path(tempfile.mkdtemp(prefix="lw-bench-plot-")) / "trip.png"
     t0 = time.perf_counter()

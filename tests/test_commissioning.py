@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from conftest import Broker, free_port
-from liftwatch.agent import commissioning as chk
 from liftwatch.agent.cli import main
 from liftwatch.agent.config import load_config
 from liftwatch.agent.timebase import ClockState, kernel_clock_state
+from liftwatch.agent.tools import check as chk
 from liftwatch.buffer.outbox import Outbox
 from liftwatch.drivers.modbus_server import ModbusSimServer
 from liftwatch.drivers.pins import SimulatedPins

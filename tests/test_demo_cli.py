@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from liftwatch.agent import demo
 from liftwatch.agent.cli import COMMANDS, main
+from liftwatch.agent.tools import demo
 
 
 def test_the_editable_install_finds_the_repositorys_demo() -> None:

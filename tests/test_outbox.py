@@ -513,7 +513,7 @@ def test_ack_many_releases_a_batch_and_refuses_bad_keys(tmp_path: Path) -> None:
 def test_the_read_only_view_applies_the_ack_log(tmp_path: Path) -> None:
     """``liftwatch outbox`` while the agent runs: acks of the ack log (not yet in
     cursors.json) are not shown as waiting."""
-    from liftwatch.agent.outbox_view import snapshot
+    from liftwatch.agent.tools.outbox_view import snapshot
 
     ob = Outbox(tmp_path, 1 << 20, cursor_flush_s=0.05, ack_batch=1)
     keys = ob.append_many([("event", EV, body(i)) for i in range(5)])

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from liftwatch.agent import plot
 from liftwatch.agent.cli import main
+from liftwatch.agent.tools import plot
 from liftwatch.drivers.trace import TraceHeader, TraceReader, TraceWriter
 from make_traces import truth
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from liftwatch.agent.config import load_config
 from liftwatch.agent.live_source import LiveSource
-from liftwatch.agent.record import record
+from liftwatch.agent.tools.record import record
 from liftwatch.drivers.simfeed import SimFeed, socket_path
 from liftwatch.drivers.trace import Record, TraceReader
 

@@ -28,9 +28,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker
 from liftwatch.agent.config import TerminalConfig, load_config
-from liftwatch.agent.outbox_view import snapshot
 from liftwatch.agent.runtime import STALL_S, Agent
 from liftwatch.agent.timebase import ClockState, Timebase
+from liftwatch.agent.tools.outbox_view import snapshot
 from liftwatch.agent.trace_source import TraceSource
 from liftwatch.drivers.trace import Record, TraceReader, TraceWriter
 from test_runtime_trace import (

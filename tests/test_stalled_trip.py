@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from liftwatch.agent import plot
 from liftwatch.agent.cli import main
 from liftwatch.agent.replay import build_pipeline, describe, replay_records
+from liftwatch.agent.tools import plot
 from liftwatch.drivers.trace import TraceReader
 from synthlift import SynthLift
 

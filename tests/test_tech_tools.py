@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from liftwatch.agent import calibrate, monitor
 from liftwatch.agent.cli import main
 from liftwatch.agent.config import load_config
-from liftwatch.agent.events_cli import parse_since
+from liftwatch.agent.tools import calibrate, monitor
+from liftwatch.agent.tools.events import parse_since
 from liftwatch.buffer.journal import EventJournal
 from liftwatch.buffer.outbox import Outbox
 from liftwatch.drivers.simchips import SimI2C, make_sim_chip

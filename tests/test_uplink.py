@@ -21,7 +21,8 @@ from liftwatch.agent import uplink as uplink_mod
 from liftwatch.agent.messages import MessageFactory, dumps, lane_of, topic
 from liftwatch.agent.settings import UplinkSettings
 from liftwatch.agent.timebase import Timebase
-from liftwatch.agent.uplink import Uplink, UplinkError, backoff_delay
+from liftwatch.agent.tls import UplinkError
+from liftwatch.agent.uplink import Uplink, backoff_delay
 from liftwatch.buffer.outbox import Outbox
 from uplink_helpers import (
     AUTOSAVE_CONF,

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from liftwatch.agent.techtools import load_config_reported
+from liftwatch.agent.tools.common import load_config_reported
 
 SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 SPAN_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from liftwatch.agent.techtools import add_source_arguments, load_config_reported, make_source
+from liftwatch.agent.tools.common import add_source_arguments, load_config_reported, make_source
 
 DEFAULT_SECONDS = 5.0
 STILL_STD_G = 0.02  # per axis: more and the car (or the box) was moving
@@ -84,7 +84,7 @@ def compute(samples: list[list[int]], lsb_per_g: float, gravity_min_g: float,
 async def measure(cfg: Any, seconds: float, **source_kw: Any) -> tuple[list[list[int]],
                                                                       dict[str, Any]]:
     """Accelerometer samples over ``seconds`` and the sensor's health at the end."""
-    from liftwatch.agent.commissioning import observe
+    from liftwatch.agent.tools.check import observe
 
     obs = await observe(make_source(cfg, **source_kw), seconds)
     return obs.acc_samples, obs.health.get("accel", {})

@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     cfg = None
     if args.config is not None:
-        from liftwatch.agent.techtools import load_config_reported
+        from liftwatch.agent.tools.common import load_config_reported
         cfg = load_config_reported(args.config, prog)
         if cfg is None:
             return 2

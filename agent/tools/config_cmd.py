@@ -74,7 +74,7 @@ def show(name: str, *, as_json: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m liftwatch.agent.config_cli check FILE…``: the same without the dispatcher."""
+    """``python -m liftwatch.agent.tools.config_cmd check FILE…``: no dispatcher."""
     parser = argparse.ArgumentParser(prog="liftwatch config")
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from typing import IO, Any
 
-from liftwatch.agent.techtools import (
+from liftwatch.agent.tools.common import (
     add_source_arguments,
     fmt_ctl,
     load_config_reported,

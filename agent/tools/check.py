@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liftwatch.agent.techtools import (
+from liftwatch.agent.tools.common import (
     add_source_arguments,
     fmt_ctl,
     link_name,
@@ -255,7 +255,7 @@ def broker_row(cfg: Any, timeout_s: float = 5.0) -> Row:
     """A real MQTT connection with the configured TLS and credentials, then disconnect."""
     import paho.mqtt.client as mqtt
     from liftwatch.agent.config import ConfigError, load_credentials
-    from liftwatch.agent.uplink import UplinkError, make_tls_context
+    from liftwatch.agent.tls import UplinkError, make_tls_context
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
     up = cfg.uplink
@@ -377,7 +377,7 @@ def disk_row(cfg: Any) -> Row:
 
 
 def outbox_row(cfg: Any) -> Row:
-    from liftwatch.agent.outbox_view import OutboxViewError, outbox_stats
+    from liftwatch.agent.tools.outbox_view import OutboxViewError, outbox_stats
 
     try:
         st, source = outbox_stats(Path(cfg.storage.data_dir) / "outbox")

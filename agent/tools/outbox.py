@@ -4,7 +4,7 @@
 
 Per lane (alarm, event, record): messages waiting, their bytes and the age of the
 oldest; messages dropped to keep within ``storage.outbox_max_mb``; files set aside as
-damaged. Read only (:mod:`liftwatch.agent.outbox_view`), so it is safe while the agent
+damaged. Read only (:mod:`liftwatch.agent.tools.outbox_view`), so it is safe while the agent
 runs. ``--export`` writes every waiting message in send order as JSON Lines
 (``lane``, ``seq``, ``created``, ``topic``, ``payload`` or ``payload_b64``).
 """
@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from liftwatch.agent.outbox_view import OutboxViewError, export_jsonl, snapshot
-from liftwatch.agent.techtools import load_config_reported
+from liftwatch.agent.tools.common import load_config_reported
+from liftwatch.agent.tools.outbox_view import OutboxViewError, export_jsonl, snapshot
 
 
 def _age(s: float | None) -> str:
