@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liftwatch.agent import plausibility
 from liftwatch.agent.credentials import PRIVATE, permission_problem, read_credentials
 from liftwatch.agent.profiles import (
     NAME_RE,
@@ -256,6 +257,11 @@ class _Checker:
         if not self.values["controller"]["enabled"] and not self.wiring:
             self.warnings.append("no lift data source: controller.enabled = false and no "
                                  "[inputs.NAME] table: only the accelerometer is read")
+        for f in plausibility.judge(self.values, self.ok):  # the lift as a whole
+            if f.error:
+                self.add(f.key, f.expected, f.found, f.fix)
+            else:
+                self.warnings.append(str(f))
 
     def _terminal(self) -> None:
         lift_id = self.values["terminal"]["lift_id"]
