@@ -8,16 +8,30 @@ and 14, 3.0 m apart, 1.75 m/s, Modbus RTU.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
 import copy
+import grp
+import os
+import pickle
+import pwd
 import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import REPO
-from liftwatch.agent import plausibility
+from liftwatch.agent import commissioning, idle_check, plausibility
 from liftwatch.agent.config import ConfigError, ConfigIssue, load_config
+from liftwatch.agent.credentials import service_user_problem
 from liftwatch.agent.tomltext import dump_toml
+from liftwatch.drivers.accel import AccelError, open_blinka_i2c
+from liftwatch.drivers.pins import SimulatedPins
+from liftwatch.drivers.simchips import SimI2C, make_sim_chip
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,6 +69,12 @@ def refused(path: Path, key: str) -> ConfigIssue:
     found = [i for i in info.value.issues if i.key == key]
     assert found, [str(i) for i in info.value.issues]
     return found[0]
+
+
+def refusals(path: Path) -> list[ConfigIssue]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.issues
 
 
 def warned(path: Path, key: str) -> str:
@@ -163,3 +183,285 @@ def test_shipped_examples_are_plausible() -> None:
     for path in sorted((REPO / "firmware_config" / "examples").glob("*.toml")):
         cfg = load_config(path)
         assert not [w for w in cfg.warnings if not w.startswith("uplink.tls")], path
+
+
+# ---------------------------------------------------------------- secrets (item 3)
+
+NOBODY = "nobody"
+
+
+def as_nobody(fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a forked child that has become the unprivileged user nobody (CI runs as
+    root, who reads every file); its result comes back pickled, its output is its own."""
+    pw = pwd.getpwnam(NOBODY)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+            os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+            out: Any = ("ok", fn())
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            out = ("error", f"{type(exc).__name__}: {exc}")
+        with os.fdopen(w, "wb") as f:
+            f.write(pickle.dumps(out))
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    status, value = pickle.loads(data)
+    assert status == "ok", value
+    return value
+
+
+def problems(path: Path) -> list[str]:
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        return [str(i) for i in exc.issues]
+    return []
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder the unprivileged user may enter (pytest's are root's own)."""
+    if os.geteuid() != 0:
+        pytest.skip("becoming another user needs root (CI runs as root)")
+    d = Path(tempfile.mkdtemp(prefix="lw-secrets-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def tls_config(d: Path, **uplink: Any) -> Path:
+    tls = d / "tls"
+    tls.mkdir(exist_ok=True)
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tls / name).write_text("-----BEGIN X-----\n")
+        (tls / name).chmod(0o644 if name.endswith(".pem") else 0o640)
+    up = {"tls": True, "ca_file": str(tls / "ca.pem"), "cert_file": str(tls / "client.pem"),
+          "key_file": str(tls / "client.key"), **uplink}
+    path = config(d, uplink=up)
+    path.chmod(0o644)
+    load_config(path)          # as root: usable, and every module the child needs imported
+    return path
+
+
+def test_unreadable_key_named_with_its_fix_as_the_service_user(shared_dir: Path) -> None:
+    path = tls_config(shared_dir)
+    key = shared_dir / "tls" / "client.key"
+    key.chmod(0o600)           # root:root 0600: the service cannot read it
+    got = as_nobody(lambda: problems(path))
+    assert got == [f"{path}: uplink.key_file: expected a file the service user can read, "
+                   f"found {key}: permission denied for user nobody (owner root:root, mode "
+                   f"0600); the service reads it through group liftwatch; fix with: chown "
+                   f"root:liftwatch {key} && chmod 0640 {key}"]
+    assert problems(path) == []   # root reads it: only the service user's run tells
+
+
+def test_unreadable_certificate_folder_named_with_its_fix(shared_dir: Path) -> None:
+    path = tls_config(shared_dir)
+    (shared_dir / "tls").chmod(0o700)
+    got = as_nobody(lambda: problems(path))
+    keys = [p.split(": ")[1] for p in got]
+    assert keys == ["uplink.ca_file", "uplink.cert_file", "uplink.key_file"], got
+    assert got[1].endswith(f"its folder {shared_dir / 'tls'} cannot be entered (owner "
+                           f"root:root, mode 0700); fix with: chown root:liftwatch "
+                           f"{shared_dir / 'tls'} && chmod 0750 {shared_dir / 'tls'}")
+
+
+def test_unreadable_credentials_file_named_with_its_fix(shared_dir: Path) -> None:
+    creds = shared_dir / "mqtt.toml"
+    creds.write_text('username = "t"\npassword = "p"\n')
+    creds.chmod(0o600)
+    path = tls_config(shared_dir, credentials_file=str(creds))
+    got = [p for p in as_nobody(lambda: problems(path)) if "credentials_file" in p]
+    assert got == [f"{path}: uplink.credentials_file: expected a credentials file the "
+                   f"service user can read, found {creds}: permission denied for user "
+                   f"nobody (owner root:root, mode 0600); the service reads it through group "
+                   f"liftwatch; fix with: chown root:liftwatch {creds} && chmod 0640 {creds}"]
+
+
+def test_check_as_the_service_user_names_the_file(shared_dir: Path) -> None:
+    path = tls_config(shared_dir)
+    key = shared_dir / "tls" / "client.key"
+    key.chmod(0o600)
+    out = shared_dir / "check.out"
+
+    def check() -> int:
+        with out.open("w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            return commissioning.run(argparse.Namespace(
+                config=str(path), watch=1.0, backend=None, sim_dir=None, broker_timeout=1.0))
+
+    out.touch()
+    out.chmod(0o666)
+    assert as_nobody(check) == 1
+    text = out.read_text()
+    assert f"uplink.key_file: expected a file the service user can read, found {key}: " \
+           "permission denied for user nobody" in text
+    assert f"fix with: chown root:liftwatch {key} && chmod 0640 {key}" in text
+
+
+def test_check_as_root_judges_the_service_user(shared_dir: Path) -> None:
+    """Root reads everything: check run with sudo judges the file for the service user."""
+    tls_config(shared_dir)
+    key = shared_dir / "tls" / "client.key"
+    key.chmod(0o600)
+    assert service_user_problem(key, NOBODY) == (
+        f"{key}: the service user nobody cannot read it (owner root:root, mode 0600); fix "
+        f"with: chown root:liftwatch {key} && chmod 0640 {key}")
+    os.chown(key, 0, pwd.getpwnam(NOBODY).pw_gid)
+    key.chmod(0o640)
+    assert service_user_problem(key, NOBODY) is None
+    assert service_user_problem(key, "no-such-user-here") is None
+
+
+def test_credentials_file_typo_is_named(tmp_path: Path) -> None:
+    creds = tmp_path / "mqtt.toml"
+    creds.write_text('user = "t"\npassword = "p"\n')
+    creds.chmod(0o640)
+    issues = [str(i) for i in refusals(config(tmp_path, uplink={
+        "credentials_file": str(creds)}))]
+    assert any("unknown keys user (did you mean username?)" in i for i in issues), issues
+    assert any("username missing" in i for i in issues), issues
+
+
+
+
+# ---------------------------------------------------------------- check judges the lift (item 2)
+
+#: a sensors-only terminal whose inputs read 1 when active (no pull, not active low)
+SENSORS = ("door_closed", "door_lock", "zone_up", "zone_down", "presence", "alarm_button",
+           "safety_ok", "mains_ok")
+PINS = {name: f"D{5 + i}" for i, name in enumerate(SENSORS)}
+AT_REST = {"door_closed": 1, "door_lock": 1, "zone_up": 1, "zone_down": 1, "presence": 0,
+           "alarm_button": 0, "safety_ok": 1, "mains_ok": 1}
+
+
+def sensors_only(tmp_path: Path, **accel: Any) -> Any:
+    data = copy.deepcopy(LIFT)
+    data["inputs"] = {n: {"pin": p} for n, p in PINS.items()}
+    data["accel"] = {"chip": "none", **accel}
+    data["uplink"] = {"broker": "127.0.0.1", "port": 9, "tls": False}
+    data["storage"] = {"data_dir": str(tmp_path / "data")}
+    path = tmp_path / "sensors.toml"
+    path.write_text(dump_toml(data), encoding="utf-8")
+    return load_config(path)
+
+
+def check_rows(cfg: Any, levels: dict[str, int] | None = None, **kw: Any
+               ) -> dict[str, commissioning.Row]:
+    pins = SimulatedPins({PINS[n]: v for n, v in (levels or {}).items()})
+    rows = asyncio.run(commissioning.run_checks(cfg, watch_s=0.4, broker_timeout_s=0.3,
+                                                pins=pins, **kw))
+    return {r.name: r for r in rows}
+
+
+def input_verdicts(rows: dict[str, commissioning.Row]) -> dict[str, str]:
+    return {k[6:]: r.status for k, r in rows.items() if k.startswith("input ")}
+
+
+def test_a_lift_at_rest_passes(tmp_path: Path) -> None:
+    rows = check_rows(sensors_only(tmp_path), AT_REST)
+    assert set(input_verdicts(rows).values()) == {"PASS"}, rows
+    assert "lift state" not in rows
+
+
+@pytest.mark.parametrize(("name", "event"), [
+    ("mains_ok", "power_loss"), ("safety_ok", "safety_circuit_open"),
+    ("alarm_button", "alarm_button"), ("zone_up", "stopped_outside_zone"),
+    ("zone_down", "stopped_outside_zone")])
+def test_a_reversed_input_fails_naming_the_event_and_the_fix(
+        tmp_path: Path, name: str, event: str) -> None:
+    levels = dict(AT_REST, **{name: 1 - AT_REST[name]})
+    rows = check_rows(sensors_only(tmp_path), levels)
+    assert [k for k, v in input_verdicts(rows).items() if v == "FAIL"] == [name], rows
+    detail = rows[f"input {name}"].detail
+    assert f"the lift would raise {event}" in detail
+    assert detail.endswith("likely cause: active_low reversed (set active_low = true) or "
+                           f"the wrong pin (not {PINS[name]}); if it really is so ("
+                           f"{idle_check.MEANING[name][AT_REST[name]]}), put that right "
+                           "and check again")
+
+
+def test_a_presence_sensor_seeing_someone_in_a_closed_car_fails(tmp_path: Path) -> None:
+    rows = check_rows(sensors_only(tmp_path), dict(AT_REST, presence=1))
+    detail = rows["input presence"].detail
+    assert "the lift would raise entrapment_level" in detail and "if the car is empty" in detail
+
+
+def test_an_impossible_door_picture_fails(tmp_path: Path) -> None:
+    rows = check_rows(sensors_only(tmp_path), dict(AT_REST, door_closed=0))
+    assert "lock circuit is only made with the doors closed" in rows["input door_closed"].detail
+    assert rows["input door_lock"].status == "FAIL"
+    rows = check_rows(sensors_only(tmp_path),
+                      dict(AT_REST, door_closed=0, door_lock=0, zone_up=0, zone_down=0))
+    assert "a door opens only in the door zone" in rows["input door_closed"].detail
+
+
+def rtu_config(tmp_path: Path, port: str) -> Any:
+    return load_config(config(tmp_path, controller={"enabled": True, "port": port}))
+
+
+def test_a_missing_serial_port_is_named(tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "ttyUSB0").touch()
+    row = commissioning.serial_port_row(rtu_config(tmp_path, "/dev/ttyAMA0"), dev=dev)
+    assert row is not None and row.status == "FAIL"
+    assert row.detail.startswith(f"controller.port /dev/ttyAMA0 does not exist (serial ports "
+                                 f"here: {dev / 'ttyUSB0'}): plug in the RS-485 adapter")
+    assert "raspi-config nonint do_serial_hw 0" in row.detail
+
+
+def test_a_serial_port_not_permitted_names_the_group(shared_dir: Path) -> None:
+    master, slave = os.openpty()
+    try:
+        port = os.ttyname(slave)
+        group = grp.getgrnam("dialout") if "dialout" in {g.gr_name for g in grp.getgrall()} \
+            else grp.getgrgid(0)
+        os.chown(port, 0, group.gr_gid)
+        os.chmod(port, 0o660)
+        cfg = rtu_config(shared_dir, port)
+        assert commissioning.serial_port_row(cfg).status == "PASS"  # root may
+        row = as_nobody(lambda: commissioning.serial_port_row(cfg))
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert row.status == "FAIL"
+    assert row.detail == (f"controller.port {port} is not permitted for user nobody (group "
+                          f"{group.gr_name}, mode 0660): add the user to group "
+                          f"{group.gr_name}: `usermod -aG {group.gr_name} nobody`, then "
+                          "restart the service")
+
+
+def test_an_i2c_bus_not_permitted_names_the_group(shared_dir: Path) -> None:
+    (shared_dir / "i2c-1").touch(mode=0o600)
+
+    def open_bus() -> str:
+        try:
+            open_blinka_i2c(1, dev_dir=shared_dir)
+        except AccelError as exc:
+            return str(exc)
+        return "opened"
+
+    assert as_nobody(open_bus) == (
+        f"I2C bus 1: {shared_dir / 'i2c-1'} is not permitted for user nobody (group root, "
+        "mode 0600): add the user to group root: `usermod -aG root nobody`, then restart "
+        "the service")
+
+
+def test_an_accelerometer_at_another_address_is_found(tmp_path: Path) -> None:
+    cfg = sensors_only(tmp_path, chip="adxl345", address=0x53)
+    rows = check_rows(cfg, AT_REST, i2c=SimI2C(make_sim_chip("adxl345", address=0x1D)))
+    detail = rows["accel identity"].detail
+    assert "no answer from an adxl345 at I2C address 0x53" in detail
+    assert detail.endswith("addresses that answer on this bus: 0x1D (set accel.address to "
+                           "the chip's, e.g. accel.address = 0x1D, and accel.chip)")
+    rows = check_rows(cfg, AT_REST, i2c=SimI2C())
+    assert rows["accel identity"].detail.endswith(
+        "no device answers on this bus: check the chip's wiring (SDA, SCL, 3V3, GND) and "
+        "its power")
