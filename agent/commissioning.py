@@ -13,6 +13,16 @@ Verdicts that are not obvious:
 - an input that did not change during the window still passes (a door need not move
   in three seconds); its level and "changed"/"no change" are shown so the technician
   can operate the contact and watch it; an input whose pin is absent or fails is FAIL;
+- the lift is judged as it stands, by the detectors' own rules
+  (:mod:`liftwatch.agent.idle_check`): an input whose level would make the lift raise
+  an event at rest (mains lost, safety circuit open, sensors against the controller,
+  car out of zone, someone shut in), or that shows a picture no lift at rest shows,
+  FAILs with the likely cause (``active_low`` reversed, wrong pin). Run check with the
+  car at rest, level at a landing;
+- devices are named as what they are: a serial port absent or not permitted (the group
+  to join), an I2C bus absent or not permitted, an accelerometer silent at its address
+  (with the addresses that answer); each TLS and credentials file is checked readable,
+  and when check runs as root, readable by the service user too;
 - an unsynchronised clock is WARN, not FAIL: the agent is built to run so (messages
   carry ``tq`` = 0 and are corrected when NTP answers), but the technician should fix
   NTP before leaving;
@@ -29,6 +39,7 @@ import os
 import shutil
 import socket
 import ssl
+import stat
 import sys
 import threading
 import time
@@ -194,8 +205,6 @@ SERIAL_GLOBS = ("ttyUSB*", "ttyACM*", "ttyAMA*", "ttyS[0-9]", "serial[0-9]")
 def serial_port_row(cfg: Any, dev: Path = Path("/dev")) -> Row | None:
     """The controller's serial device as what it is: absent, not a serial device, or not
     permitted (with the group to join); None without an RTU link."""
-    import stat
-
     from liftwatch.drivers.accel import not_permitted
 
     c = cfg.controller

@@ -13,18 +13,21 @@ import asyncio
 import contextlib
 import copy
 import grp
+import json
 import os
 import pickle
 import pwd
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import REPO, Broker
 from liftwatch.agent import commissioning, idle_check, plausibility
 from liftwatch.agent.config import ConfigError, ConfigIssue, load_config
 from liftwatch.agent.credentials import service_user_problem
@@ -32,6 +35,8 @@ from liftwatch.agent.tomltext import dump_toml
 from liftwatch.drivers.accel import AccelError, open_blinka_i2c
 from liftwatch.drivers.pins import SimulatedPins
 from liftwatch.drivers.simchips import SimI2C, make_sim_chip
+from uplink_helpers import LIFT as TRACE_LIFT
+from uplink_helpers import write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -465,3 +470,60 @@ def test_an_accelerometer_at_another_address_is_found(tmp_path: Path) -> None:
     assert rows["accel identity"].detail.endswith(
         "no device answers on this bus: check the chip's wiring (SDA, SCL, 3V3, GND) and "
         "its power")
+
+
+# ---------------------------------------------------------------- re-runs (item 3)
+
+def trace_file(path: Path, lift_id: str, landings: list[str]) -> Path:
+    """A minute of a lift whose passenger stays shut in the car: entrapment_level."""
+    header = {"trace": 1, "start": "2026-11-23T08:00:00Z",
+              "lift": {"id": lift_id, "landings": landings,
+                       "landing_heights_m": [3.0 * i for i in range(len(landings))]},
+              "controller": {"present": False}}
+    lines = [header,
+             {"t": 0.0, "di": {"door_closed": 0, "zone_up": 1, "zone_down": 1, "presence": 0}},
+             {"t": 2.0, "di": {"presence": 1}}, {"t": 5.0, "di": {"door_closed": 1}},
+             {"t": 60.0, "di": {"presence": 1}}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def run_trace(cfg: Path, trace: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The minute of trace in one second."""
+    return subprocess.run([sys.executable, "-m", "liftwatch.agent.cli", "run", "--config",
+                           str(cfg), "--trace", str(trace), "--speed", "60", *extra],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_trace_of_another_lift_is_refused_unless_asked(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, 1)     # lift TRACE_LIFT, landings 1 and 2; no broker there
+    trace = trace_file(tmp_path / "other.jsonl", "31100000000000000013", ["1", "2", "3"])
+    r = run_trace(cfg, trace)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        f"liftwatch run: trace {trace} was recorded on another lift: lift id "
+        f"31100000000000000013 (the config's is {TRACE_LIFT}); landings [\"1\", \"2\", \"3\"] (the "
+        "config's are [\"1\", \"2\"]). Its events would be published as lift "
+        f"{TRACE_LIFT}'s, with its floors. Give --other-lift to re-run it anyway, or use the "
+        "config of the lift it was recorded on.")
+    assert not (tmp_path / "data" / "outbox").exists()   # nothing was queued
+    r = run_trace(cfg, trace, "--other-lift", "--drain-s", "0.2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "re-running a trace of another lift (--other-lift): lift id" in r.stderr
+
+
+@pytest.mark.timeout(90)
+def test_a_trace_run_shows_progress_and_what_it_published(tmp_path: Path,
+                                                           broker: Broker) -> None:
+    cfg = write_config(tmp_path, broker.port)
+    trace = trace_file(tmp_path / "mine.jsonl", TRACE_LIFT, ["1", "2"])
+    r = run_trace(cfg, trace, "--drain-s", "5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "trace mine.jsonl: 100% read, t = 60.0 s, 4 records; sent event 1" in r.stderr
+    out = r.stdout.splitlines()
+    assert out[0] == (f"trace run: 4 records played (0 bad lines skipped); sent to "
+                      f"127.0.0.1:{broker.port} as lift {TRACE_LIFT}:")
+    assert "  event       1" in out and "              1  entrapment_level raised" in out
+    assert any(ln.startswith("  status ") for ln in out), out
+    acked = re.fullmatch(r"acknowledged by the broker: (\d+) QoS 1 message\(s\)", out[-1])
+    assert acked and int(acked.group(1)) >= 1, out     # the event at least
