@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liftwatch.agent.credentials import PRIVATE, permission_problem, read_credentials
+from liftwatch.agent import plausibility
+from liftwatch.agent.credentials import read_credentials, tls_problems
 from liftwatch.agent.profiles import (
     NAME_RE,
     PlatformProfile,
@@ -256,6 +257,11 @@ class _Checker:
         if not self.values["controller"]["enabled"] and not self.wiring:
             self.warnings.append("no lift data source: controller.enabled = false and no "
                                  "[inputs.NAME] table: only the accelerometer is read")
+        for f in plausibility.judge(self.values, self.ok):  # the lift as a whole
+            if f.error:
+                self.add(f.key, f.expected, f.found, f.fix)
+            else:
+                self.warnings.append(str(f))
 
     def _terminal(self) -> None:
         lift_id = self.values["terminal"]["lift_id"]
@@ -390,15 +396,9 @@ class _Checker:
             _, problems = read_credentials(Path(up["credentials_file"]))
             for expected, found in problems:
                 self.add("uplink.credentials_file", expected, found)
-        if up["key_file"] and self.ok("uplink.key_file"):
-            try:
-                problem = permission_problem(Path(up["key_file"]))
-            except FileNotFoundError:
-                problem = None  # not there yet: the commissioning check reports it
-            except (OSError, ValueError) as exc:
-                problem = f"cannot check it: {exc}"
-            if problem:
-                self.add("uplink.key_file", PRIVATE, problem)
+        for key, expected, found in tls_problems(up):  # unreadable here, or the key open
+            if self.ok(key):
+                self.add(key, expected, found)
         if not up["tls"]:
             self.warnings.append(PLAINTEXT_WARNING)
 

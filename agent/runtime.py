@@ -149,6 +149,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="play the trace N times faster than real time (0: as fast as possible)")
     p.add_argument("--drain-s", type=float, default=30.0,
                    help="with --trace: how long to drain the outbox after the trace ends")
+    p.add_argument("--other-lift", action="store_true",
+                   help="with --trace: re-run a trace recorded on another lift (its id or "
+                   "landings differ from the config's) under this config's lift id")
     p.add_argument("--data-dir", type=Path,
                    help="override storage.data_dir (outbox, journal, boot counter)")
     p.add_argument("--confirm-s", type=float, default=20.0,
@@ -267,6 +270,10 @@ class Agent:
         self._t_fed = 0.0
         self._pipeline_gen = 0
         self.exit_code = 0
+        self.report: Any = None  # a trace run's RunReport: its progress and summary
+        if trace is not None:
+            from liftwatch.agent.trace_source import RunReport
+            self.report = RunReport()
 
     # ------------------------------------------------------------------ set-up
     def _boot_number(self) -> int:
@@ -288,7 +295,8 @@ class Agent:
             return self._given_source
         if self.trace is not None:
             from liftwatch.agent.trace_source import TraceSource
-            return TraceSource(self.trace, speed=self.speed)
+            return TraceSource(self.trace, speed=self.speed,
+                               progress=self.report.progress if self.report else None)
         from liftwatch.agent.live_source import LiveSource
         return LiveSource(self.cfg)
 
@@ -372,6 +380,8 @@ class Agent:
 
     # ------------------------------------------------------------------ outputs
     def _queue(self, kind: str, msg: dict[str, Any]) -> None:
+        if self.report is not None:
+            self.report.queued(kind, msg)
         self._unwritten.append((lane_of(kind, msg), topic(self.prefix, self.lift_id, kind),
                                 dumps(msg)))
 
@@ -981,6 +991,11 @@ class Agent:
         flushed = await self.uplink.stop(flush_timeout=remaining)
         if not flushed:
             log.warning("outbox not drained at exit: the rest goes out after the next start")
+        if self.report is not None:
+            u = self.cfg.uplink
+            print(self.report.summary(f"{u.broker}:{u.port} as lift {self.lift_id}",
+                                      self.uplink.stats, self.source.records,
+                                      self.source.bad_lines, flushed), flush=True)
         self._close()
         return self.exit_code
 
@@ -1023,6 +1038,27 @@ def run(args: argparse.Namespace) -> int:
     if args.trace is not None and not args.trace.exists():
         print(f"liftwatch run: trace {args.trace} not found", file=sys.stderr)
         return 2
+    if args.trace is not None:
+        from liftwatch.agent.trace_source import lift_mismatch
+        from liftwatch.drivers.trace import TraceReader
+        try:
+            reader = TraceReader(args.trace)
+            header = reader.header
+            reader.close()
+        except (TraceError, OSError) as exc:
+            print(f"liftwatch run: trace {args.trace}: {exc}", file=sys.stderr)
+            return 2
+        other = lift_mismatch(header, cfg)
+        if other and not args.other_lift:
+            print(f"liftwatch run: trace {args.trace} was recorded on another lift: "
+                  f"{'; '.join(other)}. Its events would be published as lift "
+                  f"{cfg.terminal.lift_id}'s, with its floors. Give --other-lift to re-run "
+                  "it anyway, or use the config of the lift it was recorded on.",
+                  file=sys.stderr)
+            return 2
+        if other:
+            log.warning("re-running a trace of another lift (--other-lift): %s",
+                        "; ".join(other))
     if args.speed < 0:
         print("liftwatch run: --speed must be >= 0", file=sys.stderr)
         return 2

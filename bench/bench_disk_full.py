@@ -52,7 +52,8 @@ def main() -> int:
         cfg.write_text(cfg.read_text() + "\n[detection]\nalarm_repeat_s = 1.0\n")
         obs = Observer(broker.port, client_id="bench-observer")
         proc = subprocess.Popen([args.python, "-m", "liftwatch.agent.cli", "-v", "run",
-                                 "--config", str(cfg), "--trace", str(trace), "--speed", "4"],
+                                 "--config", str(cfg), "--trace", str(trace),
+                                 "--other-lift", "--speed", "4"],
                                 stderr=subprocess.PIPE, text=True)
         lines: list[str] = []
         running = threading.Event()

@@ -26,6 +26,7 @@ chip (no new sample for ``silent_s``), and I2C errors (counted; the loop goes on
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -140,12 +141,30 @@ class Accelerometer(ABC):
             found = self.bus.read_u8(register)
         except OSError as exc:
             raise AccelError(f"no answer from an {self.chip} at I2C address "
-                             f"0x{self.address:02X}: {exc}") from exc
+                             f"0x{self.address:02X}: {exc}; {self._who_answers()}") from exc
         if found != expected:
             raise AccelIdentityError(
                 f"the chip at I2C address 0x{self.address:02X} is not an {self.chip}: "
                 f"{what} (register 0x{register:02X}) reads 0x{found:02X}, expected "
                 f"0x{expected:02X}")
+
+    def _who_answers(self) -> str:
+        """What a bus scan finds, for a chip silent at its address: the technician's next
+        step (another address, or the wiring)."""
+        try:
+            self.bus._lock()
+            try:
+                found = sorted(self.bus.i2c.scan())
+            finally:
+                self.bus.i2c.unlock()
+        except (OSError, AttributeError) as exc:
+            return f"the bus cannot be scanned ({exc})"
+        if not found:
+            return ("no device answers on this bus: check the chip's wiring (SDA, SCL, "
+                    "3V3, GND) and its power")
+        listed = ", ".join(f"0x{a:02X}" for a in found)
+        return (f"addresses that answer on this bus: {listed} (set accel.address to the "
+                f"chip's, e.g. accel.address = 0x{found[0]:02X}, and accel.chip)")
 
     @abstractmethod
     def open(self) -> None:
@@ -183,6 +202,8 @@ def open_blinka_i2c(bus: int, dev_dir: str | Path = "/dev") -> Any:
         raise AccelError(f"no I2C bus {bus} on this machine: {node} does not exist "
                          f"({_blinka_board()}); on a Raspberry Pi enable I2C with "
                          "`raspi-config nonint do_i2c 0` and reboot")
+    if not os.access(node, os.R_OK | os.W_OK):
+        raise AccelError(f"I2C bus {bus}: {not_permitted(node)}")
     try:
         from adafruit_blinka.agnostic import chip_id
 
@@ -195,6 +216,22 @@ def open_blinka_i2c(bus: int, dev_dir: str | Path = "/dev") -> Any:
         return _LockedI2C(LinuxI2C(bus))
     except Exception as exc:  # Blinka raises many kinds when the bus is absent
         raise AccelError(f"I2C bus {bus} cannot be opened: {exc}") from exc
+
+
+def not_permitted(node: Path) -> str:
+    """A device node this user may not open, with the group that may (i2c, dialout)."""
+    import grp
+    import pwd
+
+    st = node.stat()
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return (f"{node} is not permitted for user {user} (group {group}, mode "
+            f"{st.st_mode & 0o777:04o}): add the user to group {group}: "
+            f"`usermod -aG {group} {user}`, then restart the service")
 
 
 def _blinka_board() -> str:

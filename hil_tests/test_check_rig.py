@@ -1,6 +1,8 @@
 """``liftwatch check`` against the software HIL rig (issue 8, Done when): it passes when
 everything is there, and fails with a precise line when the broker is down, an input is
-unplugged or the accelerometer is missing.
+unplugged or the accelerometer is missing; and (issue 18) when an input is wired the
+wrong way round: the rig's lift is at rest, so a reversed ``active_low`` reads as mains
+lost, a safety circuit open, a door or zone the controller disagrees with.
 
 The simulated backends listen on the feed socket inside the process that opens the
 drivers, so here ``liftwatch check`` (a real subprocess) is that process: the rig's
@@ -12,6 +14,7 @@ feed while it watches.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -85,9 +88,19 @@ async def _play(feed_dir: Path, scn: Scenario, server: ModbusSimServer | None,
         feed.close()
 
 
+def reversed_input(text: str, name: str) -> str:
+    """The config ``text`` with input ``name``'s active_low the wrong way round."""
+    block = re.compile(rf"(\[inputs\.{name}\][^\[]*?active_low = )(true|false)")
+    out, n = block.subn(lambda m: m.group(1) + ("false" if m.group(2) == "true" else "true"),
+                        text)
+    assert n == 1, name
+    return out
+
+
 def run_check(workdir: Path, broker: Broker, *, initial: dict[str, Any] | None = None,
-              live: list[dict[str, Any]] | None = None) -> CheckRun:
-    """``liftwatch check --config hil.toml`` with the rig around it."""
+              live: list[dict[str, Any]] | None = None, reverse: str = "") -> CheckRun:
+    """``liftwatch check --config hil.toml`` with the rig around it; ``reverse``: the
+    input whose active_low the technician got wrong."""
     scn = door_opens()
     workdir.mkdir(parents=True, exist_ok=True)
     feed_dir = workdir / "feed"
@@ -107,8 +120,9 @@ def run_check(workdir: Path, broker: Broker, *, initial: dict[str, Any] | None =
         await server.start()
         try:
             cfg = workdir / "hil.toml"
-            cfg.write_text(hil_config(workdir, scn, broker, transport="tcp",
-                                      tcp_port=server.tcp_port))
+            text = hil_config(workdir, scn, broker, transport="tcp",
+                              tcp_port=server.tcp_port)
+            cfg.write_text(reversed_input(text, reverse) if reverse else text)
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "liftwatch.agent.cli", "check", "--config", str(cfg),
                 "--watch", f"{WATCH_S:g}", "--broker-timeout", "2",
@@ -185,3 +199,29 @@ def test_check_fails_when_the_accelerometer_is_missing(tmp_path: Path,
     assert "remote I/O error" in line
     # the rest of the terminal is fine: only the accelerometer's rows fail
     assert all(ln.startswith("accel ") for ln in r.failed()), r.out
+
+
+#: what the rig's lift at rest (level at landing 1, door opening) raises when the input
+#: is read the wrong way round: the detectors' event, and its cause in the row
+REVERSED = {
+    "mains_ok": "power_loss",
+    "safety_ok": "safety_circuit_open",
+    "door_closed": "sensor_disagreement",
+    "zone_up": "sensor_disagreement",
+    "zone_down": "sensor_disagreement",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", list(REVERSED))
+def test_check_fails_a_reversed_input(tmp_path: Path, hil_broker: Broker, name: str) -> None:
+    r = run_check(tmp_path / name, hil_broker, reverse=name)
+    assert r.rc == 1, r.out + r.err
+    line = r.line(f"input {name}")
+    assert f"  FAIL  pin {WIRING[name].pin}: " in line, r.out
+    assert f"the lift would raise {REVERSED[name]}" in line, line
+    assert "likely cause: active_low reversed (set active_low = true)" in line, line
+    assert f"or the wrong pin (not {WIRING[name].pin})" in line
+    # only that input is blamed; the rest of the terminal passes
+    assert [ln for ln in r.failed() if ln.startswith("input ")] == [line], r.out
+    assert all(ln.startswith("input ") for ln in r.failed()), r.out

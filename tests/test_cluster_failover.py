@@ -65,7 +65,7 @@ def test_node_loss_and_cut_off_front(cluster: Cluster, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, cluster.front_port, protocol="mqtt311")
     agent = subprocess.Popen(
         [sys.executable, "-m", "liftwatch.agent.cli", "run", "--config", str(cfg),
-         "--trace", str(trace), "--speed", str(SPEED), "--drain-s", "20"],
+         "--trace", str(trace), "--other-lift", "--speed", str(SPEED), "--drain-s", "20"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_without_proxy())
     t_start = time.monotonic()
     try:

@@ -21,7 +21,7 @@ from liftwatch.drivers.modbus_server import ModbusSimServer
 from liftwatch.drivers.pins import SimulatedPins
 from liftwatch.drivers.registermap import load_register_map
 from liftwatch.drivers.simchips import SimI2C
-from liftwatch.drivers.simfeed import SimFeed, socket_path
+from liftwatch.drivers.simfeed import SimFeed, socket_path, write_initial
 from uplink_helpers import make_certs, tls_listener_conf
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,9 +79,15 @@ outbox_max_mb = 1
 """
 
 
+#: pins of a lift at rest, level at a landing with its door closed (door_closed is
+#: active low): check judges the lift's state, and this one raises nothing
+AT_REST = {"D17": 0, "D27": 1, "D22": 1}
+
+
 def write_config(tmp: Path, mqtt_port: int, modbus_port: int = 1,
-                 controller: bool = True) -> Path:
+                 controller: bool = True, pins: dict[str, int] | None = None) -> Path:
     (tmp / "data").mkdir(exist_ok=True)
+    write_initial(tmp / "feed", {"pins": AT_REST if pins is None else pins})
     p = tmp / "terminal.toml"
     p.write_text(CONFIG.format(feed=tmp / "feed", data=tmp / "data", mqtt_port=mqtt_port,
                                modbus_port=modbus_port, controller=str(controller).lower()))
@@ -104,7 +110,8 @@ def test_check_passes_with_everything_there_and_shows_what_it_saw(
         tmp_path: Path, broker: Broker) -> None:
     """Controller answers, inputs read (one operated), chip at rest, broker up."""
     modbus_port = free_port()
-    cfg = load_config(write_config(tmp_path, broker.port, modbus_port))
+    door_open = {"D17": 1, "D27": 0, "D22": 1}  # at a landing, the door open
+    cfg = load_config(write_config(tmp_path, broker.port, modbus_port, pins=door_open))
     srv = ModbusSimServer(load_register_map(cfg.register_map_path), landings=LANDINGS,
                           transport="tcp", tcp_port=modbus_port)
     srv.set_values({"mode": 1, "run": 0, "dir": 0, "floor": "2", "door": 2, "zone": 1,
@@ -117,7 +124,7 @@ def test_check_passes_with_everything_there_and_shows_what_it_saw(
             await _wait_socket(tmp_path / "feed")
             feed = SimFeed(tmp_path / "feed")
             await asyncio.sleep(0.5)  # first levels read: door open (pull-up, active low)
-            feed.set_inputs({"door_closed": 1}, cfg.inputs)
+            feed.set_inputs({"door_closed": 1, "door_lock": 1}, cfg.inputs)
             feed.close()
 
         try:
@@ -136,9 +143,10 @@ def test_check_passes_with_everything_there_and_shows_what_it_saw(
     assert f"Modbus TCP 127.0.0.1:{modbus_port} unit 1" in r["controller link"].detail
     assert "floor=2" in r["controller values"].detail and "door=2" in r["controller values"].detail
     assert r["input door_closed"].status == "PASS"
-    assert r["input door_closed"].detail.startswith("pin D17: 1 (active), changed 1x")
-    assert r["input zone_up"].detail == f"pin D22: 0 (inactive), no change in {WATCH_S:g} s"
-    assert r["input door_lock"].detail == f"pin D27: 0 (inactive), no change in {WATCH_S:g} s"
+    assert r["input door_closed"].detail.startswith("pin D17: 1 (door closed), changed 1x")
+    assert r["input zone_up"].detail == f"pin D22: 1 (in its zone), no change in {WATCH_S:g} s"
+    assert r["input door_lock"].detail == \
+        f"pin D27: 1 (lock circuit made), changed 1x in {WATCH_S:g} s"
     assert r["accel identity"].detail.endswith("DEVID 0xE5")
     assert r["accel rate"].status == "PASS", table
     assert r["accel gravity"].status == "PASS" and "|g| = 1.0" in r["accel gravity"].detail

@@ -249,7 +249,7 @@ def test_run_on_a_full_disk_keeps_its_duties_and_writes_what_it_kept(
     broker.proc = None
 
     proc = subprocess.Popen(liftwatch("run", "--config", str(cfg), "--trace", str(trace),
-                                      "--speed", "8", "--drain-s", "10"),
+                                      "--other-lift", "--speed", "8", "--drain-s", "10"),
                             stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     running = threading.Event()

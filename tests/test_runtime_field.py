@@ -226,7 +226,7 @@ def test_sigterm_with_a_backlog_loses_nothing_and_exits_within_5s(
     log: list[tuple[float, str]] = []
     t_spawn = time.monotonic()
     p = subprocess.Popen(liftwatch("run", "--config", str(cfg), "--trace", str(entrapment_cut),
-                                   "--speed", f"{speed:g}"),
+                                   "--other-lift", "--speed", f"{speed:g}"),
                          stderr=subprocess.PIPE, text=True)
     try:
         pump = _stderr_lines(p, log)
@@ -283,7 +283,7 @@ def test_sigterm_with_a_backlog_loses_nothing_and_exits_within_5s(
     obs = Observer(broker.port)
     try:
         r2 = subprocess.run(liftwatch("run", "--config", str(cfg), "--trace", str(quiet),
-                                      "--speed", "0", "--drain-s", "10"),
+                                      "--other-lift", "--speed", "0", "--drain-s", "10"),
                             capture_output=True, text=True, timeout=40)
         assert r2.returncode == 0, r2.stderr[-3000:]
         got = {(m.topic, m.payload) for m in list(obs.got)}

@@ -99,7 +99,7 @@ def test_run_trace_delivers_what_replay_decides(broker: Broker, tmp_path: Path,
     cfg = write_config(tmp_path, broker.port)
     t0 = time.monotonic()
     r = subprocess.run(liftwatch("run", "--config", str(cfg), "--trace", str(entrapment_cut),
-                                 "--speed", "60", "--drain-s", "10"),
+                                 "--other-lift", "--speed", "60", "--drain-s", "10"),
                        capture_output=True, text=True, timeout=100)
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr[-2000:]
@@ -162,7 +162,8 @@ def test_sigterm_stops_within_5s_and_publishes_offline(broker: Broker, tmp_path:
     obs = Observer(broker.port)
     cfg = write_config(tmp_path, broker.port)
     p = subprocess.Popen(liftwatch("run", "--config", str(cfg), "--trace", str(entrapment_cut),
-                                   "--speed", "1"), stderr=subprocess.PIPE, text=True)
+                                   "--other-lift", "--speed", "1"),
+                         stderr=subprocess.PIPE, text=True)
     try:
         assert obs.wait_for(lambda g: any(x.topic.endswith("/online") and x.payload == b"1"
                                           for x in g), 15)
@@ -187,7 +188,8 @@ def test_commands_over_the_broker(broker: Broker, tmp_path: Path,
     cfg = write_config(tmp_path, broker.port)
     before = cfg.read_bytes()
     p = subprocess.Popen(liftwatch("run", "--config", str(cfg), "--trace", str(entrapment_cut),
-                                   "--speed", "1"), stderr=subprocess.PIPE, text=True)
+                                   "--other-lift", "--speed", "1"),
+                         stderr=subprocess.PIPE, text=True)
     try:
         assert obs.wait_for(lambda g: any(x.topic.endswith("/online") and x.payload == b"1"
                                           for x in g), 15)
@@ -317,10 +319,10 @@ def test_alarm_repeats_until_ack_across_a_kill(broker: Broker, tmp_path: Path,
     cfg = write_config(tmp_path, broker.port)
     cfg.write_text(cfg.read_text() + "\n[detection]\nalarm_repeat_s = 1.0\n")
     args = liftwatch("run", "--config", str(cfg), "--trace", str(entrapment_cut),
-                     "--speed", "40")
+                     "--other-lift", "--speed", "40")
     # the second run must outlast the acks below: the agent stops when its trace ends
     args2 = liftwatch("run", "--config", str(cfg), "--trace", str(entrapment_cut),
-                      "--speed", "10")
+                      "--other-lift", "--speed", "10")
 
     def alarm_msgs() -> list[dict[str, Any]]:
         return [m.json() for m in obs.got if m.topic.endswith("/event")
@@ -381,7 +383,8 @@ def test_sighup_with_a_broken_config_keeps_running_on_the_old_one(
     obs = Observer(broker.port)
     cfg = write_config(tmp_path, broker.port)
     p = subprocess.Popen(liftwatch("run", "--config", str(cfg), "--trace", str(entrapment_cut),
-                                   "--speed", "1"), stderr=subprocess.PIPE, text=True)
+                                   "--other-lift", "--speed", "1"),
+                         stderr=subprocess.PIPE, text=True)
     try:
         assert obs.wait_for(lambda g: any(x.topic.endswith("/online") and x.payload == b"1"
                                           for x in g), 15)

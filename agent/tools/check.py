@@ -13,6 +13,16 @@ Verdicts that are not obvious:
 - an input that did not change during the window still passes (a door need not move
   in three seconds); its level and "changed"/"no change" are shown so the technician
   can operate the contact and watch it; an input whose pin is absent or fails is FAIL;
+- the lift is judged as it stands, by the detectors' own rules
+  (:mod:`liftwatch.agent.tools.idle_check`): an input whose level would make the lift raise
+  an event at rest (mains lost, safety circuit open, sensors against the controller,
+  car out of zone, someone shut in), or that shows a picture no lift at rest shows,
+  FAILs with the likely cause (``active_low`` reversed, wrong pin). Run check with the
+  car at rest, level at a landing;
+- devices are named as what they are: a serial port absent or not permitted (the group
+  to join), an I2C bus absent or not permitted, an accelerometer silent at its address
+  (with the addresses that answer); each TLS and credentials file is checked readable,
+  and when check runs as root, readable by the service user too;
 - an unsynchronised clock is WARN, not FAIL: the agent is built to run so (messages
   carry ``tq`` = 0 and are corrected when NTP answers), but the technician should fix
   NTP before leaving;
@@ -29,6 +39,7 @@ import os
 import shutil
 import socket
 import ssl
+import stat
 import sys
 import threading
 import time
@@ -37,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liftwatch.agent.tools import idle_check
 from liftwatch.agent.tools.common import (
     add_source_arguments,
     fmt_ctl,
@@ -75,6 +87,9 @@ class Observed:
     rate_hz: float | None = None
     health: dict[str, Any] = field(default_factory=dict)
     identity: str = ""
+    #: the ``di`` and ``ctl`` records in order, for the detectors' judgement (idle_check)
+    records: list[tuple[float, str, Any]] = field(default_factory=list)
+    t_end: float = 0.0
 
 
 # ---------------------------------------------------------------- the watch window
@@ -107,6 +122,9 @@ async def observe(source: Any, watch_s: float, clock: Callable[[], float] = time
     task = asyncio.create_task(stopper())
     try:
         async for rec in source:
+            if rec.kind in ("di", "ctl"):
+                obs.records.append((rec.t, rec.kind, rec.data))
+            obs.t_end = max(obs.t_end, rec.t)
             if rec.kind == "di":
                 for name, level in rec.data.items():
                     if name not in obs.first_levels:
@@ -150,7 +168,10 @@ def _read_identity(reader: Any) -> str:
 # ---------------------------------------------------------------- verdicts
 
 def input_rows(cfg: Any, obs: Observed, watch_s: float) -> list[Row]:
+    """One row per input: its level, and FAIL when the lift left as it stands would raise
+    an event because of it, or shows a picture no lift at rest shows (idle_check)."""
     health = obs.health.get("inputs", {}).get("inputs", {})
+    verdict = idle_check.judge(cfg, obs.records, max(obs.t_end, watch_s))
     rows = []
     for name, wiring in cfg.inputs.items():
         h = health.get(name, {})
@@ -164,10 +185,45 @@ def input_rows(cfg: Any, obs: Observed, watch_s: float) -> list[Row]:
         level = obs.levels[name]
         n = obs.changes.get(name, 0)
         moved = f"changed {n}x" if n else "no change"
-        rows.append(Row(f"input {name}", PASS,
-                        f"{where}: {level} ({'active' if level else 'inactive'}), {moved} "
-                        f"in {watch_s:g} s"))
+        meaning = idle_check.MEANING.get(name, ("active", "inactive"))[0 if level else 1]
+        detail = f"{where}: {level} ({meaning}), {moved} in {watch_s:g} s"
+        found = verdict.for_input(name)
+        if found:
+            rows.append(Row(f"input {name}", FAIL, f"{detail}; at rest "
+                            + "; ".join(f.text for f in found) + "; "
+                            + idle_check.likely_cause(name, wiring, level)))
+        else:
+            rows.append(Row(f"input {name}", PASS, detail))
+    rows += [Row("lift state", FAIL, f.text) for f in verdict.others()]
     return rows
+
+
+#: where a terminal's serial ports usually are, for "which ports exist here?"
+SERIAL_GLOBS = ("ttyUSB*", "ttyACM*", "ttyAMA*", "ttyS[0-9]", "serial[0-9]")
+
+
+def serial_port_row(cfg: Any, dev: Path = Path("/dev")) -> Row | None:
+    """The controller's serial device as what it is: absent, not a serial device, or not
+    permitted (with the group to join); None without an RTU link."""
+    from liftwatch.drivers.accel import not_permitted
+
+    c = cfg.controller
+    if not c.enabled or c.transport != "rtu":
+        return None
+    port = Path(c.port)
+    if not port.exists():
+        present = sorted({str(p) for g in SERIAL_GLOBS for p in dev.glob(g)})
+        there = f"serial ports here: {', '.join(present)}" if present else \
+            "no serial port exists here"
+        return Row("serial port", FAIL, f"controller.port {port} does not exist ({there}): "
+                   "plug in the RS-485 adapter, or on a Raspberry Pi enable the UART "
+                   "(`raspi-config nonint do_serial_hw 0`, then reboot), and set "
+                   "controller.port to the port the controller is wired to")
+    if not stat.S_ISCHR(port.stat().st_mode):
+        return Row("serial port", FAIL, f"controller.port {port} is not a serial device")
+    if not os.access(port, os.R_OK | os.W_OK):
+        return Row("serial port", FAIL, f"controller.port {not_permitted(port)}")
+    return Row("serial port", PASS, f"{port}: present, readable and writable")
 
 
 def controller_rows(cfg: Any, obs: Observed) -> list[Row]:
@@ -250,6 +306,28 @@ def gravity_row(cfg: Any, samples: list[list[int]], lsb_per_g: float, state: str
 
 
 # ---------------------------------------------------------------- broker, clock, disk
+
+def secret_rows(cfg: Any) -> list[Row]:
+    """Each TLS and credentials file the config names: readable by this user (the config
+    load already refused it otherwise) and, for a check run as root, by the service user
+    too, which root's own reading would hide."""
+    from liftwatch.agent.credentials import TLS_KEYS, access_problem, service_user_problem
+
+    up, rows = cfg.uplink, []
+    for key in (*TLS_KEYS, "credentials_file"):
+        value = getattr(up, key)
+        if not value:
+            continue
+        path = Path(value)
+        name = f"file uplink.{key}"
+        if not path.is_file():
+            rows.append(Row(name, FAIL, f"{path} does not exist"))
+            continue
+        problem = access_problem(path) or (service_user_problem(path) if os.geteuid() == 0
+                                           else None)
+        rows.append(Row(name, FAIL, problem) if problem else Row(name, PASS, f"{path}: readable"))
+    return rows
+
 
 def broker_row(cfg: Any, timeout_s: float = 5.0) -> Row:
     """A real MQTT connection with the configured TLS and credentials, then disconnect."""
@@ -428,6 +506,8 @@ async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str
         rows.append(Row("inputs", FAIL, f"the terminal's inputs could not be opened: "
                         f"{type(exc).__name__}: {exc}"))
     else:
+        port = serial_port_row(cfg)
+        rows += [port] if port is not None else []
         rows += controller_rows(cfg, obs)
         rows += input_rows(cfg, obs, watch_s)
         rows += accel_rows(cfg, obs)
@@ -435,6 +515,7 @@ async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str
             if feed.get("bad_messages"):
                 rows.append(Row("simulation feed", WARN, f"{where}: {feed['bad_messages']} "
                                 f"message(s) refused: {feed['last_error']}"))
+    rows += secret_rows(cfg)
     rows.append(await broker_task)
     rows.append(clock_row(clock_probe))
     rows.append(disk_row(cfg))
