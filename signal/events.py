@@ -55,6 +55,7 @@ CATALOGUE: dict[str, Code] = dict([
     _c("leveling_drift", WARNING),
     _c("mode_change", INFO, False),
     _c("self_test", INFO, False),
+    _c("detection_changed", WARNING, False),
 ])
 
 #: Codes reported once, with no cleared record.
