@@ -372,9 +372,9 @@ def test_install_makes_the_user_runtime_venv_and_unit(installed: Installed) -> N
         assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_install_md_table_is_the_installed_tree(installed: Installed) -> None:
-    """Every path, owner and mode INSTALL.md's table gives is the installed one, and
-    everything install.sh put in /etc/liftwatch is in the table."""
+def _as_install_md_says(installed: Installed) -> None:
+    """Owners and modes as INSTALL.md's table gives them; in /etc/liftwatch nothing else
+    but calibrate's backup of the config (if the calibrate test ran), with the config's."""
     rows = install_table(INSTALL_MD.read_text(encoding="utf-8"))
     listed = set()
     for what, path, owner, mode in rows:
@@ -383,7 +383,17 @@ def test_install_md_table_is_the_installed_tree(installed: Installed) -> None:
         assert (f"{user}:{group}", f"{bits:04o}") == (owner, mode), (what, path)
         listed.add(real)
     made = {p for p in installed.etc.rglob("*")} | {installed.etc}
+    bak = installed.etc / "terminal.toml.bak"
+    if bak in made:
+        assert _owner(bak) == _owner(installed.config)
+        made.remove(bak)
     assert made <= listed, f"in {installed.etc} but not in INSTALL.md: {made - listed}"
+
+
+def test_install_md_table_is_the_installed_tree(installed: Installed) -> None:
+    """Every path, owner and mode INSTALL.md's table gives is the installed one, and
+    everything install.sh put in /etc/liftwatch is in the table."""
+    _as_install_md_says(installed)
     # the state directory systemd would make is the one install.sh made
     d = unit_directives(installed.unit)
     assert f"{_owner(installed.data)[2]:04o}" == d["StateDirectoryMode"][-1]
@@ -543,6 +553,9 @@ def test_the_service_account_cannot_change_its_config_credentials_or_trust(
     got = _tampering(installed, under_unit=True)
     assert len(got) == 5 * 4 + 2 * 2
     assert all(v in denied | {errno.EROFS} for v in got.values()), got
+    # the unit's read-only mount is there on its own: all but opening (a permission check
+    # first) fail on it
+    assert {v for k, v in got.items() if not k.startswith("write")} == {errno.EROFS}, got
     assert tree_digest(installed.etc) == before
 
 
@@ -574,3 +587,20 @@ def test_run_trace_under_the_unit(installed: Installed) -> None:
     documented = set(re.findall(r"^\| `([^`/]+)/?`", text.split("## Data directory")[1], re.M))
     kept = {p.name for p in installed.data.iterdir()} - {"sim"}  # sim: this test's feed
     assert kept <= documented, kept - documented
+
+
+def test_upgrade_puts_an_earlier_layout_right(installed: Installed) -> None:
+    """The layout an earlier install.sh and calibrate left (config directory 2770, a
+    config the service user owned, public certificates): install.sh again, with the same
+    credentials, gives INSTALL.md's owners and modes and leaves the config as it was."""
+    os.chmod(installed.etc, 0o2770)
+    os.chmod(installed.etc / "tls", 0o2750)
+    os.chown(installed.config, pwd.getpwnam(USER).pw_uid, grp.getgrnam(USER).gr_gid)
+    os.chown(installed.etc / "tls" / "ca.pem", 0, 0)
+    os.chmod(installed.etc / "tls" / "ca.pem", 0o644)
+    config_before = installed.config.read_bytes()
+    r = installed.install("--credentials", str(installed.src / "mqtt.toml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{installed.config} already names {installed.etc / 'credentials.toml'}" in r.stdout
+    assert installed.config.read_bytes() == config_before
+    _as_install_md_says(installed)
