@@ -152,6 +152,10 @@ HEALTH_CHANGE_MIN_S = 10.0
 HEALTH_CHECK_S = 5.0
 #: the settings last reported to the platform (detection_changed), in the data directory
 REPORTED_SETTINGS = "reported_settings.json"
+#: a config_set that changes detection restarts its timers (the pipeline is rebuilt): at
+#: most one such change this often, so that changes cannot keep an entrapment or
+#: alarm-press timer from running out; as long as the longest alarm timer's maximum
+DETECTION_CHANGE_MIN_S = 300.0
 #: write errors that are the disk's fault (reported as a disk fault), not a refusal
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT})
 
@@ -264,6 +268,7 @@ class Agent:
         self.overrides = OverrideFiles(self.data_dir)
         self._reported = self._load_reported()
         self._change_seq = 0
+        self._last_remote_rebuild = -float("inf")
         #: what the start-up rollback did (``run``), reported once the pipeline runs
         self.recovered: list[Recovery] = []
 
@@ -782,11 +787,19 @@ class Agent:
         current = nest({k: new for k, (_old, new) in self.cfg.override.items()})
         wanted = deep_merge(current, patch)
         try:
-            load_with_override(self.cfg.path, wanted, data_dir=self.data_dir)
+            candidate = load_with_override(self.cfg.path, wanted, data_dir=self.data_dir)
         except ConfigError as exc:
             raise CommandError("refused, nothing changed: " + "; ".join(
                 f"{i.key}: expected {i.expected}, found {i.found}" for i in exc.issues[:5])
                 ) from None
+        rebuilds = candidate.detection != self.cfg.detection or candidate.lift != self.cfg.lift
+        wait = self._last_remote_rebuild + DETECTION_CHANGE_MIN_S - time.monotonic()
+        if rebuilds and wait > 0:
+            raise CommandError(
+                f"refused, nothing changed: the detection settings were changed less than "
+                f"{DETECTION_CHANGE_MIN_S:.0f} s ago (each change restarts the detection "
+                f"timers, so at most one change per {DETECTION_CHANGE_MIN_S:.0f} s); "
+                f"send it again in {wait:.0f} s")
         files = self.overrides
         try:
             files.begin(dump_override(wanted), cmd_id)
@@ -800,6 +813,8 @@ class Agent:
             new_cfg = load_config(self.cfg.path, data_dir=self.data_dir)
             if new_cfg.override_issues:  # changed on disk meanwhile, or not what was written
                 raise ConfigError(new_cfg.override_issues)
+            if rebuilds:
+                self._last_remote_rebuild = time.monotonic()
             self._apply(new_cfg, "config_set", cmd_id)
             healthy, why = await self._confirm_healthy(self.confirm_s)
         except Exception as exc:  # whatever fails at apply is rolled back, never kept
@@ -844,9 +859,25 @@ class Agent:
             self.uplink.settings = new_cfg.uplink
         if pipeline is not None:
             assert self.pipeline is not None
-            self.emit(self.pipeline.finish(self.source_now()))
-            self.pipeline = pipeline
+            t = self.source_now()
+            old_pipeline, self.pipeline = self.pipeline, pipeline
+            self.emit(old_pipeline.finish(t))
+            self.emit(self._seed(pipeline, old_pipeline, t))
         self._report_settings(source, cmd_id)
+
+    @staticmethod
+    def _seed(new: Pipeline, old: Pipeline, t: float) -> list[dict[str, Any]]:
+        """Give a rebuilt pipeline the input levels the old one last saw, as a start
+        reads every input: digital inputs are recorded only when they change, so without
+        this a car already stopped with a passenger inside would look empty to it."""
+        st, outs = old.state, []
+        if st.di:
+            outs += new.feed(t, "di", dict(st.di))
+        if st.ctl is not None:
+            outs += new.feed(t, "ctl", dict(st.ctl))
+        if st.pwr is not None:
+            outs += new.feed(t, "pwr", dict(st.pwr))
+        return outs
 
     def _report_settings(self, source: str, cmd_id: str | None = None,
                          notes: list[str] | None = None) -> None:
@@ -1105,6 +1136,15 @@ def run(args: argparse.Namespace) -> int:
         for issue in exc.issues:
             print(f"liftwatch run: {issue}", file=sys.stderr)
         return 2
+    status = _run_agent(args, cfg, recovered)
+    if status == 2:  # refused for a reason it gave (arguments, files, broker), not a crash:
+        # the remote override is not to blame at the next start
+        OverrideFiles(args.data_dir or cfg.storage.data_dir).started()
+    return status
+
+
+def _run_agent(args: argparse.Namespace, cfg: TerminalConfig, recovered: list[Recovery]
+               ) -> int:
     for w in cfg.warnings:
         log.warning("%s", w)
     if args.trace is not None and not args.trace.exists():

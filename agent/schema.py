@@ -154,8 +154,10 @@ def show(value: Any) -> str:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else str(value)
     if isinstance(value, int):
-        if abs(value) >= 10**18:  # str() of thousands of digits is refused, and unreadable
-            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        if abs(value) >= 10**18:  # unreadable; and str() of over 4300 digits is refused
+            if value.bit_length() < 14_000:
+                return f"an integer of {len(str(abs(value)))} digits"
+            return "an integer of over 4000 digits"
         return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(show(v) for v in value) + "]"
