@@ -21,6 +21,7 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -587,6 +588,86 @@ def test_run_trace_under_the_unit(installed: Installed) -> None:
     documented = set(re.findall(r"^\| `([^`/]+)/?`", text.split("## Data directory")[1], re.M))
     kept = {p.name for p in installed.data.iterdir()} - {"sim"}  # sim: this test's feed
     assert kept <= documented, kept - documented
+
+
+def _start_unit(installed: Installed) -> subprocess.Popen[str]:
+    """The agent as the unit starts it (ExecStart, unchanged), under its restrictions.
+    unshare, the sandbox and setpriv each exec the next: the process is the agent's."""
+    return subprocess.Popen(unit_sandbox(installed.unit, installed.root), cwd=installed.root,
+                            env=CLEAN_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _stop(p: subprocess.Popen[str]) -> str:
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        _, err = p.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+    return err
+
+
+def _reply(obs: Observer, cmd_id: str, timeout: float = 30) -> dict[str, object]:
+    def find() -> dict[str, object] | None:
+        return next((m.json() for m in obs.on("reply") if m.json().get("id") == cmd_id), None)
+    assert obs.wait_for(lambda _: find() is not None, timeout), f"no reply to {cmd_id}"
+    reply = find()
+    assert reply is not None
+    return reply
+
+
+def test_config_set_works_under_the_unit_and_survives_a_restart(installed: Installed) -> None:
+    """Issue 23 item 3: a real config_set over MQTT to the agent started as the unit starts
+    it, with /etc/liftwatch read-only to it: applied, kept in the data directory, still
+    in force after a restart; /etc/liftwatch untouched; an out-of-range change refused."""
+    etc_before = tree_digest(installed.etc)
+    obs = Observer(installed.plain_port, client_id="install-test-config-set")
+    p = _start_unit(installed)
+    try:
+        assert obs.wait_for(lambda got: any(m.topic == f"lift/{LIFT_ID}/online"
+                                            and m.payload == b"1" for m in got), 30), \
+            _stop(p)[-3000:]
+        cmd = f"lift/{LIFT_ID}/cmd"
+        obs.publish(cmd, b'{"id":"set-1","op":"config_set","args":{"patch":'
+                         b'{"uplink":{"heartbeat_s":30}}}}')
+        reply = _reply(obs, "set-1")
+        assert reply["ok"] is True, reply
+        assert reply["result"]["applied"] == ["uplink.heartbeat_s"], reply  # type: ignore[index]
+        obs.publish(cmd, b'{"id":"set-2","op":"config_set","args":{"patch":'
+                         b'{"detection":{"entrap_nonlevel_s":1e9}}}}')
+        reply = _reply(obs, "set-2")
+        assert reply["ok"] is False and "detection.entrap_nonlevel_s" in str(reply["error"])
+        assert "between 5 and 180" in str(reply["error"]), reply
+    finally:
+        err = _stop(p)
+    assert p.returncode == 0, err[-3000:]
+    assert "EACCES" not in err and "Permission denied" not in err, err[-3000:]
+    remote = installed.data / "remote.toml"
+    assert tomllib.loads(remote.read_text())["uplink"]["heartbeat_s"] == 30
+    assert _owner(remote)[:2] == (USER, USER) and not _owner(remote)[2] & 0o007
+    assert tree_digest(installed.etc) == etc_before
+    # started again, as after a reboot: the change is in force
+    seen = len(obs.on("online"))
+    p = _start_unit(installed)
+    try:
+        assert obs.wait_for(lambda _: any(m.payload == b"1" for m in obs.on("online")[seen:]),
+                            30), _stop(p)[-3000:]
+        obs.publish(f"lift/{LIFT_ID}/cmd", b'{"id":"get-1","op":"config_get"}')
+        reply = _reply(obs, "get-1")
+        assert reply["ok"] is True
+        assert reply["result"]["uplink"]["heartbeat_s"] == 30, reply  # type: ignore[index]
+    finally:
+        err = _stop(p)
+    assert p.returncode == 0, err[-3000:]
+    assert tree_digest(installed.etc) == etc_before
+    # the technician sees it (config show, with sudo), the file stays as they wrote it
+    r = subprocess.run([installed.liftwatch, "config", "show", str(installed.config)],
+                       env=CLEAN_ENV, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"# REMOTE: uplink.heartbeat_s = 30.0 (file: 60.0), from {remote}" in r.stdout
+    obs.close()
 
 
 def test_upgrade_puts_an_earlier_layout_right(installed: Installed) -> None:
