@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 #: why the reporting intervals have the ranges they have (REFERENCE.md "Safe ranges")
-REPORT_WHY = ("the platform sees a silent terminal as offline only after this: at most an "
-              "hour; the minimum keeps a terminal on a metered modem link under a few MB a day")
+HEARTBEAT_WHY = ("a silent terminal is seen as offline only after this: at most an hour; at "
+                 "least 1 s, one status a second (about 20 MB a day: for a commissioning or "
+                 "demo view, not for a metered link)")
+STATUS_WHY = ("bounds the status sent on change: at least 0.5 s (a moving car changes "
+              "state many times a second), at most a minute")
+HEALTH_WHY = ("a terminal's faults reach the platform only this often when nothing changes: "
+              "at most an hour; at least 30 s (a health message is about 1 kB)")
 
 
 @dataclass(frozen=True)
@@ -57,18 +62,18 @@ class UplinkSettings:
     )
     heartbeat_s: float = field(
         default=60.0, metadata={"doc": "status is sent at least this often.", "unit": "s",
-                                "min": 10, "max": 3600, "remote": True, "weakens": "up",
-                                "why": REPORT_WHY},
+                                "min": 1, "max": 3600, "remote": True, "weakens": "up",
+                                "why": HEARTBEAT_WHY},
     )
     status_min_interval_s: float = field(
         default=1.0, metadata={"doc": "status on change at most this often.", "unit": "s",
                                "min": 0.5, "max": 60, "remote": True, "weakens": "up",
-                               "why": REPORT_WHY},
+                               "why": STATUS_WHY},
     )
     health_s: float = field(
         default=300.0, metadata={"doc": "health is sent this often and on change.",
                                  "unit": "s", "min": 30, "max": 3600, "remote": True,
-                                 "weakens": "up", "why": REPORT_WHY},
+                                 "weakens": "up", "why": HEALTH_WHY},
     )
     inflight_max: int = field(
         default=20, metadata={"doc": "QoS 1 messages awaiting PUBACK at once.", "min": 1,
