@@ -93,9 +93,14 @@ fi
 # (`liftwatch calibrate`, which rewrites the config, is run with sudo). The unit's
 # ProtectSystem=strict also mounts it read-only for the service. Its writable state,
 # remote config changes included, is /var/lib/liftwatch (StateDirectory=).
-# chmod g-s: an earlier version made these directories setgid and group-writable.
+# g-s: an earlier version made the directories setgid and group-writable.
 install -d -m 0750 -o root -g "$USER_NAME" "$ETC" "$ETC/tls"
-chmod u=rwx,g=rx,o=,g-s "$ETC" "$ETC/tls"
+# Whatever an earlier version or a hand left in it: root's, read by the group only.
+# (Symbolic links are not followed: -type f and -type d skip them.)
+find "$ETC" -xdev -type d -exec chown root:"$USER_NAME" {} + -exec chmod u=rwx,g=rx,o=,g-s {} +
+find "$ETC" -xdev -type f -exec chown root:"$USER_NAME" {} + -exec chmod 0640 {} +
+others=$(find "$ETC" -xdev ! -type f ! -type d)
+[ -z "$others" ] || say "warning: not files or directories in $ETC (left alone): $others"
 install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$DATA"
 install -d -m 0755 -o root -g root "$OPT" "$(dirname "$UNIT")"
 
@@ -107,7 +112,8 @@ fi
 # Build from a clean copy of the sources: building in place would leave root-owned
 # build/ and *.egg-info folders in the clone.
 build=$(mktemp -d)
-trap 'rm -rf "$build"' EXIT
+cred_new=""
+trap 'rm -rf "$build"; [ -z "$cred_new" ] || rm -f "$cred_new"' EXIT
 tar -C "$SRC" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
     --exclude=__pycache__ --exclude=./tests --exclude=./hil_tests --exclude=./bench \
     -cf - . | tar -C "$build" -xf -
@@ -125,7 +131,7 @@ if [ -n "$CRED_SRC" ]; then
     cred_new=$ETC/.credentials.toml.new
     install -m 0640 -o root -g "$USER_NAME" "$CRED_SRC" "$cred_new"
     "$VENV/bin/python" "$SRC/deploy/install_credentials.py" check "$cred_new" "$CRED_SRC" \
-        || { rm -f "$cred_new"; die "--credentials $CRED_SRC refused: nothing installed"; }
+        || die "--credentials $CRED_SRC refused: nothing installed"
 fi
 if [ -n "$CONFIG_SRC" ]; then
     if [ -e "$ETC/terminal.toml" ]; then
@@ -151,13 +157,6 @@ if [ -n "$CRED_SRC" ]; then
         say "no $ETC/terminal.toml yet: set uplink.credentials_file = \"$ETC/credentials.toml\" in it"
     fi
 fi
-# Whatever an earlier version or a hand left here: root's files, the group reads them.
-# (Symbolic links are not followed: -type f and -type d skip them.)
-find "$ETC" -xdev -type d -exec chown root:"$USER_NAME" {} + -exec chmod u=rwx,g=rx,o=,g-s {} +
-find "$ETC" -xdev -type f -exec chown root:"$USER_NAME" {} + -exec chmod 0640 {} +
-others=$(find "$ETC" -xdev ! -type f ! -type d)
-[ -z "$others" ] || say "warning: not files or directories in $ETC (left alone): $others"
-
 # ---- 5. the systemd unit (installed; started by the technician after commissioning)
 sed -e "s#/opt/liftwatch#$OPT#g" -e "s#/etc/liftwatch#$ETC#g" \
     -e "s#^ReadWritePaths=/var/lib/liftwatch#ReadWritePaths=$DATA#" \

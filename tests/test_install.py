@@ -679,9 +679,20 @@ def test_upgrade_puts_an_earlier_layout_right(installed: Installed) -> None:
     os.chown(installed.config, pwd.getpwnam(USER).pw_uid, grp.getgrnam(USER).gr_gid)
     os.chown(installed.etc / "tls" / "ca.pem", 0, 0)
     os.chmod(installed.etc / "tls" / "ca.pem", 0o644)
+    planted = installed.etc / "broker.toml"  # what a service able to write here could do
+    target = installed.data / "mine.toml"
+    target.write_text("")
+    target.chmod(0o600)
+    os.chown(target, pwd.getpwnam(USER).pw_uid, grp.getgrnam(USER).gr_gid)
+    planted.symlink_to(target)
     config_before = installed.config.read_bytes()
     r = installed.install("--credentials", str(installed.src / "mqtt.toml"))
     assert r.returncode == 0, r.stdout + r.stderr
+    assert f"warning: not files or directories in {installed.etc} (left alone): {planted}" \
+        in r.stdout
+    assert _owner(target) == (USER, USER, 0o600)  # not followed
+    planted.unlink()
+    target.unlink()
     assert f"{installed.config} already names {installed.etc / 'credentials.toml'}" in r.stdout
     assert installed.config.read_bytes() == config_before
     _as_install_md_says(installed)
