@@ -31,6 +31,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, Broker, free_port
@@ -609,8 +610,8 @@ def _stop(p: subprocess.Popen[str]) -> str:
     return err
 
 
-def _reply(obs: Observer, cmd_id: str, timeout: float = 30) -> dict[str, object]:
-    def find() -> dict[str, object] | None:
+def _reply(obs: Observer, cmd_id: str, timeout: float = 30) -> dict[str, Any]:
+    def find() -> dict[str, Any] | None:
         return next((m.json() for m in obs.on("reply") if m.json().get("id") == cmd_id), None)
     assert obs.wait_for(lambda _: find() is not None, timeout), f"no reply to {cmd_id}"
     reply = find()
@@ -634,7 +635,7 @@ def test_config_set_works_under_the_unit_and_survives_a_restart(installed: Insta
                          b'{"uplink":{"heartbeat_s":30}}}}')
         reply = _reply(obs, "set-1")
         assert reply["ok"] is True, reply
-        assert reply["result"]["applied"] == ["uplink.heartbeat_s"], reply  # type: ignore[index]
+        assert reply["result"]["applied"] == ["uplink.heartbeat_s"], reply
         obs.publish(cmd, b'{"id":"set-2","op":"config_set","args":{"patch":'
                          b'{"detection":{"entrap_nonlevel_s":1e9}}}}')
         reply = _reply(obs, "set-2")
@@ -657,7 +658,7 @@ def test_config_set_works_under_the_unit_and_survives_a_restart(installed: Insta
         obs.publish(f"lift/{LIFT_ID}/cmd", b'{"id":"get-1","op":"config_get"}')
         reply = _reply(obs, "get-1")
         assert reply["ok"] is True
-        assert reply["result"]["uplink"]["heartbeat_s"] == 30, reply  # type: ignore[index]
+        assert reply["result"]["uplink"]["heartbeat_s"] == 30, reply
     finally:
         err = _stop(p)
     assert p.returncode == 0, err[-3000:]
