@@ -102,10 +102,11 @@ class OverrideFiles:
         """Put the previous override back (or none, when there was none). OSError."""
         info = self._pending_info()
         had = info.get("had_override", self.prev.exists())
-        if had:
-            prev = self._read(self.prev)
-            if prev is not None:
-                atomic_write_bytes(self.path, prev)
+        prev = self._read(self.prev) if had else None
+        if prev is not None:
+            atomic_write_bytes(self.path, prev)
+        elif had:  # the previous one is lost: better none than the unconfirmed one
+            self.set_aside()
         else:
             self.path.unlink(missing_ok=True)
         self.pending.unlink(missing_ok=True)

@@ -152,6 +152,8 @@ HEALTH_CHANGE_MIN_S = 10.0
 HEALTH_CHECK_S = 5.0
 #: the settings last reported to the platform (detection_changed), in the data directory
 REPORTED_SETTINGS = "reported_settings.json"
+#: problems named in a refused config_set's reply (every key of one patch, in practice)
+MAX_ISSUES = 12
 #: a config_set that changes detection restarts its timers (the pipeline is rebuilt): at
 #: most one such change this often, so that changes cannot keep an entrapment or
 #: alarm-press timer from running out; as long as the longest alarm timer's maximum
@@ -789,9 +791,11 @@ class Agent:
         try:
             candidate = load_with_override(self.cfg.path, wanted, data_dir=self.data_dir)
         except ConfigError as exc:
+            issues = exc.issues[:MAX_ISSUES]
+            more = len(exc.issues) - len(issues)
             raise CommandError("refused, nothing changed: " + "; ".join(
-                f"{i.key}: expected {i.expected}, found {i.found}" for i in exc.issues[:5])
-                ) from None
+                f"{i.key}: expected {i.expected}, found {i.found}" for i in issues)
+                + (f"; and {more} more" if more > 0 else "")) from None
         rebuilds = candidate.detection != self.cfg.detection or candidate.lift != self.cfg.lift
         wait = self._last_remote_rebuild + DETECTION_CHANGE_MIN_S - time.monotonic()
         if rebuilds and wait > 0:
@@ -819,7 +823,8 @@ class Agent:
             healthy, why = await self._confirm_healthy(self.confirm_s)
         except Exception as exc:  # whatever fails at apply is rolled back, never kept
             log.exception("config_set %s failed at apply", cmd_id)
-            healthy, why = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            first = (str(exc).splitlines() or [""])[0]
+            healthy, why = False, f"{type(exc).__name__}: {first[:200]}"
         if not healthy:
             try:
                 files.restore()

@@ -40,9 +40,13 @@ ISSUE_1E9 = {"detection": {k: 1e9 for k in (
     "entrap_nonlevel_s", "entrap_level_s", "outside_zone_s", "alarm_press_s",
     "alarm_hold_bypass_s", "alarm_repeat_s")}}
 ATTACKS: list[tuple[str, dict[str, Any], list[str]]] = [
-    ("timers-1e9", ISSUE_1E9, ["detection.entrap_nonlevel_s: expected a number between 5 "
-                               "and 180", "detection.alarm_press_s: expected a number "
-                               "between 0.1 and 3", "found 1000000000.0"]),
+    ("timers-1e9", ISSUE_1E9, [
+        "detection.entrap_nonlevel_s: expected a number between 5 and 180, found 1000000000.0",
+        "detection.entrap_level_s: expected a number between 10 and 300",
+        "detection.outside_zone_s: expected a number between 10 and 300",
+        "detection.alarm_press_s: expected a number between 0.1 and 3",
+        "detection.alarm_hold_bypass_s: expected a number between 1 and 10",
+        "detection.alarm_repeat_s: expected a number between 1 and 300"]),
     ("flood", {"uplink": {"health_s": 1e-9, "heartbeat_s": 1e-9}},
      ["uplink.health_s: expected a number between 30 and 3600",
       "uplink.heartbeat_s: expected a number between 1 and 3600"]),
