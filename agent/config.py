@@ -553,7 +553,7 @@ def _build(path: str | os.PathLike[str], checker: _Checker) -> TerminalConfig:
 def _probe(cfg: TerminalConfig) -> str | None:
     """Build the detection pipeline the agent would run with these settings, once, and
     say why it cannot be built: ``config check`` and ``config_set`` then refuse what
-    the agent could not start with, whatever the ranges let through. About 20 ms."""
+    the agent could not start with, whatever the ranges let through."""
     from liftwatch.signal.pipeline import Pipeline
 
     accel = cfg.accel.chip != "none"

@@ -398,3 +398,31 @@ def test_a_start_refused_for_a_reason_it_gives_does_not_blame_the_override(
     assert out.returncode == 2 and "not found" in out.stderr
     assert files.path.exists() and not files.starting.exists()
     assert files.recover_at_start() == [] and files.path.exists()
+
+
+@pytest.mark.parametrize("before", [None, b"[detection]\nentrap_level_s = 50.0\n"],
+                         ids=["no-override-before", "override-before"])
+def test_an_unconfirmed_change_is_undone_to_exactly_what_was_there(
+        tmp_path: Path, before: bytes | None) -> None:
+    files = OverrideFiles(tmp_path / "data")
+    files.dir.mkdir()
+    if before is not None:
+        files.path.write_bytes(before)
+    files.begin(b"[detection]\nentrap_level_s = 60.0\n", "c-1")
+    assert files.pending.exists()
+    (done,) = files.recover_at_start()  # the agent died before confirming
+    assert (done.action, done.cmd) == ("rolled_back", "c-1")
+    assert (files.path.read_bytes() if files.path.exists() else None) == before
+    assert not files.pending.exists()
+    assert files.starting.exists() == (before is not None)
+
+
+def test_an_unconfirmed_change_whose_previous_override_is_lost_is_set_aside(
+        tmp_path: Path) -> None:
+    files = OverrideFiles(tmp_path / "data")
+    files.dir.mkdir()
+    files.path.write_bytes(b"[detection]\nentrap_level_s = 50.0\n")
+    files.begin(b"[detection]\nentrap_level_s = 60.0\n", "c-2")
+    files.prev.unlink()
+    files.recover_at_start()
+    assert not files.path.exists() and b"60.0" in files.rejected.read_bytes()
