@@ -24,6 +24,7 @@ import errno
 import importlib
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,8 @@ CHIP_ADDRESSES = {"adxl345": (0x53, 0x1D), "lis3dh": (0x18, 0x19)}
 ROTATION_TOL = 0.02
 #: the remote-change override file, in the data directory (the service's writable state)
 OVERRIDE_NAME = "remote.toml"
+#: an override holds a few dozen keys at most: anything much larger is not one
+MAX_OVERRIDE_BYTES = 64 * 1024
 OVERRIDE_HEADER = ("# Remote changes (config_set) over the technician's config file, written by\n"
                    "# the liftwatch agent. Only keys marked remote in REFERENCE.md may appear.\n"
                    "# Delete this file (and restart or send SIGHUP) to return to the file's "
@@ -521,6 +524,8 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_issue(label, exc)]) from exc
+    except ValueError as exc:  # an integer of over 4300 digits: Python refuses to read it
+        raise ConfigError([ConfigIssue(label, "", "valid TOML", str(exc)[:120])]) from exc
 
 
 def _build(path: str | os.PathLike[str], checker: _Checker) -> TerminalConfig:
@@ -581,21 +586,34 @@ def read_override(path: Path) -> dict[str, Any] | None:
     (the data directory is the service's: nothing there is followed). ConfigError."""
     label = str(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO planted there must not hang the start
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:
         why = "a symbolic link (refused)" if exc.errno == errno.ELOOP else \
             (exc.strerror or str(exc))
         raise ConfigError([ConfigIssue(label, "", "a readable override file", why)]) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError([ConfigIssue(label, "", "a regular file", "something else")])
     with os.fdopen(fd, "rb") as f:
-        data = f.read(1 << 20)
+        try:
+            data = f.read(MAX_OVERRIDE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError([ConfigIssue(label, "", "a readable override file",
+                                           exc.strerror or str(exc))]) from exc
+    if len(data) > MAX_OVERRIDE_BYTES:
+        raise ConfigError([ConfigIssue(label, "", f"at most {MAX_OVERRIDE_BYTES} bytes",
+                                       "a larger file")])
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigIssue(label, "", "UTF-8 text", "other bytes")]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_issue(label, exc)]) from exc
+    except ValueError as exc:  # an integer of over 4300 digits
+        raise ConfigError([ConfigIssue(label, "", "valid TOML", str(exc)[:120])]) from exc
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

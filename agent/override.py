@@ -21,9 +21,11 @@ running is set aside. Each is logged and reported to the platform by the runtime
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,11 +62,15 @@ class OverrideFiles:
         self.rejected = self.dir / REJECTED
 
     def _read(self, path: Path) -> bytes | None:
-        """A file's bytes without following a link; None when absent."""
+        """A regular file's bytes, without following a link or waiting on a FIFO; None
+        when absent. OSError for anything else there."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         with os.fdopen(fd, "rb") as f:
             return f.read(1 << 20)
 

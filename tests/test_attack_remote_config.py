@@ -10,6 +10,7 @@ presses the alarm button), cut so that it plays in seconds.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -124,6 +125,14 @@ def test_the_reported_values_are_refused_by_the_validator_of_config_check(
     assert keys == {f"{s}.{k}" for s, t in patch.items() for k in t}, exc.value.issues
 
 
+def test_a_5000_digit_integer_in_the_file_is_an_error_not_a_crash(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, 1883)
+    cfg.write_text(cfg.read_text() + "\n[detection]\nreopen_count = " + "9" * 5000 + "\n")
+    assert check([str(cfg)]) == 2
+    assert "expected valid TOML" in capsys.readouterr().out
+
+
 def test_nan_in_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path, 1883)
     cfg.write_text(cfg.read_text() + "\n[detection]\nentrap_level_s = nan\n")
@@ -139,8 +148,10 @@ def test_nan_in_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     '[uplink]\nbroker = "evil.example"\n',                      # not a remote key
     "[detection\nentrap_level_s = 50\n",                         # not TOML
     "\xff\xfe",                                                  # not UTF-8
-    "SYMLINK",
-], ids=["2**63", "400-digits", "nan", "broker", "toml", "utf8", "symlink"])
+    "[detection]\nreopen_count = " + "9" * 5000 + "\n",             # Python refuses to read it
+    "SYMLINK", "FIFO", "DIRECTORY",
+], ids=["2**63", "400-digits", "nan", "broker", "toml", "utf8", "5000-digits", "symlink",
+        "fifo", "directory"])
 def test_a_bad_override_is_not_applied_and_config_check_says_so(
         tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path, 1883)
@@ -150,6 +161,10 @@ def test_a_bad_override_is_not_applied_and_config_check_says_so(
         target = tmp_path / "elsewhere.toml"
         target.write_text("[detection]\nentrap_level_s = 50\n")
         files.path.symlink_to(target)
+    elif content == "FIFO":
+        os.mkfifo(files.path)  # opened for reading, it would block until a writer came
+    elif content == "DIRECTORY":
+        files.path.mkdir()
     else:
         files.path.write_bytes(content.encode("utf-8", "surrogateescape") if content != "\xff\xfe"
                                else b"\xff\xfe")
