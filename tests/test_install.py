@@ -571,13 +571,16 @@ def test_run_trace_under_the_unit(installed: Installed) -> None:
     etc_before = tree_digest(installed.etc)
     obs = Observer(installed.plain_port, client_id="install-test-platform")
     try:
+        # --drain-s: at --speed 0 the trace is over before the TLS session is up; the run
+        # ends as soon as its outbox is empty (on a loaded machine 5 s were too few)
         r = subprocess.run(unit_sandbox(installed.unit, installed.root, "--trace", str(trace),
-                                        "--speed", "0", "--drain-s", "5"),
+                                        "--speed", "0", "--drain-s", "30"),
                            cwd=installed.root, env=CLEAN_ENV, capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, r.stderr[-3000:]
+        assert "outbox not drained" not in r.stderr, r.stderr[-3000:]
         assert obs.wait_for(lambda got: any(m.topic.endswith("/online") and m.payload == b"0"
-                                            for m in got), 10)
+                                            for m in got) and obs.on("trip"), 10)
         trips = [m.json() for m in obs.on("trip")]
         assert [(t["from"], t["to"]) for t in trips] == [("1", "3")]
     finally:
