@@ -507,6 +507,23 @@ def test_commissioning_as_the_service_user_and_calibrate_with_sudo(installed: In
     assert not list(installed.etc.glob(".terminal.toml*"))  # no temporary file left
     r = as_user(installed.liftwatch, "config", "check", cfg, cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
+    # in a folder it may write, the service user still cannot take a root file over (an
+    # earlier calibrate left the config liftwatch:liftwatch): refused, nothing changed
+    spot = installed.data / "calibrate-spot"
+    spot.mkdir()
+    shutil.chown(spot, USER, USER)
+    copy = spot / "terminal.toml"
+    shutil.copy(installed.config, copy)
+    shutil.chown(copy, "root", USER)
+    copy.chmod(0o640)
+    r = as_user(*calibrate[:3], str(copy), *calibrate[4:], cwd=root)
+    try:
+        assert r.returncode == 1 and "run calibrate with sudo" in r.stderr, r.stdout + r.stderr
+        assert _owner(copy) == ("root", USER, 0o640)
+        assert copy.read_text() == installed.config.read_text()
+        assert [p.name for p in spot.iterdir()] == ["terminal.toml"]  # no backup, no temp
+    finally:
+        shutil.rmtree(spot)
 
 
 #: As the service user, every way of changing a file of /etc/liftwatch: each must fail.
