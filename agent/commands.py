@@ -7,7 +7,9 @@ nothing (the hypothesis test sends hundreds of them). Only then the op runs thro
 the :class:`CommandHost` (the runtime), which owns the state the ops touch.
 
 No op takes a program or a path: the argument shapes below leave no room for one,
-and ``config_set`` changes only the config file the agent was started with.
+and ``config_set`` changes only the remote override in the agent's data directory
+(``remote.toml``), never the technician's config file; it gets the command id, which
+the change's ``detection_changed`` event names.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class CommandHost(Protocol):
 
     def config_get(self) -> Any: ...
 
-    def config_set(self, patch: dict[str, Any]) -> Any: ...
+    def config_set(self, patch: dict[str, Any], cmd_id: str | None = None) -> Any: ...
 
 
 def _no_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -243,4 +245,4 @@ class CommandHandler:
             return await _call(h.self_test)
         if cmd.op == "config_get":
             return await _call(h.config_get)
-        return await _call(h.config_set, cmd.args["patch"])
+        return await _call(h.config_set, cmd.args["patch"], cmd.id)

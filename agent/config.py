@@ -5,15 +5,26 @@ roof fixes the whole file in one pass; each names the file, the dotted key, what
 was expected and what was found. The schema comes from the settings dataclasses
 (``liftwatch.agent.schema``); this module adds the cross-checks between keys and
 the checks of the files a config refers to (profiles, credentials).
+
+Remote changes (``config_set``) never touch the technician's file, which the shipped
+unit keeps read-only: they live in an override file ``<data_dir>/remote.toml``
+(:data:`OVERRIDE_NAME`) that :func:`load_config` merges over it. The override may
+hold only remotely changeable keys; the merged config goes through the same checks
+as the file (ranges included), and the detection pipeline the agent would run is
+built once as the last check (:func:`_probe`). An override that fails any of that is
+not applied: the config is the technician's file alone and ``override_issues`` says
+why (the agent then sets the file aside; ``config check`` warns).
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import errno
 import importlib
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +66,9 @@ from liftwatch.drivers.settings import (
 from liftwatch.signal.settings import DetectionParams, LiftParams
 
 __all__ = ["ConfigError", "ConfigIssue", "TerminalConfig", "find_profile", "load_config",
-           "load_credentials", "remote_keys", "validate_dict"]
+           "load_credentials", "remote_keys", "validate_dict", "OVERRIDE_NAME",
+           "override_path", "load_with_override", "setting_changes", "tracked_settings",
+           "deep_merge", "flatten", "nest", "dump_override", "weakened_settings"]
 
 REDACTED = "***"
 #: Keys holding file paths: a relative path is relative to the config file's folder.
@@ -68,6 +81,14 @@ REQUIRED_SECTIONS = {"lift": "the landings and their heights"}
 #: 7-bit addresses each accelerometer chip can answer on (its address pin).
 CHIP_ADDRESSES = {"adxl345": (0x53, 0x1D), "lis3dh": (0x18, 0x19)}
 ROTATION_TOL = 0.02
+#: the remote-change override file, in the data directory (the service's writable state)
+OVERRIDE_NAME = "remote.toml"
+#: an override holds a few dozen keys at most: anything much larger is not one
+MAX_OVERRIDE_BYTES = 64 * 1024
+OVERRIDE_HEADER = ("# Remote changes (config_set) over the technician's config file, written by\n"
+                   "# the liftwatch agent. Only keys marked remote in REFERENCE.md may appear.\n"
+                   "# Delete this file (and restart or send SIGHUP) to return to the file's "
+                   "values.\n")
 PLAINTEXT_WARNING = ("uplink.tls = false: messages, and any username and password, go to "
                      "the broker unencrypted")
 
@@ -117,6 +138,12 @@ class TerminalConfig:
     storage: StorageSettings
     raw: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    #: where remote changes are read from (``<data_dir>/remote.toml``)
+    override_path: Path | None = None
+    #: the remote changes in force: dotted key -> (the file's value, the remote value)
+    override: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: why an override file present was not applied (empty when none was refused)
+    override_issues: list[ConfigIssue] = field(default_factory=list)
 
     def redacted(self) -> dict[str, Any]:
         """``raw`` with every secret value replaced by "***": safe to log or send."""
@@ -497,31 +524,262 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_issue(label, exc)]) from exc
+    except ValueError as exc:  # an integer of over 4300 digits: Python refuses to read it
+        raise ConfigError([ConfigIssue(label, "", "valid TOML", str(exc)[:120])]) from exc
 
 
-def load_config(path: str | os.PathLike[str]) -> TerminalConfig:
-    """Read, validate and build a terminal config; raises ConfigError with every issue."""
-    data = read_toml(path)
-    checker = _checked(data, Path(path), str(path))
-    if checker.issues:
-        raise ConfigError(checker.issues)
+def _build(path: str | os.PathLike[str], checker: _Checker) -> TerminalConfig:
+    """The settings objects of a checked config; ConfigError if they cannot be built."""
     v = checker.values
     try:
         inputs = {name: InputWiring(**w) for name, w in checker.wiring.items()}
         built = {section: cls(**v[section]) for section, cls in SECTIONS.items()}
     except (TypeError, ValueError) as exc:  # a settings class refusing values it declared
-        raise ConfigError([ConfigIssue(str(path), "", "values the settings accept",
+        raise ConfigError([ConfigIssue(checker.label, "", "values the settings accept",
                                        str(exc))]) from exc
     raw: dict[str, Any] = copy.deepcopy(v)  # not shared with the settings objects' lists
     raw[INPUTS_SECTION].update(copy.deepcopy(checker.wiring))
     assert checker.platform is not None  # a missing profile is an issue above
-    return TerminalConfig(
+    cfg = TerminalConfig(
         path=Path(path), terminal=built["terminal"], lift=built["lift"], inputs=inputs,
         inputs_settings=built["inputs"], accel=built["accel"],
         controller=built["controller"],
         register_map_path=checker.register_map_path, detection=built["detection"],
         uplink=built["uplink"], platform=checker.platform, storage=built["storage"],
         raw=raw, warnings=checker.warnings)
+    problem = _probe(cfg)
+    if problem:
+        raise ConfigError([ConfigIssue(checker.label, "[detection]",
+                                       "settings the detection pipeline can be built with",
+                                       problem)])
+    return cfg
+
+
+def _probe(cfg: TerminalConfig) -> str | None:
+    """Build the detection pipeline the agent would run with these settings, once, and
+    say why it cannot be built: ``config check`` and ``config_set`` then refuse what
+    the agent could not start with, whatever the ranges let through."""
+    from liftwatch.signal.pipeline import Pipeline
+
+    accel = cfg.accel.chip != "none"
+    try:
+        Pipeline(cfg.lift, cfg.detection, accel_fs=float(cfg.accel.rate_hz) if accel else None,
+                 lsb_per_g=256.0 if accel else None, controller_present=cfg.controller.enabled,
+                 rotation=cfg.accel.rotation if cfg.accel.orientation == "fixed" else None)
+    except Exception as exc:  # whatever it is, the agent would crash on it at start
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+def override_path(data_dir: str | os.PathLike[str]) -> Path:
+    """The remote-change override file of a data directory."""
+    return Path(data_dir) / OVERRIDE_NAME
+
+
+def _data_dir(values: dict[str, dict[str, Any]],
+              data_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(data_dir) if data_dir is not None else Path(values["storage"]["data_dir"])
+
+
+def read_override(path: Path) -> dict[str, Any] | None:
+    """The parsed override file, None when there is none. A symbolic link is refused
+    (the data directory is the service's: nothing there is followed). ConfigError."""
+    label = str(path)
+    try:
+        # O_NONBLOCK: a FIFO planted there must not hang the start
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        why = "a symbolic link (refused)" if exc.errno == errno.ELOOP else \
+            (exc.strerror or str(exc))
+        raise ConfigError([ConfigIssue(label, "", "a readable override file", why)]) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError([ConfigIssue(label, "", "a regular file", "something else")])
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_OVERRIDE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError([ConfigIssue(label, "", "a readable override file",
+                                           exc.strerror or str(exc))]) from exc
+    if len(data) > MAX_OVERRIDE_BYTES:
+        raise ConfigError([ConfigIssue(label, "", f"at most {MAX_OVERRIDE_BYTES} bytes",
+                                       "a larger file")])
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigIssue(label, "", "UTF-8 text", "other bytes")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_issue(label, exc)]) from exc
+    except ValueError as exc:  # an integer of over 4300 digits
+        raise ConfigError([ConfigIssue(label, "", "valid TOML", str(exc)[:120])]) from exc
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"detection": {"x": 1}} -> {"detection.x": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`flatten` (for remote keys: section.key)."""
+    out: dict[str, Any] = {}
+    for dotted, v in flat.items():
+        table = out
+        *parts, last = dotted.split(".")
+        for p in parts:
+            table = table.setdefault(p, {})
+        table[last] = v
+    return out
+
+
+def _override_structure(data: dict[str, Any], label: str) -> list[ConfigIssue]:
+    """Only remotely changeable keys, each a section.key, may be in an override."""
+    allowed = remote_keys()
+    issues = []
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            issues.append(ConfigIssue(label, str(section), "a table of remote keys",
+                                      show(table)))
+            continue
+        for key, value in table.items():
+            dotted = f"{section}.{key}"
+            if dotted not in allowed:
+                issues.append(ConfigIssue(
+                    label, dotted, "a key the platform may change (remote in REFERENCE.md)",
+                    "a table" if isinstance(value, dict) else "a key only the technician's "
+                    "config file may set"))
+    return issues
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _with_override(path: str | os.PathLike[str], data: dict[str, Any], base: TerminalConfig,
+                   override: dict[str, Any], opath: Path) -> TerminalConfig:
+    """``base`` (the file alone) with ``override`` merged over it; ConfigError naming the
+    override when it is not acceptable."""
+    label = f"{opath} (over {path})"
+    issues = _override_structure(override, label)
+    if issues:
+        raise ConfigError(issues)
+    checker = _checked(deep_merge(data, override), Path(path), label)
+    if checker.issues:
+        raise ConfigError(checker.issues)
+    cfg = _build(path, checker)
+    cfg.override_path = opath
+    for dotted in flatten(override):
+        section, key = dotted.split(".", 1)
+        cfg.override[dotted] = (base.raw[section][key], cfg.raw[section][key])
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str], *,
+                data_dir: str | os.PathLike[str] | None = None,
+                with_override: bool = True) -> TerminalConfig:
+    """Read, validate and build a terminal config; raises ConfigError with every issue.
+
+    The technician's file must be valid on its own. Then the remote changes of
+    ``<data_dir>/remote.toml`` (``data_dir``: the agent's ``--data-dir``, else the
+    file's ``storage.data_dir``) are merged over it when they pass every check; when
+    they do not, the file's config is returned with ``override_issues`` saying why."""
+    data = read_toml(path)
+    checker = _checked(data, Path(path), str(path))
+    if checker.issues:
+        raise ConfigError(checker.issues)
+    base = _build(path, checker)
+    if not with_override:
+        return base
+    opath = override_path(_data_dir(checker.values, data_dir))
+    base.override_path = opath
+    try:
+        override = read_override(opath)
+        if override is None:
+            return base
+        return _with_override(path, data, base, override, opath)
+    except ConfigError as exc:
+        base.override_issues = exc.issues
+        return base
+
+
+def load_with_override(path: str | os.PathLike[str], override: dict[str, Any], *,
+                       data_dir: str | os.PathLike[str] | None = None) -> TerminalConfig:
+    """The config the agent would run with ``override`` as its remote changes (config_set
+    checks a new override with it before writing it): the same checks as
+    :func:`load_config`, but an unacceptable override raises ConfigError."""
+    data = read_toml(path)
+    checker = _checked(data, Path(path), str(path))
+    if checker.issues:
+        raise ConfigError(checker.issues)
+    base = _build(path, checker)
+    opath = override_path(_data_dir(checker.values, data_dir))
+    base.override_path = opath
+    if not override:
+        return base
+    return _with_override(path, data, base, override, opath)
+
+
+def dump_override(override: dict[str, Any]) -> bytes:
+    """The text of an override file holding ``override`` ({section: {key: value}})."""
+    from liftwatch.agent.tomltext import dump_toml
+
+    return (OVERRIDE_HEADER + "\n" + dump_toml(override)).encode("utf-8")
+
+
+def tracked_settings(cfg: TerminalConfig) -> dict[str, Any]:
+    """The settings whose changes are reported (``detection_changed``): every key of
+    [lift] and [detection] (what the pipeline decides with) and the remote keys of
+    [uplink] (how often the platform hears from the terminal); dotted key -> value."""
+    out = {f"lift.{k}": v for k, v in cfg.raw["lift"].items()}
+    out.update({f"detection.{k}": v for k, v in cfg.raw["detection"].items()})
+    out.update({k: cfg.raw["uplink"][k.split(".", 1)[1]] for k in sorted(remote_keys())
+                if k.startswith("uplink.")})
+    return out
+
+
+def _weakens(dotted: str, old: Any, new: Any) -> bool:
+    section, key = dotted.split(".", 1)
+    spec = next((s for s in field_specs(SECTIONS[section]) if s.name == key), None)
+    if spec is None or spec.weakens is None or not isinstance(old, int | float) \
+            or not isinstance(new, int | float) or isinstance(old, bool):
+        return False
+    return new > old if spec.weakens == "up" else new < old
+
+
+def setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each tracked setting that differs between two :func:`tracked_settings`, as
+    {"key", "old", "new", "weakens"}; ``weakens``: the change makes detection or
+    reporting weaker (the field's ``weakens`` direction)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a != b:
+            out.append({"key": key, "old": a, "new": b, "weakens": _weakens(key, a, b)})
+    return out
+
+
+def weakened_settings(cfg: TerminalConfig) -> list[str]:
+    """Tracked settings set weaker than their defaults (for ``health``)."""
+    out = []
+    for section in ("detection", "uplink"):
+        for spec in field_specs(SECTIONS[section]):
+            if spec.weakens and _weakens(f"{section}.{spec.name}", spec.default,
+                                         cfg.raw[section][spec.name]):
+                out.append(f"{section}.{spec.name}")
+    return out
 
 
 def load_credentials(path: str | os.PathLike[str]) -> tuple[str, str]:

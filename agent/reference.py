@@ -46,8 +46,9 @@ in and secrets hidden, with `liftwatch config show FILE`. Examples:
   *integer* may be written in hex (`0x53`).
 - Allowed: `> x` is an exclusive bound, `≥`/`≤` and `a – b` are inclusive.
 - Remote: **yes** marks keys the platform may change with `config_set`
-  (timers, thresholds, reporting intervals); all others (wiring, hardware,
-  credentials, TLS, topics) change only by editing this file.
+  (timers, thresholds, reporting intervals), each within its safe range (see "Safe
+  ranges" below); all others (wiring, hardware, credentials, TLS, topics) change only
+  by editing this file.
 - Keys holding paths, where a relative path is relative to the config file's folder:
   {", ".join(f"`{k}`" for k in sorted(PATH_KEYS))}.
 """
@@ -70,7 +71,10 @@ Besides each key's type and allowed values, `liftwatch config check` refuses:
   register-map loader rejects (every problem of the map is listed);
 - `detection.battery_clear_pct` ≤ `battery_low_pct`, `gravity_max_g` ≤
   `gravity_min_g`, `anomaly_window` < `anomaly_hits`, `alarm_hold_bypass_s` <
-  `alarm_press_s`; every timer (`*_s`) must be > 0;
+  `alarm_press_s`; every remote key outside its safe range; NaN and infinity
+  anywhere (a number must be finite);
+- settings the detection pipeline cannot be built with (it is built once, as the
+  agent builds it, as the last check);
 - `terminal.lift_id` or `uplink.topic_prefix` that would break MQTT topics (spaces,
   `+`, `#`, an empty level); an empty `uplink.broker`;
 - `uplink.reconnect_max_s` < `reconnect_min_s`; only one of `cert_file` /
@@ -153,6 +157,44 @@ def _section(title: str, cls: type, note: str = "") -> list[str]:
     return lines + ["", *_table(field_specs(cls))]
 
 
+SAFE_RANGES = """\
+## Safe ranges of the remote keys
+
+Every key the platform may change has a range, enforced by the same validator for
+this file (`liftwatch config check`) and for `config_set` (an out-of-range change is
+refused, the reply naming the key, the value and the range). The limits come from
+lift practice: EN 81-28 (remote alarm), EN 81-20, and the defaults of
+`docs/events.md`; an alarm timer cannot be set so long that a trapped passenger or a
+press goes unreported for more than a few minutes, nor so short that ordinary stops
+raise alarms; reporting intervals cannot flood a metered link nor leave the terminal
+silent for more than an hour; counts stay within what the rules keep in memory.
+*Weaker when* gives the direction in which a change makes detection or reporting
+later or less: such a change is reported as weakening in `detection_changed`.
+
+Remote changes are kept apart from this file, in `remote.toml` in the data directory
+(`storage.data_dir`), which the agent merges over this file at every start and
+SIGHUP; `liftwatch config show` and `config check` list them. Only keys marked
+remote may appear there; an override that breaks any check is set aside
+(`remote.toml.rejected`) and the agent runs on this file alone
+(docs/platform-protocol.md, `config_set`).
+"""
+
+
+def _safe_ranges() -> list[str]:
+    lines = ["", SAFE_RANGES.rstrip("\n"), "",
+             "| key | range | unit | default | weaker when | why this range |",
+             "|---|---|---|---|---|---|"]
+    for section, cls in SECTIONS.items():
+        for s in field_specs(cls):
+            if not s.remote:
+                continue
+            weaker = {"up": "raised", "down": "lowered"}.get(s.weakens or "", "")
+            lines.append("| " + " | ".join(_cell(c) for c in (
+                f"`{section}.{s.name}`", _allowed(s), s.unit, _default(s), weaker,
+                s.why)) + " |")
+    return lines
+
+
 def generate() -> str:
     """The text of REFERENCE.md."""
     lines = [INTRO.rstrip("\n")]
@@ -167,6 +209,7 @@ def generate() -> str:
     chips = "; ".join(f"{chip}: " + ", ".join(f"0x{a:02X}" for a in addrs)
                       for chip, addrs in CHIP_ADDRESSES.items())
     system = ", ".join(f"`{d}`" for d in SYSTEM_DIRS)
+    lines += _safe_ranges()
     lines += ["", CROSS_CHECKS.format(chips=chips, env=ENV_VAR, system=system).rstrip("\n")]
     return "\n".join(lines) + "\n"
 

@@ -41,20 +41,26 @@ for up to ``--drain-s`` seconds. Whatever is not drained stays in the outbox for
 next start.
 
 Commands: see :mod:`liftwatch.agent.commands`; this module is their host. A
-``config_set`` is applied like this, and "healthy" means: the patched file loads and
-validates as a whole (``load_config``), and within ``confirm_s`` (default 20 s) the
-uplink has a broker session and no loop (acquisition, tick) has stalled. Before the
-new file is written the running one is copied to ``FILE.prev`` and a marker
-``config_set.pending`` is put in the data directory; if the agent is not healthy in
-time the previous file is restored and re-applied. If the agent dies meanwhile, the
-next start finds the marker and does the same check, restoring the previous file and
-exiting with status 3 (for systemd to restart it on the old config) if it fails.
-The remotely allowed keys (``remote`` in the settings) are timers, thresholds and
-reporting intervals: detection parameters are applied by rebuilding the pipeline
-with its learned baselines (its open events are forgotten, as after a reboot: a
-condition still present is raised again under a new id); uplink intervals take
-effect at once. SIGHUP reloads the file the same way; a file that does not
-validate is refused and the running config kept.
+``config_set`` never writes the technician's file (read-only under the shipped unit):
+it is merged into the remote override ``<data_dir>/remote.toml`` that ``load_config``
+merges over the file. The whole resulting config is checked by the validator of
+``config check`` (safe ranges, the pipeline built once) before anything is written;
+then the previous override is kept and a ``config_set.pending`` marker written
+(:mod:`liftwatch.agent.override`), the change applied, and within ``confirm_s``
+(default 20 s) the uplink must have a broker session with no loop stalled. A change
+that fails at apply or is not healthy in time is rolled back at once; one still
+pending at the next start (the agent died meanwhile) is rolled back by ``run`` before
+the config is even loaded, and an override a start died with is set aside at the
+next start: no value can hold the agent in a crash loop. The remotely allowed keys
+(``remote`` in the settings) are timers, thresholds and reporting intervals:
+detection parameters are applied by rebuilding the pipeline with its learned
+baselines (its open events are forgotten, as after a reboot: a condition still
+present is raised again under a new id); uplink intervals take effect at once.
+SIGHUP reloads the file and the override the same way; a file that does not validate
+is refused and the running config kept. Every change of what detection and
+reporting run with (config_set, its rollback, SIGHUP, a start with other settings
+than the last run's) is reported as a ``detection_changed`` event and in
+``health.config``.
 
 Alarms (EN 81-28): an alarm-severity raise goes into the alarm ledger
 (``liftwatch.buffer.alarms``) and is sent again every ``alarm_repeat_s`` with its
@@ -69,7 +75,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
+import errno
 import gc
 import json
 import logging
@@ -87,17 +93,24 @@ from liftwatch.agent.commands import CommandError, CommandHandler
 from liftwatch.agent.config import (
     ConfigError,
     TerminalConfig,
+    deep_merge,
+    dump_override,
+    flatten,
     load_config,
     load_credentials,
+    load_with_override,
+    nest,
     remote_keys,
-    validate_dict,
+    setting_changes,
+    tracked_settings,
+    weakened_settings,
 )
 from liftwatch.agent.diskfault import DiskFault, errno_name
 from liftwatch.agent.messages import MessageFactory, dumps, lane_of, next_boot, topic
+from liftwatch.agent.override import OverrideFiles, Recovery
 from liftwatch.agent.sdnotify import Notifier, watchdog_interval_s
 from liftwatch.agent.timebase import Timebase, sleep_on_grid
 from liftwatch.agent.tls import UplinkError
-from liftwatch.agent.tomltext import dump_toml
 from liftwatch.agent.uplink import Uplink
 from liftwatch.buffer.alarms import AlarmLedger, AlarmLedgerWriteError
 from liftwatch.buffer.atomic import atomic_write_bytes
@@ -113,6 +126,7 @@ from liftwatch.buffer.outbox import (
 from liftwatch.drivers.threadname import name_native_thread
 from liftwatch.drivers.trace import TraceError
 from liftwatch.signal.pipeline import Pipeline
+from liftwatch.signal.settings import change_record
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +151,16 @@ HEALTH_CHANGE_MIN_S = 10.0
 #: messages, each time with a hop to the outbox thread for its figures; a change is
 #: sent at once (at most every HEALTH_CHANGE_MIN_S)
 HEALTH_CHECK_S = 5.0
-PENDING_MARKER = "config_set.pending"
-EXIT_ROLLED_BACK = 3
+#: the settings last reported to the platform (detection_changed), in the data directory
+REPORTED_SETTINGS = "reported_settings.json"
+#: problems named in a refused config_set's reply (every key of one patch, in practice)
+MAX_ISSUES = 12
+#: a config_set that changes detection restarts its timers (the pipeline is rebuilt): at
+#: most one such change this often, so that changes cannot keep an entrapment or
+#: alarm-press timer from running out; as long as the longest alarm timer's maximum
+DETECTION_CHANGE_MIN_S = 300.0
+#: write errors that are the disk's fault (reported as a disk fault), not a refusal
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -175,27 +197,6 @@ def status_change_key(st: dict[str, Any]) -> tuple[Any, ...]:
     return (st.get("mode"), moving, st.get("dir"), None if moving else st.get("floor"),
             door in (2, 5), st.get("person"), st.get("safety"), st.get("lock"),
             st.get("overload"))
-
-
-def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in patch.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _flatten(patch: dict[str, Any], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for k, v in patch.items():
-        dotted = f"{prefix}{k}"
-        if isinstance(v, dict):
-            keys += _flatten(v, dotted + ".")
-        else:
-            keys.append(dotted)
-    return keys
 
 
 def _trace_start_ms(start: str) -> int | None:
@@ -274,6 +275,12 @@ class Agent:
         if trace is not None:
             from liftwatch.agent.trace_source import RunReport
             self.report = RunReport()
+        self.overrides = OverrideFiles(self.data_dir)
+        self._reported = self._load_reported()
+        self._change_seq = 0
+        self._last_remote_rebuild = -float("inf")
+        #: what the start-up rollback did (``run``), reported once the pipeline runs
+        self.recovered: list[Recovery] = []
 
     # ------------------------------------------------------------------ set-up
     def _boot_number(self) -> int:
@@ -697,6 +704,7 @@ class Agent:
                 sensors["drivers"] = health_mod.compact(self.source.health())
         body.update({
             "outbox": health_mod.outbox_view(ob), "link": self.uplink.link_health(),
+            "config": self.config_health(),
             "ctl_link": ph.get("controller"), "sensors": sensors,
             "clock": self.timebase.health(), "power": dict(self._power)})
         if ob.get("cursor_save_failing") and "outbox cursors" not in self.disk.what:
@@ -776,86 +784,196 @@ class Agent:
     def config_get(self) -> dict[str, Any]:
         return self.cfg.redacted()
 
-    async def config_set(self, patch: dict[str, Any]) -> dict[str, Any]:
+    async def config_set(self, patch: dict[str, Any], cmd_id: str | None = None
+                         ) -> dict[str, Any]:
+        """Validate, write the override, apply, confirm healthy or roll back (module doc).
+
+        The technician's file is never written: the patch is merged into the remote
+        override (``<data_dir>/remote.toml``), and the whole config the agent would run
+        with is checked by the same validator as ``config check`` (ranges, cross-checks,
+        the pipeline built once) before anything is written."""
         allowed = remote_keys()
-        keys = _flatten(patch)
+        keys = list(flatten(patch))
         refused = [k for k in keys if k not in allowed]
         if refused:
             raise CommandError(f"not changeable remotely: {', '.join(sorted(refused)[:10])}")
-        path = self.cfg.path
+        current = nest({k: new for k, (_old, new) in self.cfg.override.items()})
+        wanted = deep_merge(current, patch)
         try:
-            old_bytes = path.read_bytes()
-            import tomllib
-            current = tomllib.loads(old_bytes.decode("utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CommandError(f"the running config file cannot be read: {exc}") from None
-        new = _deep_merge(current, patch)
-        issues = validate_dict(new, path)
-        if issues:
-            raise CommandError("; ".join(f"{i.key}: expected {i.expected}, found {i.found}"
-                                         for i in issues[:5]))
-        prev = path.with_name(path.name + ".prev")
-        marker = self.data_dir / PENDING_MARKER
+            candidate = load_with_override(self.cfg.path, wanted, data_dir=self.data_dir)
+        except ConfigError as exc:
+            issues = exc.issues[:MAX_ISSUES]
+            more = len(exc.issues) - len(issues)
+            raise CommandError("refused, nothing changed: " + "; ".join(
+                f"{i.key}: expected {i.expected}, found {i.found}" for i in issues)
+                + (f"; and {more} more" if more > 0 else "")) from None
+        rebuilds = candidate.detection != self.cfg.detection or candidate.lift != self.cfg.lift
+        wait = self._last_remote_rebuild + DETECTION_CHANGE_MIN_S - time.monotonic()
+        if rebuilds and wait > 0:
+            raise CommandError(
+                f"refused, nothing changed: the detection settings were changed less than "
+                f"{DETECTION_CHANGE_MIN_S:.0f} s ago (each change restarts the detection "
+                f"timers, so at most one change per {DETECTION_CHANGE_MIN_S:.0f} s); "
+                f"send it again in {wait:.0f} s")
+        files = self.overrides
         try:
-            atomic_write_bytes(prev, old_bytes)
-            atomic_write_bytes(marker, json.dumps({"config": str(path), "prev": str(prev)})
-                               .encode())
-            atomic_write_bytes(path, dump_toml(new).encode("utf-8"))
-        except OSError as exc:  # each write is atomic: the running file is as it was
-            marker.unlink(missing_ok=True)
-            self.disk.failed("config file", exc, exc.filename or path)
-            raise CommandError(f"the config file cannot be written ({errno_name(exc)}); "
-                               "nothing changed") from None
+            files.begin(dump_override(wanted), cmd_id)
+        except OSError as exc:  # each write is atomic: the running override is as it was
+            if exc.errno in DISK_ERRNOS:
+                self.disk.failed("remote config file", exc, exc.filename or files.path)
+            raise CommandError(f"the remote config file {files.path} cannot be written "
+                               f"({errno_name(exc)}); nothing changed") from None
+        old_cfg = self.cfg
         try:
-            new_cfg = load_config(path)
-            self._apply(new_cfg)
+            new_cfg = load_config(self.cfg.path, data_dir=self.data_dir)
+            if new_cfg.override_issues:  # changed on disk meanwhile, or not what was written
+                raise ConfigError(new_cfg.override_issues)
+            if rebuilds:
+                self._last_remote_rebuild = time.monotonic()
+            self._apply(new_cfg, "config_set", cmd_id)
             healthy, why = await self._confirm_healthy(self.confirm_s)
-        except (ConfigError, OSError) as exc:
-            healthy, why = False, str(exc).splitlines()[0]
+        except Exception as exc:  # whatever fails at apply is rolled back, never kept
+            log.exception("config_set %s failed at apply", cmd_id)
+            first = (str(exc).splitlines() or [""])[0]
+            healthy, why = False, f"{type(exc).__name__}: {first[:200]}"
         if not healthy:
             try:
-                atomic_write_bytes(path, old_bytes)
-            except OSError as exc:  # the marker stays: the next start restores FILE.prev
-                self.disk.failed("config file", exc, path)
-                raise CommandError(f"not healthy ({why}), and the previous file cannot be "
-                                   f"written back ({errno_name(exc)}): it is restored at "
-                                   "the next start") from None
-            with contextlib.suppress(ConfigError):
-                self._apply(load_config(path))
-            marker.unlink(missing_ok=True)
-            log.error("config_set rolled back: %s", why)
+                files.restore()
+            except OSError as exc:  # the marker stays: the next start restores it
+                self.disk.failed("remote config file", exc, files.path)
+                self._apply_quietly(old_cfg, "rollback", cmd_id)
+                raise CommandError(f"not healthy ({why}), and the previous remote config "
+                                   f"cannot be written back ({errno_name(exc)}): it is "
+                                   "restored at the next start") from None
+            self._apply_quietly(old_cfg, "rollback", cmd_id)
+            log.error("config_set %s rolled back: %s", cmd_id, why)
             raise CommandError(f"rolled back to the previous config: {why}")
-        marker.unlink(missing_ok=True)
-        log.info("config_set applied: %s", ", ".join(keys))
-        return {"applied": sorted(keys)}
+        files.confirm()
+        log.info("config_set %s applied: %s", cmd_id, ", ".join(keys))
+        return {"applied": sorted(keys), "override": str(files.path)}
 
-    def _apply(self, new_cfg: TerminalConfig) -> None:
-        """Take a reloaded config into use (remote keys only can differ)."""
+    def _apply_quietly(self, cfg: TerminalConfig, source: str, cmd_id: str | None) -> None:
+        """Roll back to a config that ran before; a failure here is logged, not raised
+        (the caller is already answering a failure)."""
+        try:
+            self._apply(cfg, source, cmd_id)
+        except Exception:
+            log.exception("rollback to the previous config failed")
+
+    def _apply(self, new_cfg: TerminalConfig, source: str = "sighup",
+               cmd_id: str | None = None) -> None:
+        """Take a reloaded config into use (remote keys only can differ) and report what
+        changed in detection and reporting (``detection_changed``). The new pipeline is
+        built before anything is swapped: a failure leaves the running one in place."""
         old = self.cfg
+        pipeline = None
+        if self.pipeline is not None and (new_cfg.detection != old.detection
+                                          or new_cfg.lift != old.lift):
+            pipeline = self._make_pipeline(new_cfg, self.pipeline.baselines_state())
         self.cfg = new_cfg
         if self.uplink is not None:
             self.uplink.settings = new_cfg.uplink
-        if new_cfg.detection != old.detection or new_cfg.lift != old.lift:
+        if pipeline is not None:
             assert self.pipeline is not None
-            baselines = self.pipeline.baselines_state()
             t = self.source_now()
-            self.emit(self.pipeline.finish(t))
-            self.pipeline = self._make_pipeline(new_cfg, baselines)
+            old_pipeline, self.pipeline = self.pipeline, pipeline
+            self.emit(old_pipeline.finish(t))
+            self.emit(self._seed(pipeline, old_pipeline, t))
+        self._report_settings(source, cmd_id)
+
+    @staticmethod
+    def _seed(new: Pipeline, old: Pipeline, t: float) -> list[dict[str, Any]]:
+        """Give a rebuilt pipeline the input levels the old one last saw, as a start
+        reads every input: digital inputs are recorded only when they change, so without
+        this a car already stopped with a passenger inside would look empty to it."""
+        st, outs = old.state, []
+        if st.di:
+            outs += new.feed(t, "di", dict(st.di))
+        if st.ctl is not None:
+            outs += new.feed(t, "ctl", dict(st.ctl))
+        if st.pwr is not None:
+            outs += new.feed(t, "pwr", dict(st.pwr))
+        return outs
+
+    def _report_settings(self, source: str, cmd_id: str | None = None,
+                         notes: list[str] | None = None) -> None:
+        """Compare the settings in use with those last reported (kept across restarts in
+        the data directory); a difference is a ``detection_changed`` event and the
+        ``config.last_change`` of health."""
+        now = tracked_settings(self.cfg)
+        before = self._reported.get("settings")
+        changes = setting_changes(before, now) if isinstance(before, dict) else []
+        if changes or notes:
+            weakens = any(c["weakens"] for c in changes)
+            detail: dict[str, Any] = {"source": source, "cmd": cmd_id, "changes": changes,
+                                      "weakens": weakens}
+            if notes:
+                detail["notes"] = notes
+            self._change_seq += 1
+            if self.pipeline is not None:
+                self.emit([change_record(self.source_now(), f"{self.boot}-cfg{self._change_seq}",
+                                         detail)])
+            self._reported["last_change"] = {
+                "ts": self.timebase.wall_ms(), "source": source, "cmd": cmd_id,
+                "keys": [c["key"] for c in changes], "weakens": weakens}
+            (log.warning if weakens else log.info)(
+                "detection_changed (%s%s): %s", source, f" {cmd_id}" if cmd_id else "",
+                ", ".join(f"{c['key']} {c['old']} -> {c['new']}" for c in changes) or
+                "; ".join(notes or []))
+        if changes or notes or not isinstance(before, dict):
+            self._reported["settings"] = now
+            try:
+                atomic_write_bytes(self.data_dir / REPORTED_SETTINGS,
+                                   json.dumps(self._reported, default=str).encode())
+            except OSError as exc:  # reported now; at worst reported again next start
+                log.warning("%s not saved: %s", REPORTED_SETTINGS, errno_name(exc))
+
+    def _load_reported(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.data_dir / REPORTED_SETTINGS).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _report_start(self) -> None:
+        """At start: settings other than the last run's (the file edited meanwhile, a
+        rollback or an override set aside) are a ``detection_changed`` of source
+        ``start``, with what the rollback did in ``notes``."""
+        notes = [f"remote config {r.action.replace('_', ' ')}"
+                 + (f" (config_set {r.cmd})" if r.cmd else "") + f": {r.why}"
+                 for r in self.recovered]
+        notes += self._set_aside_bad_override(self.cfg)
+        cmd = next((r.cmd for r in self.recovered if r.cmd), None)
+        self._report_settings("start", cmd, notes)
+
+    def config_health(self) -> dict[str, Any]:
+        """``health.config``: the remote changes in force, the settings weaker than their
+        defaults, and the last change reported."""
+        out: dict[str, Any] = {
+            "remote": {k: new for k, (_old, new) in sorted(self.cfg.override.items())},
+            "weakened": weakened_settings(self.cfg)}
+        last = self._reported.get("last_change")
+        if isinstance(last, dict):
+            out["last_change"] = last
+        return out
 
     def _on_sighup(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
         self._reload_task = task  # keep a reference until it is done
 
     async def reload(self) -> bool:
-        """SIGHUP: read the config file again; a file that does not validate is refused
-        and the running config kept. Timers, thresholds and intervals apply at once;
-        anything else (broker, TLS, wiring, storage) at the next start, said in the log."""
+        """SIGHUP: read the config file and the remote override again; a file that does
+        not validate is refused and the running config kept; an override that does not
+        is set aside (reported) and the file applies alone. Timers, thresholds and
+        intervals apply at once; anything else (broker, TLS, wiring, storage) at the next
+        start, said in the log."""
         try:
-            new = load_config(self.cfg.path)
+            new = load_config(self.cfg.path, data_dir=self.data_dir)
         except ConfigError as exc:
             log.error("SIGHUP: %s is not valid, keeping the running config: %s",
                       self.cfg.path, "; ".join(str(i) for i in exc.issues[:5]))
             return False
+        notes = self._set_aside_bad_override(new)
         later = [sec for sec in ("terminal", "inputs", "accel", "controller", "storage")
                  if new.raw.get(sec) != self.cfg.raw.get(sec)]
         live_uplink = {k.split(".", 1)[1] for k in remote_keys() if k.startswith("uplink.")}
@@ -864,9 +982,29 @@ class Agent:
         if later:
             log.warning("SIGHUP: changes to %s take effect at the next start",
                         ", ".join(later))
-        self._apply(new)
+        try:
+            self._apply(new, "sighup")
+        except Exception:
+            log.exception("SIGHUP: the new config cannot be applied; keeping the running one")
+            return False
+        if notes:
+            self._report_settings("sighup", notes=notes)
         log.info("SIGHUP: config %s reloaded", self.cfg.path)
         return True
+
+    def _set_aside_bad_override(self, cfg: TerminalConfig) -> list[str]:
+        """An override the loader refused: moved aside (never blocks a start), logged;
+        the notes for the ``detection_changed`` event."""
+        if not cfg.override_issues:
+            return []
+        why = "; ".join(str(i) for i in cfg.override_issues[:3])
+        log.error("remote config %s refused and set aside as %s: %s", self.overrides.path,
+                  self.overrides.rejected.name, why)
+        try:
+            self.overrides.set_aside()
+        except OSError as exc:
+            log.error("remote config %s not set aside: %s", self.overrides.path, exc)
+        return [f"remote config set aside: {why}"[:500]]
 
     async def _confirm_healthy(self, within: float) -> tuple[bool, str]:
         deadline = time.monotonic() + within
@@ -880,33 +1018,6 @@ class Agent:
             if time.monotonic() >= deadline:
                 return False, why
             await asyncio.sleep(0.2)
-
-    async def _check_pending_config(self) -> None:
-        """A config_set the previous run did not confirm: confirm it now or roll back."""
-        marker = self.data_dir / PENDING_MARKER
-        if not marker.exists():
-            return
-        healthy, why = await self._confirm_healthy(self.confirm_s)
-        if healthy:
-            marker.unlink(missing_ok=True)
-            log.info("the remote config change of the previous run is confirmed healthy")
-            return
-        prev = self.cfg.path.with_name(self.cfg.path.name + ".prev")
-        if prev.exists():
-            try:
-                atomic_write_bytes(self.cfg.path, prev.read_bytes())
-            except OSError as exc:  # restarting would not help: stay, and try next start
-                self.disk.failed("config file", exc, self.cfg.path)
-                log.error("remote config change not healthy (%s), and the previous config "
-                          "cannot be written back (%s): running on, restored at the next "
-                          "start", why, errno_name(exc))
-                return
-        marker.unlink(missing_ok=True)
-        log.error("remote config change not healthy (%s): previous config restored; "
-                  "exiting to restart on it", why)
-        self.exit_code = EXIT_ROLLED_BACK
-        assert self._stop_evt is not None
-        self._stop_evt.set()
 
     # ------------------------------------------------------------------ run
     async def run(self) -> int:
@@ -935,6 +1046,7 @@ class Agent:
                 # real rate and scale (the trace header's ``accel``) come from the chip
                 await self.source.start()
             self.pipeline = self._make_pipeline(self.cfg, self._load_baselines())
+            self._report_start()
             self._open_journal()
             self.uplink = self._make_uplink()
         except BaseException:
@@ -952,11 +1064,11 @@ class Agent:
         acq = asyncio.create_task(self._acquire(), name="acquisition")
         tick = asyncio.create_task(self._tick(), name="tick")
         cmds = asyncio.create_task(self._serve_commands(), name="commands")
-        pending_cfg = asyncio.create_task(self._check_pending_config(), name="config-check")
         stop_wait = asyncio.create_task(self._stop_evt.wait())
         log.info("agent running: lift %s, boot %d, %s", self.lift_id, self.boot,
                  f"trace {self.trace} at x{self.speed:g}" if self.trace else "live inputs")
         self.notifier.ready(f"lift {self.lift_id} running")
+        self.overrides.started()
         gc.freeze()  # and the pipeline and uplink, without another collection
         await asyncio.wait({acq, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         t_stop = time.monotonic()
@@ -976,9 +1088,9 @@ class Agent:
         # the end of input: what is due now, and a trip or door cycle left open
         self.emit(self.pipeline.finish(self.source_now()))
         self._stop_evt.set()
-        for task in (tick, cmds, pending_cfg, stop_wait):
+        for task in (tick, cmds, stop_wait):
             task.cancel()
-        await asyncio.gather(tick, cmds, pending_cfg, stop_wait, return_exceptions=True)
+        await asyncio.gather(tick, cmds, stop_wait, return_exceptions=True)
         await self._write(force=True)
         if self.disk.active:
             self._keep_unstored()  # sent at least once
@@ -1026,13 +1138,34 @@ class Agent:
                 self.journal.close()
 
 
+def _load_at_start(path: Path, data_dir: Path | None) -> tuple[TerminalConfig, list[Recovery]]:
+    """The config to start with, the remote override's rollback honoured first.
+
+    The technician's file alone is loaded (and must be valid), which names the data
+    directory; there the rollback markers are acted on (:mod:`liftwatch.agent.override`)
+    before the override is read, so nothing the override holds can crash this start
+    before its rollback has run. ConfigError for an invalid technician's file."""
+    base = load_config(path, with_override=False)
+    recovered = OverrideFiles(data_dir or base.storage.data_dir).recover_at_start()
+    return load_config(path, data_dir=data_dir), recovered
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
+        cfg, recovered = _load_at_start(args.config, args.data_dir)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"liftwatch run: {issue}", file=sys.stderr)
         return 2
+    status = _run_agent(args, cfg, recovered)
+    if status == 2:  # refused for a reason it gave (arguments, files, broker), not a crash:
+        # the remote override is not to blame at the next start
+        OverrideFiles(args.data_dir or cfg.storage.data_dir).started()
+    return status
+
+
+def _run_agent(args: argparse.Namespace, cfg: TerminalConfig, recovered: list[Recovery]
+               ) -> int:
     for w in cfg.warnings:
         log.warning("%s", w)
     if args.trace is not None and not args.trace.exists():
@@ -1068,6 +1201,7 @@ def run(args: argparse.Namespace) -> int:
     except (OutboxError, OSError, UplinkError) as exc:
         print(f"liftwatch run: {exc}", file=sys.stderr)
         return 2
+    agent.recovered = recovered
     try:
         return asyncio.run(agent.run())
     except (UplinkError, TraceError, ConfigError) as exc:

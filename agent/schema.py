@@ -58,6 +58,8 @@ class FieldSpec:
     choices: tuple[Any, ...] | None
     remote: bool
     secret: bool
+    weakens: str | None = None
+    why: str = ""
 
     @property
     def type_name(self) -> str:
@@ -100,6 +102,7 @@ def _specs(cls: type) -> tuple[FieldSpec, ...]:
             max=md.get("max"), gt=md.get("gt"),
             choices=tuple(choices) if choices is not None else None,
             remote=bool(md.get("remote", False)), secret=bool(md.get("secret", False)),
+            weakens=md.get("weakens"), why=md.get("why", ""),
         ))
     return tuple(specs)
 
@@ -151,6 +154,10 @@ def show(value: Any) -> str:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else str(value)
     if isinstance(value, int):
+        if abs(value) >= 10**18:  # unreadable; and str() of over 4300 digits is refused
+            if value.bit_length() < 14_000:
+                return f"an integer of {len(str(abs(value)))} digits"
+            return "an integer of over 4000 digits"
         return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(show(v) for v in value) + "]"
@@ -181,10 +188,14 @@ def coerce(value: Any, tp: Any, key: str) -> tuple[Any, list[tuple[str, str, Any
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             expected = "a number"
-        elif not math.isfinite(value):
-            expected = "a finite number"
         else:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                expected = "a finite number"
+            else:
+                if not math.isfinite(value):
+                    expected = "a finite number"
     elif tp is str and not isinstance(value, str):
         expected = "a string"
     elif tp not in (bool, int, float, str):

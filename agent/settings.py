@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: why the reporting intervals have the ranges they have (REFERENCE.md "Safe ranges")
+HEARTBEAT_WHY = ("a silent terminal is seen as offline only after this: at most an hour; at "
+                 "least 1 s, one status a second (about 20 MB a day: for a commissioning or "
+                 "demo view, not for a metered link)")
+STATUS_WHY = ("bounds the status sent on change: at least 0.5 s (a moving car changes "
+              "state many times a second), at most a minute")
+HEALTH_WHY = ("a terminal's faults reach the platform only this often when nothing changes: "
+              "at most an hour; at least 30 s (a health message is about 1 kB)")
+
 
 @dataclass(frozen=True)
 class TerminalSettings:
@@ -46,22 +55,25 @@ class UplinkSettings:
         metadata={"doc": "Platform code profile: a file firmware_config/platforms/NAME.toml."},
     )
     keepalive_s: int = field(default=60, metadata={"doc": "MQTT keep-alive.", "unit": "s",
-                                                   "min": 5})
+                                                   "min": 5, "max": 65535})
     session_expiry_s: int = field(
         default=86400, metadata={"doc": "Persistent session expiry (MQTT 5).", "unit": "s",
-                                 "min": 0},
+                                 "min": 0, "max": 0xFFFFFFFF},
     )
     heartbeat_s: float = field(
         default=60.0, metadata={"doc": "status is sent at least this often.", "unit": "s",
-                                "gt": 0, "remote": True},
+                                "min": 1, "max": 3600, "remote": True, "weakens": "up",
+                                "why": HEARTBEAT_WHY},
     )
     status_min_interval_s: float = field(
         default=1.0, metadata={"doc": "status on change at most this often.", "unit": "s",
-                               "gt": 0, "remote": True},
+                               "min": 0.5, "max": 60, "remote": True, "weakens": "up",
+                               "why": STATUS_WHY},
     )
     health_s: float = field(
         default=300.0, metadata={"doc": "health is sent this often and on change.",
-                                 "unit": "s", "gt": 0, "remote": True},
+                                 "unit": "s", "min": 30, "max": 3600, "remote": True,
+                                 "weakens": "up", "why": HEALTH_WHY},
     )
     inflight_max: int = field(
         default=20, metadata={"doc": "QoS 1 messages awaiting PUBACK at once.", "min": 1,
@@ -69,8 +81,9 @@ class UplinkSettings:
     )
     reconnect_min_s: float = field(
         default=1.0, metadata={"doc": "First reconnect back-off (full jitter).", "unit": "s",
-                               "gt": 0},
+                               "gt": 0, "max": 60},
     )
     reconnect_max_s: float = field(
-        default=120.0, metadata={"doc": "Longest reconnect back-off.", "unit": "s", "gt": 0},
+        default=120.0, metadata={"doc": "Longest reconnect back-off.", "unit": "s", "gt": 0,
+                                 "max": 3600},
     )

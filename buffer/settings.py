@@ -17,9 +17,9 @@ class StorageSettings:
         default=64.0,
         metadata={"doc": "Outbox size bound; when full, the oldest trips/health go first, then "
                   "stats, then non-alarm events; alarms are never dropped.", "unit": "MB",
-                  "gt": 0},
+                  "gt": 0, "max": 1_000_000},
     )
     journal_max_events: int = field(
         default=10000, metadata={"doc": "Events kept in the technicians' event journal.",
-                                 "min": 100},
+                                 "min": 100, "max": 10_000_000},
     )

@@ -8,13 +8,21 @@
 # It makes the system user `liftwatch` (with the gpio, i2c and dialout groups that
 # exist here), the directories with their owners and modes, a virtualenv holding
 # liftwatch and its runtime dependencies only (no test or plotting tools), and the
-# systemd unit. It does not start the agent: commission first (INSTALL.md step 4).
-# Running it again upgrades in place (restarting an agent that runs) and keeps the
-# config, keys and data.
+# systemd unit. /etc/liftwatch and every file in it belong to root, readable by the
+# liftwatch group only: the service cannot change its config, broker, credentials or
+# CA; it writes only in /var/lib/liftwatch (remote config changes included).
+# --config installs the terminal's config (never replacing one already there),
+# --tls-dir the operator's ca.pem, client.pem and client.key, --credentials an MQTT
+# username/password file (checked, installed as credentials.toml and named in the
+# config's uplink.credentials_file), --python the interpreter the virtualenv is made
+# from (default /usr/bin/python3: INSTALL.md says why).
+# It does not start the agent: commission first (INSTALL.md step 4). Running it again
+# upgrades in place (restarting an agent that runs), keeps the config, keys and data,
+# and puts the owners and modes of /etc/liftwatch right again.
 #
 # --root DIR installs every path under DIR (DIR/etc/liftwatch, DIR/opt/liftwatch, ...),
 # for tests; the user is always the machine's real `liftwatch`, and systemd is left
-# alone. Paths written into the unit are the installed ones.
+# alone. Paths written into the unit and the config are the installed ones.
 set -euo pipefail
 umask 022  # the venv must be readable by the service user whatever root's umask is
 
@@ -37,7 +45,9 @@ while [ $# -gt 0 ]; do
         --config) CONFIG_SRC=$2; shift 2 ;;
         --tls-dir) TLS_SRC=$2; shift 2 ;;
         --credentials) CRED_SRC=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        # the comment block above, whole: it ends at the first line that is not one
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+                   exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -78,12 +88,19 @@ if [ ${#groups_here[@]} -gt 0 ]; then
 fi
 
 # ---- 2. directories, owners, modes
-# /etc/liftwatch: root-owned, writable by the liftwatch group, setgid (new files get
-# the group): `liftwatch calibrate`, run as the service user, replaces the config and
-# writes its .bak there. The running service cannot write it (ProtectSystem=strict).
-install -d -m 2770 -o root -g "$USER_NAME" "$ETC"
-chmod 2770 "$ETC"  # install -d leaves an existing directory's setgid bit as it was
-install -d -m 0750 -o root -g "$USER_NAME" "$ETC/tls"
+# /etc/liftwatch is root's, readable by the liftwatch group and by nobody else: the
+# service reads its config, key and credentials there and can change none of them
+# (`liftwatch calibrate`, which rewrites the config, is run with sudo). The unit's
+# ProtectSystem=strict also mounts it read-only for the service. Its writable state,
+# remote config changes included, is /var/lib/liftwatch (StateDirectory=).
+# g-s: an earlier version made the directories setgid and group-writable.
+install -d -m 0750 -o root -g "$USER_NAME" "$ETC" "$ETC/tls"
+# Whatever an earlier version or a hand left in it: root's, read by the group only.
+# (Symbolic links are not followed: -type f and -type d skip them.)
+find "$ETC" -xdev -type d -exec chown root:"$USER_NAME" {} + -exec chmod u=rwx,g=rx,o=,g-s {} +
+find "$ETC" -xdev -type f -exec chown root:"$USER_NAME" {} + -exec chmod 0640 {} +
+others=$(find "$ETC" -xdev ! -type f ! -type d)
+[ -z "$others" ] || say "warning: not files or directories in $ETC (left alone): $others"
 install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$DATA"
 install -d -m 0755 -o root -g root "$OPT" "$(dirname "$UNIT")"
 
@@ -95,7 +112,8 @@ fi
 # Build from a clean copy of the sources: building in place would leave root-owned
 # build/ and *.egg-info folders in the clone.
 build=$(mktemp -d)
-trap 'rm -rf "$build"' EXIT
+cred_new=""
+trap 'rm -rf "$build"; [ -z "$cred_new" ] || rm -f "$cred_new"' EXIT
 tar -C "$SRC" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
     --exclude=__pycache__ --exclude=./tests --exclude=./hil_tests --exclude=./bench \
     -cf - . | tar -C "$build" -xf -
@@ -107,6 +125,14 @@ say "liftwatch $("$VENV/bin/python" -c \
     'import importlib.metadata as m; print(m.version("liftwatch"))') in $VENV"
 
 # ---- 4. the terminal's config and secrets (only when given; a config is never replaced)
+# Every file here: root:liftwatch 0640. The credentials are checked by the agent's own
+# reader before they are installed, and the config is pointed at them.
+if [ -n "$CRED_SRC" ]; then
+    cred_new=$ETC/.credentials.toml.new
+    install -m 0640 -o root -g "$USER_NAME" "$CRED_SRC" "$cred_new"
+    "$VENV/bin/python" "$SRC/deploy/install_credentials.py" check "$cred_new" "$CRED_SRC" \
+        || die "--credentials $CRED_SRC refused: nothing installed"
+fi
 if [ -n "$CONFIG_SRC" ]; then
     if [ -e "$ETC/terminal.toml" ]; then
         say "$ETC/terminal.toml exists: kept (not replaced by $CONFIG_SRC)"
@@ -116,20 +142,21 @@ if [ -n "$CONFIG_SRC" ]; then
     fi
 fi
 if [ -n "$TLS_SRC" ]; then
-    for f in ca.pem client.pem; do
-        [ ! -f "$TLS_SRC/$f" ] || install -m 0644 -o root -g root "$TLS_SRC/$f" "$ETC/tls/$f"
+    for f in ca.pem client.pem client.key; do
+        [ ! -f "$TLS_SRC/$f" ] || install -m 0640 -o root -g "$USER_NAME" "$TLS_SRC/$f" "$ETC/tls/$f"
     done
-    # the key: readable by the service through its group, by no other user; root-owned,
-    # so the service cannot change it (a 0600 root key would be unreadable by it)
-    [ ! -f "$TLS_SRC/client.key" ] \
-        || install -m 0640 -o root -g "$USER_NAME" "$TLS_SRC/client.key" "$ETC/tls/client.key"
     say "TLS files in $ETC/tls: $(cd "$ETC/tls" && echo *)"
 fi
 if [ -n "$CRED_SRC" ]; then
-    install -m 0640 -o root -g "$USER_NAME" "$CRED_SRC" "$ETC/credentials.toml"
+    mv -f "$cred_new" "$ETC/credentials.toml"
     say "credentials $ETC/credentials.toml (root:$USER_NAME 0640)"
+    if [ -f "$ETC/terminal.toml" ]; then
+        "$VENV/bin/python" "$SRC/deploy/install_credentials.py" name-in-config \
+            "$ETC/terminal.toml" "$ETC/credentials.toml" || die "$ETC/terminal.toml not changed"
+    else
+        say "no $ETC/terminal.toml yet: set uplink.credentials_file = \"$ETC/credentials.toml\" in it"
+    fi
 fi
-
 # ---- 5. the systemd unit (installed; started by the technician after commissioning)
 sed -e "s#/opt/liftwatch#$OPT#g" -e "s#/etc/liftwatch#$ETC#g" \
     -e "s#^ReadWritePaths=/var/lib/liftwatch#ReadWritePaths=$DATA#" \

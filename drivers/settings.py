@@ -32,7 +32,7 @@ class InputWiring:
     )
     debounce_ms: float = field(
         default=20.0, metadata={"doc": "A level must be stable this long to count.",
-                                "unit": "ms", "min": 0},
+                                "unit": "ms", "min": 0, "max": 10_000},
     )
 
 
@@ -72,7 +72,8 @@ class AccelSettings:
     sim_feed: str = field(
         default="", metadata={"doc": "Feed of the simulated chip (backend = simulated)."}
     )
-    i2c_bus: int = field(default=1, metadata={"doc": "I2C bus number.", "min": 0})
+    i2c_bus: int = field(default=1, metadata={"doc": "I2C bus number.", "min": 0,
+                                              "max": 255})
     address: int = field(
         default=0x53, metadata={"doc": "7-bit I2C address (ADXL345: 0x53 or 0x1D; LIS3DH: "
                                 "0x18 or 0x19).", "min": 0x03, "max": 0x77},
@@ -122,19 +123,20 @@ class ControllerSettings:
     unit_id: int = field(default=1, metadata={"doc": "Modbus unit (slave) id.", "min": 0,
                                               "max": 247})
     timeout_s: float = field(default=0.5, metadata={"doc": "Per-request timeout.", "unit": "s",
-                                                    "gt": 0})
-    retries: int = field(default=2, metadata={"doc": "Retries of a failed request.", "min": 0})
+                                                    "gt": 0, "max": 60})
+    retries: int = field(default=2, metadata={"doc": "Retries of a failed request.", "min": 0,
+                                               "max": 10})
     poll_interval_s: float = field(
         default=0.2, metadata={"doc": "Interval between polls of the register map.",
-                               "unit": "s", "gt": 0},
+                               "unit": "s", "gt": 0, "max": 60},
     )
     frame_gap_ms: float = field(
         default=5.0, metadata={"doc": "Silence kept between frames on a shared RS-485 bus.",
-                               "unit": "ms", "min": 0},
+                               "unit": "ms", "min": 0, "max": 1000},
     )
     backoff_max_s: float = field(
         default=30.0, metadata={"doc": "Longest wait between reconnect attempts.", "unit": "s",
-                                "gt": 0},
+                                "gt": 0, "max": 3600},
     )
     register_map: str = field(
         default="example",

@@ -62,6 +62,7 @@ CATALOGUE: dict[str, Code] = dict([
     _c("alarm_button_abuse", WARNING),
     _c("mode_change", INFO, False),
     _c("self_test", INFO, False),
+    _c("detection_changed", WARNING, False),
 ])
 
 #: Codes reported once, with no cleared record.

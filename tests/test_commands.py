@@ -215,14 +215,15 @@ def test_config_set_refuses_a_patch_that_fails_validation_without_writing(host: 
     before = host.cfg.path.read_bytes()
     _, ok, reason = handle(host, b'{"id":"s","op":"config_set","args":{"patch":'
                                  b'{"uplink":{"heartbeat_s":-5}}}}')
-    assert not ok and "uplink.heartbeat_s" in reason
+    assert not ok and "uplink.heartbeat_s" in reason and "between 1 and 3600" in reason
     assert host.cfg.path.read_bytes() == before
-    assert not host.cfg.path.with_name(host.cfg.path.name + ".prev").exists()
+    assert not host.overrides.path.exists() and not host.overrides.pending.exists()
 
 
 def test_config_set_rolls_back_when_the_agent_is_not_healthy(host: Agent) -> None:
     """The uplink is not connected here: not healthy within confirm_s, so the previous
-    file comes back and the running config stays the old one."""
+    override (none) comes back and the running config stays the old one; the technician's
+    file is never written."""
     host.confirm_s = 0.3
     before = host.cfg.path.read_bytes()
     old_cfg = host.cfg
@@ -230,6 +231,6 @@ def test_config_set_rolls_back_when_the_agent_is_not_healthy(host: Agent) -> Non
                                  b'{"uplink":{"heartbeat_s":15}}}}')
     assert not ok and "rolled back" in reason and "broker" in reason
     assert host.cfg.path.read_bytes() == before
-    assert host.cfg.uplink.heartbeat_s == old_cfg.uplink.heartbeat_s
-    assert host.cfg.path.with_name(host.cfg.path.name + ".prev").read_bytes() == before
-    assert not (host.data_dir / "config_set.pending").exists()
+    assert host.cfg is old_cfg and host.cfg.uplink.heartbeat_s == 60.0
+    assert not host.overrides.path.exists()
+    assert not host.overrides.pending.exists()

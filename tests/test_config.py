@@ -99,15 +99,15 @@ def test_int_is_accepted_for_a_number_and_converted(tmp_path: Path) -> None:
 # text of "expected" and of "found".
 BROKEN: list[tuple[str, Any, str, str, str]] = [
     ("negative_timer", with_(detection={"entrap_level_s": -3}),
-     "detection.entrap_level_s", "a number > 0", "-3"),
+     "detection.entrap_level_s", "a number between 10 and 300", "-3"),
     ("zero_timer", with_(detection={"alarm_press_s": 0}),
-     "detection.alarm_press_s", "a number > 0", "0"),
+     "detection.alarm_press_s", "a number between 0.1 and 3", "0"),
     ("string_for_number", with_(lift={"rated_speed": "fast"}),
      "lift.rated_speed", "a number > 0", '"fast"'),
     ("bool_is_not_a_number", with_(detection={"overspeed_ratio": True}),
-     "detection.overspeed_ratio", "a number > 1", "true"),
+     "detection.overspeed_ratio", "a number between 1.05 and 1.4", "true"),
     ("float_for_integer", with_(accel={"i2c_bus": 1.5}),
-     "accel.i2c_bus", "an integer >= 0", "1.5"),
+     "accel.i2c_bus", "an integer between 0 and 255", "1.5"),
     ("bad_choice", with_(controller={"transport": "udp"}),
      "controller.transport", 'one of "rtu", "tcp"', '"udp"'),
     ("int_choice", with_(accel={"rate_hz": 500}),
@@ -115,7 +115,7 @@ BROKEN: list[tuple[str, Any, str, str, str]] = [
     ("out_of_range", with_(uplink={"port": 70000}),
      "uplink.port", "an integer between 1 and 65535", "70000"),
     ("percent_over_100", with_(detection={"battery_clear_pct": 130}),
-     "detection.battery_clear_pct", "a number between 0 and 100", "130"),
+     "detection.battery_clear_pct", "a number between 10 and 100", "130"),
     ("missing_lift_id", {k: v for k, v in BASE.items() if k != "terminal"},
      "terminal.lift_id", "a string (a required key)", "nothing"),
     ("missing_broker", with_(uplink={"broker": None}),
@@ -144,12 +144,12 @@ BROKEN: list[tuple[str, Any, str, str, str]] = [
      "inputs.zone_down.pin", "a pin no other input uses", '"D22" (also inputs.zone_up.pin)'),
     ("battery_clear_not_above_low", with_(detection={"battery_low_pct": 40}),
      "detection.battery_clear_pct", "a value > detection.battery_low_pct (40.0)", "30.0"),
-    ("gravity_window_empty", with_(detection={"gravity_min_g": 1.2}),
-     "detection.gravity_max_g", "a value > detection.gravity_min_g (1.2)", "1.1"),
+    ("gravity_outside_its_range", with_(detection={"gravity_min_g": 1.2}),
+     "detection.gravity_min_g", "a number between 0.5 and 0.99", "1.2"),
     ("anomaly_hits_over_window", with_(detection={"anomaly_hits": 6}),
      "detection.anomaly_window", "a value >= detection.anomaly_hits (6)", "5"),
-    ("reconnect_min_over_max", with_(uplink={"reconnect_min_s": 200}),
-     "uplink.reconnect_max_s", "a value >= uplink.reconnect_min_s (200.0)", "120.0"),
+    ("reconnect_min_over_max", with_(uplink={"reconnect_min_s": 20, "reconnect_max_s": 10}),
+     "uplink.reconnect_max_s", "a value >= uplink.reconnect_min_s (20.0)", "10.0"),
     ("tcp_without_host", with_(controller={"enabled": True, "transport": "tcp"}),
      "controller.host", "a host name or address (required when transport", '""'),
     ("register_map_missing", with_(controller={"enabled": True, "register_map": "nosuch"}),
@@ -211,7 +211,8 @@ def test_message_format_matches_the_technicians_example(tmp_path: Path,
     write(tmp_path, with_(detection={"entrap_level_s": -3}), "rtu.toml")
     monkeypatch.chdir(tmp_path)
     (issue,) = issues(Path("rtu.toml"))
-    assert str(issue) == "rtu.toml: detection.entrap_level_s: expected a number > 0, found -3"
+    assert str(issue) == ("rtu.toml: detection.entrap_level_s: expected a number between 10 "
+                          "and 300, found -3")
 
 
 def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
@@ -448,7 +449,7 @@ def test_cli_check_reports_every_file_and_exits_2(tmp_path: Path) -> None:
     assert out.returncode == 2
     lines = out.stdout.splitlines()
     assert lines == [
-        f"{bad}: detection.entrap_level_s: expected a number > 0, found -3",
+        f"{bad}: detection.entrap_level_s: expected a number between 10 and 300, found -3",
         f"{bad}: uplink.port: expected an integer between 1 and 65535, found 0",
         f"FAILED {bad}: 2 problem(s)",
         f"OK {good}",
@@ -489,7 +490,7 @@ def test_cli_show_fills_defaults_and_redacts(tmp_path: Path) -> None:
 def test_cli_show_of_a_broken_file_exits_2(tmp_path: Path) -> None:
     out = cli("show", str(write(tmp_path, with_(lift={"rated_speed": -1}))))
     assert out.returncode == 2
-    assert "lift.rated_speed: expected a number > 0, found -1" in out.stderr
+    assert "lift.rated_speed: expected a number > 0 and <= 25, found -1" in out.stderr
     assert out.stdout == ""
 
 

@@ -211,7 +211,7 @@ def test_config_set_on_a_full_disk_changes_nothing_and_says_why(small_disk: Path
             asyncio.run(agent.config_set({"uplink": {"heartbeat_s": 30.0}}))
         assert cfg_path.read_bytes() == before and agent.cfg.uplink.heartbeat_s == 60.0
         assert not (agent.data_dir / "config_set.pending").exists()
-        assert "config file" in agent.disk.what
+        assert "remote config file" in agent.disk.what
     finally:
         agent._close()
 

@@ -56,12 +56,35 @@ def test_every_section_and_key_is_documented_with_type_default_and_flags() -> No
 
 def test_bounds_choices_and_secrets_are_shown() -> None:
     rows = _rows(generate())
-    assert rows["[detection]"]["entrap_level_s"][2:6] == ["`45.0`", "s", "> 0", "**yes**"]
+    assert rows["[detection]"]["entrap_level_s"][2:6] == ["`45.0`", "s", "10 – 300", "**yes**"]
     assert rows["[uplink]"]["port"][4] == "1 – 65535"
     assert rows["[controller]"]["transport"][4] == '`"rtu"`, `"tcp"`'
     assert rows["[accel]"]["address"][2] == "`0x53`"
     assert "Secret" in rows["[uplink]"]["credentials_file"][6]
     assert rows["[terminal]"]["lift_id"][2] == "**required**"
+
+
+def test_every_remote_key_has_a_safe_range_with_its_reason() -> None:
+    """Issue 23: each key config_set may change is bounded on both sides, says which way
+    weakens detection and why the range is what it is; the alarm timers' maxima are a
+    few minutes (entrapment) and a few seconds (the press filter)."""
+    text = generate()
+    table = text[text.index("## Safe ranges of the remote keys"):]
+    rows = {m.group(1): [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            for line in table.splitlines() if (m := re.match(r"\| `([\w.]+)` \|", line))}
+    remote = {f"{sec}.{s.name}": s for sec, cls in SECTIONS.items() for s in field_specs(cls)
+              if s.remote}
+    assert set(rows) == set(remote)
+    for key, spec in remote.items():
+        assert spec.min is not None and spec.max is not None, key
+        assert spec.min <= spec.default <= spec.max, key
+        _k, allowed, _unit, _default, weaker, why = rows[key]
+        assert " – " in allowed and weaker in ("raised", "lowered") and len(why) > 20, key
+    maxima = {k: remote[f"detection.{k}"].max for k in (
+        "entrap_level_s", "entrap_nonlevel_s", "outside_zone_s", "alarm_press_s",
+        "alarm_hold_bypass_s", "alarm_repeat_s")}
+    assert max(maxima.values()) <= 300 and maxima["alarm_press_s"] <= 3
+    assert remote["uplink.health_s"].min >= 30 and remote["uplink.heartbeat_s"].min >= 1
 
 
 def test_reference_tells_where_tls_files_are_checked() -> None:

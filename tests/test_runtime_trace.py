@@ -213,18 +213,19 @@ def test_commands_over_the_broker(broker: Broker, tmp_path: Path,
         assert not replies["b"]["ok"] and "unknown op" in replies["b"]["error"]
         assert not replies["c"]["ok"] and "uplink.broker" in replies["c"]["error"]
         assert replies["d"]["ok"], replies["d"]
-        assert replies["d"]["result"] == {"applied": ["detection.entrap_level_s",
-                                                      "uplink.heartbeat_s"]}
+        assert replies["d"]["result"]["applied"] == ["detection.entrap_level_s",
+                                                     "uplink.heartbeat_s"]
         assert replies["e"]["ok"]
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
     finally:
         if p.poll() is None:
             p.kill()
-    text = cfg.read_text()
-    assert "heartbeat_s = 30" in text and 'broker = "127.0.0.1"' in text
-    assert "entrap_level_s = 50" in text
-    assert (cfg.parent / "terminal.toml.prev").read_bytes() == before
+    # the technician's file is never written: the change is in the data directory's override
+    assert cfg.read_bytes() == before
+    text = (tmp_path / "data" / "remote.toml").read_text()
+    assert "heartbeat_s = 30" in text and "entrap_level_s = 50" in text
+    assert "broker" not in text
     assert not (tmp_path / "data" / "config_set.pending").exists()
     obs.close()
 

@@ -11,8 +11,9 @@ shows it. Unless ``--dry-run``, it writes ``accel.orientation = "fixed"`` and
 ``accel.rotation`` into the config: only those lines of the ``[accel]`` table change
 (comments and layout stay), the result is validated before it replaces the file, the
 old file is kept as ``FILE.bak``, and the new one is written to a temporary file,
-fsync'd and renamed over the old one with its mode (and owner, when allowed) kept, so a
-power cut leaves either the old or the new config. The running agent picks it up on
+fsync'd and renamed over the old one with its owner, group and mode kept, so a power cut
+leaves either the old or the new config. The installed config is root's (deploy/INSTALL.md):
+run calibrate with sudo there. The running agent picks it up on
 ``systemctl reload liftwatch``.
 """
 
@@ -170,13 +171,12 @@ def new_config_text(path: Path, rotation: list[list[float]]) -> str:
 
 
 def write_atomically(path: Path, text: str, backup: bool = True) -> Path | None:
-    """Replace ``path`` by ``text`` (temp + fsync + rename, mode and owner kept); the old
-    file is kept as ``path.bak``, written the same way. Returns the backup's path.
+    """Replace ``path`` by ``text`` (temp + fsync + rename, owner, group and mode kept);
+    the old file is kept as ``path.bak``, written the same way. Returns the backup's path.
 
-    Only the directory needs to be writable, not the files: the installed config is
-    root-owned in a directory the ``liftwatch`` group may write (deploy/INSTALL.md),
-    and an earlier backup may belong to root. The service user cannot give a file to
-    root, so the new files keep at least the old group (and so stay readable by it).
+    A user who cannot give the new file the old one's owner and group (only root can give
+    a file away) gets PermissionError and nothing changes: the installed config must stay
+    root:liftwatch 0640, unwritable by the service (deploy/INSTALL.md).
     """
     st = path.stat()
     bak = None
@@ -193,19 +193,15 @@ def write_atomically(path: Path, text: str, backup: bool = True) -> Path | None:
 
 
 def _replace(path: Path, data: bytes, like: os.stat_result) -> None:
-    """Write ``data`` to a temporary file beside ``path`` with ``like``'s mode and owner
-    (or group, when the owner cannot be given), fsync it and rename it over ``path``."""
+    """Write ``data`` to a temporary file beside ``path`` with ``like``'s owner, group and
+    mode, fsync it and rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fchmod(fh.fileno(), like.st_mode & 0o7777)
-            try:
-                os.fchown(fh.fileno(), like.st_uid, like.st_gid)
-            except PermissionError:  # only root may give a file away; a member may regroup
-                with contextlib.suppress(PermissionError):
-                    os.fchown(fh.fileno(), -1, like.st_gid)
+            os.fchown(fh.fileno(), like.st_uid, like.st_gid)  # before the mode: chown
+            os.fchmod(fh.fileno(), like.st_mode & 0o7777)     # may clear setuid/setgid
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -272,7 +268,9 @@ def run(args: argparse.Namespace, **source_kw: Any) -> int:
     try:
         bak = write_atomically(path, text)
     except OSError as exc:
-        print(f"{prog}: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        hint = (" (it and its folder are root's on an installed terminal: run calibrate "
+                "with sudo)" if isinstance(exc, PermissionError) else "")
+        print(f"{prog}: cannot write {path}: {exc.strerror or exc}{hint}", file=sys.stderr)
         return 1
     print(f"written to {path} (previous version kept as {bak}); apply with "
           "`systemctl reload liftwatch`")

@@ -3,6 +3,11 @@
 check is what a technician runs after editing a file on site: every problem of
 every file at once, exit 0 when all are usable, 2 when any is not. show prints
 what the agent will actually run with (defaults filled in), never a secret.
+
+Both read the remote changes the platform made (``config_set``), kept in the data
+directory's ``remote.toml`` and merged over the file, and say what they change; an
+override the agent would refuse (and set aside at start) is a warning, since the
+agent starts on the file alone.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from liftwatch.agent.config import ConfigError, load_config
+from liftwatch.agent.config import ConfigError, TerminalConfig, load_config
+from liftwatch.agent.schema import show as show_value
 from liftwatch.agent.tomltext import dump_toml
 
 EXIT_OK, EXIT_INVALID = 0, 2
@@ -24,24 +31,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "for each usable file and every problem of the others; exits "
                            "0 when all are usable, 2 otherwise.")
     check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--data-dir", type=Path, help="the agent's --data-dir, where its remote "
+                       "changes are (default: storage.data_dir of each FILE)")
     show = sub.add_parser("show", help="print the effective config, secrets redacted",
                           description="Print the effective config (defaults filled in, "
                           "relative paths resolved, secrets replaced by ***).")
     show.add_argument("file", metavar="FILE")
     show.add_argument("--json", action="store_true", help="JSON instead of TOML")
+    show.add_argument("--data-dir", type=Path, help="the agent's --data-dir, where its remote "
+                      "changes are (default: storage.data_dir of FILE)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.config_command == "check":
-        return check(args.files)
-    return show(args.file, as_json=args.json)
+        return check(args.files, data_dir=args.data_dir)
+    return show(args.file, as_json=args.json, data_dir=args.data_dir)
 
 
-def check(files: list[str]) -> int:
+def remote_lines(cfg: TerminalConfig) -> list[tuple[str, str]]:
+    """(kind, text): what the remote override changes (REMOTE), or why it is not
+    applied (WARNING)."""
+    where = cfg.override_path
+    if cfg.override_issues:
+        return [("WARNING", f"remote changes in {where} are NOT applied (the agent sets the "
+                 f"file aside as {where.name if where else ''}.rejected and runs on this "
+                 f"file alone): {issue}") for issue in cfg.override_issues]
+    return [("REMOTE", f"{key} = {show_value(new)} (file: {show_value(old)}), from {where}")
+            for key, (old, new) in sorted(cfg.override.items())]
+
+
+def check(files: list[str], data_dir: Path | None = None) -> int:
     status = EXIT_OK
     for name in files:
         try:
-            cfg = load_config(name)
+            cfg = load_config(name, data_dir=data_dir)
         except ConfigError as exc:
             status = EXIT_INVALID
             for issue in exc.issues:
@@ -50,13 +73,15 @@ def check(files: list[str]) -> int:
             continue
         for warning in cfg.warnings:
             print(f"WARNING {name}: {warning}")
+        for kind, text in remote_lines(cfg):
+            print(f"{kind} {name}: {text}")
         print(f"OK {name}")
     return status
 
 
-def show(name: str, *, as_json: bool = False) -> int:
+def show(name: str, *, as_json: bool = False, data_dir: Path | None = None) -> int:
     try:
-        cfg = load_config(name)
+        cfg = load_config(name, data_dir=data_dir)
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
@@ -69,6 +94,7 @@ def show(name: str, *, as_json: bool = False) -> int:
               f"# Register map: {cfg.register_map_path or '(controller disabled)'}",
               f"# Platform profile: {cfg.platform.name}"]
     header += [f"# WARNING: {w}" for w in cfg.warnings]
+    header += [f"# {kind}: {text}" for kind, text in remote_lines(cfg)]
     print("\n".join(header) + "\n\n" + dump_toml(data), end="")
     return EXIT_OK
 
