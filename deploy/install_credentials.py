@@ -20,8 +20,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from liftwatch.agent.calibrate import write_atomically
 from liftwatch.agent.credentials import read_credentials
+from liftwatch.agent.tools.calibrate import write_atomically
 
 HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\s*(#.*)?$")
 KEY = re.compile(r"^\s*credentials_file\s*=")

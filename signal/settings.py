@@ -57,7 +57,9 @@ class LiftParams:
     )
     rated_speed: float = field(
         default=1.0, metadata={"doc": "Rated (contract) speed.", "unit": "m/s", "gt": 0,
-                               "max": 25}
+                               # a bound for the arithmetic only: agent/plausibility.py
+                               # judges the value (and offers m/min or mm/s)
+                               "max": 10000}
     )
     door_zone_m: float = field(
         default=0.2,
@@ -68,7 +70,7 @@ class LiftParams:
             "(measured on the example traces).",
             "unit": "m",
             "gt": 0,
-            "max": 1.0,
+            "max": 10000,   # arithmetic only: agent/plausibility.py judges it (mm?)
         },
     )
 

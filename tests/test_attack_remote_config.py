@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from conftest import Broker
 from liftwatch.agent.config import ConfigError, deep_merge, load_config, load_with_override
-from liftwatch.agent.config_cli import check
 from liftwatch.agent.override import OverrideFiles
 from liftwatch.agent.replay import build_pipeline
 from liftwatch.agent.runtime import Agent
 from liftwatch.agent.tomltext import dump_toml
+from liftwatch.agent.tools.config_cmd import check
 from liftwatch.drivers.trace import TraceReader
 from make_traces import PRESS_S, STALL_S
 from test_runtime_trace import cut_trace, entrapment_example

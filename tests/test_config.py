@@ -490,7 +490,7 @@ def test_cli_show_fills_defaults_and_redacts(tmp_path: Path) -> None:
 def test_cli_show_of_a_broken_file_exits_2(tmp_path: Path) -> None:
     out = cli("show", str(write(tmp_path, with_(lift={"rated_speed": -1}))))
     assert out.returncode == 2
-    assert "lift.rated_speed: expected a number > 0 and <= 25, found -1" in out.stderr
+    assert "lift.rated_speed: expected a number > 0 and <= 10000, found -1" in out.stderr
     assert out.stdout == ""
 
 
