@@ -431,11 +431,11 @@ async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str
         # beside a running agent, a device only one process may use is not read (and
         # not judged): live_source.py
         skipped = obs.health.get("skipped", {})
-        for device, check_rows in (("controller", lambda: controller_rows(cfg, obs)),
-                                   ("inputs", lambda: input_rows(cfg, obs, watch_s)),
-                                   ("accel", lambda: accel_rows(cfg, obs))):
-            rows += [Row(device, WARN, skipped[device])] if device in skipped \
-                else check_rows()
+        for device, name, check_rows in (
+                ("controller", "controller link", lambda: controller_rows(cfg, obs)),
+                ("inputs", "inputs", lambda: input_rows(cfg, obs, watch_s)),
+                ("accel", "accelerometer", lambda: accel_rows(cfg, obs))):
+            rows += [Row(name, WARN, skipped[device])] if device in skipped else check_rows()
         for where, feed in (obs.health.get("feed") or {}).items():
             if feed.get("bad_messages"):
                 rows.append(Row("simulation feed", WARN, f"{where}: {feed['bad_messages']} "
