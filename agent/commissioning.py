@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import shutil
@@ -422,7 +423,7 @@ async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str
     broker_task = asyncio.create_task(asyncio.to_thread(broker_row, cfg, broker_timeout_s))
     try:
         source = make_source(cfg, backend=backend, sim_dir=sim_dir, pins=pins, i2c=i2c,
-                             controller=controller)
+                             controller=controller, accel_retry_s=None)
         obs = await observe(source, watch_s)
     except Exception as exc:  # a driver that cannot even be built is a failed check
         rows.append(Row("inputs", FAIL, f"the terminal's inputs could not be opened: "
@@ -445,6 +446,16 @@ async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str
     rows.append(disk_row(cfg))
     rows.append(outbox_row(cfg))
     return rows
+
+
+class TableSays(logging.Filter):
+    """Holds back the drivers' warnings while check watches: each device's health is a
+    row of the table, and the same words logged beside it read as a second list of
+    problems. Errors (a thread that died) still show; ``-v`` shows everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not record.name.startswith(
+            ("liftwatch.drivers.", "liftwatch.agent.live_source"))
 
 
 def format_table(rows: list[Row], color: bool = False) -> str:
@@ -478,8 +489,17 @@ def run(args: argparse.Namespace) -> int:
     if cfg is None:
         print(format_table([Row("config", FAIL, f"{args.config}: see the problems above")]))
         return 1
-    rows = asyncio.run(run_checks(cfg, watch_s=args.watch, backend=args.backend,
-                                  sim_dir=args.sim_dir, broker_timeout_s=args.broker_timeout))
+    quiet = TableSays()
+    if not getattr(args, "verbose", 0):
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(quiet)
+    try:
+        rows = asyncio.run(run_checks(cfg, watch_s=args.watch, backend=args.backend,
+                                      sim_dir=args.sim_dir,
+                                      broker_timeout_s=args.broker_timeout))
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(quiet)
     print(format_table(rows, color=sys.stdout.isatty()))
     failed = sum(r.status == FAIL for r in rows)
     print(f"\n{'FAIL' if failed else 'PASS'}: {failed} check(s) failed, "

@@ -54,6 +54,13 @@ def check(files: list[str]) -> int:
     return status
 
 
+class HexInt(int):
+    """An integer TOML writes in hex (I2C addresses: ``address = 0x19``, not 25)."""
+
+    def __str__(self) -> str:
+        return f"0x{int(self):02X}"
+
+
 def show(name: str, *, as_json: bool = False) -> int:
     try:
         cfg = load_config(name)
@@ -69,6 +76,9 @@ def show(name: str, *, as_json: bool = False) -> int:
               f"# Register map: {cfg.register_map_path or '(controller disabled)'}",
               f"# Platform profile: {cfg.platform.name}"]
     header += [f"# WARNING: {w}" for w in cfg.warnings]
+    accel = data.get("accel")
+    if isinstance(accel, dict) and isinstance(accel.get("address"), int):
+        accel["address"] = HexInt(accel["address"])  # as on the chip's datasheet: 0x53
     print("\n".join(header) + "\n\n" + dump_toml(data), end="")
     return EXIT_OK
 
