@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from liftwatch.agent import plot
 from liftwatch.agent.cli import main
@@ -190,3 +191,68 @@ def test_check_says_each_device_problem_once(tmp_path: Path) -> None:
     assert "input door_closed  FAIL  pin D17 absent" in r.stdout
     assert "does not exist" not in r.stderr and "retrying" not in r.stderr, r.stderr
     assert r.stdout.count("pin D17 does not exist") == 1
+
+
+# ---------------------------------------------------------------- the plot's position panel
+
+@pytest.fixture(scope="module")
+def leveled_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seven trips of the simulated lift at 1024 counts/g: by the sixth the terminal has
+    learned its leveling sensors' edges and measures the stop's leveling error."""
+    import random
+
+    sys.path.insert(0, str(REPO / "hil_tests"))
+    from liftsim import LiftSim, SimLift
+    from liftwatch.drivers.trace import TraceHeader, TraceWriter
+
+    lift = SimLift(lsb_per_g=1024)
+    sim = LiftSim(lift, seed=2, start_floor=1)
+    rng = random.Random(11)
+    sim.wait(2.0)
+    cur = "1"
+    for _ in range(7):
+        cur = rng.choice([f for f in lift.landings if f != cur])
+        sim.trip(cur, level_error_m=0.004)
+        sim.wait(3.5)
+    h = lift.header("310104-0009999")
+    path = tmp_path_factory.mktemp("level") / "level.jsonl"
+    w = TraceWriter(path, TraceHeader(start="2026-11-26T03:00:00Z", lift=h["lift"],
+                                      accel=h["accel"]))
+    for t, kind, data in sim.drain():
+        w.write(t, kind, data)
+    w.close()
+    return path
+
+
+def test_the_plot_shows_where_the_car_stopped_and_its_leveling_error(
+        leveled_trace: Path, tmp_path: Path, shanghai: None) -> None:
+    from matplotlib.image import imread
+
+    trip, records, accel, place = plot.locate_trip(leveled_trace, 6)
+    assert place.lift_id == "310104-0009999" and place.landings[0] == "B1"
+    assert place.stop_error_mm is not None and place.stop_uncertainty_mm is not None
+    series = plot.trip_series(trip, records, accel, None, 6)
+    p, anchor = plot.position(series, place)
+    dur = float(trip["t_end"]) - float(trip["t_start"])
+    end = float(np.interp(dur, series.t, p))
+    assert anchor == "stop"
+    assert end == pytest.approx(place.height_of(trip["to"]) + place.stop_error_mm / 1000)
+    # it left the landing it came from, to within the integration's drift
+    assert float(np.interp(0.0, series.t, p)) == pytest.approx(
+        place.height_of(trip["from"]), abs=0.15)
+    assert plot.stop_note(trip, place) == (
+        f"stop at {trip['to']}\nleveling error {place.stop_error_mm:+.1f} ± "
+        f"{place.stop_uncertainty_mm:.0f} mm")
+    title = plot.title_of(trip, 6, place)
+    assert title.startswith("lift 310104-0009999  ·  2026-11-26 11:0")
+    assert " CST\ntrip 6: " in title
+    out = tmp_path / "trip6.png"
+    plot.render(series, out, (900, 700), place=place)
+    assert imread(out).shape[:2] == (700, 900)
+
+
+def test_a_stop_between_floors_has_no_leveling_error() -> None:
+    trip = {"from": "2", "to": "6", "to_between": ["6", "7"], "emergency_stop": True,
+            "level": False, "t_start": 0.0, "t_end": 9.0}
+    assert plot.stop_note(trip, plot.TripPlace()) == (
+        "stop: stopped between 6 and 7\nleveling error: none (not at a landing)")
