@@ -7,7 +7,9 @@ the car was still (every axis steadier than ``STILL_STD_G``) and that gravity is
 plausible (``detection.gravity_min_g`` .. ``gravity_max_g``), then computes the
 car_from_sensor rotation with :func:`liftwatch.signal.orientation.rotation_from_gravity`
 (z = the measured "up"; the horizontal axes follow the sensor's x, see that module) and
-shows it. Unless ``--dry-run``, it writes ``accel.orientation = "fixed"`` and
+shows it. A terminal without an accelerometer, or whose accelerometer the running agent
+reads (stop it first: opening the chip here would re-program it under the agent), is
+refused at once, saying so. Unless ``--dry-run``, it writes ``accel.orientation = "fixed"`` and
 ``accel.rotation`` into the config: only those lines of the ``[accel]`` table change
 (comments and layout stay), the result is validated before it replaces the file, the
 old file is kept as ``FILE.bak``, and the new one is written to a temporary file,

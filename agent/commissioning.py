@@ -16,7 +16,14 @@ Verdicts that are not obvious:
 - an unsynchronised clock is WARN, not FAIL: the agent is built to run so (messages
   carry ``tq`` = 0 and are corrected when NTP answers), but the technician should fix
   NTP before leaving;
-- ``uplink.tls = false`` is WARN even when the broker answers.
+- ``uplink.tls = false`` is WARN even when the broker answers;
+- beside a running agent (it holds the outbox's lock) check never disturbs it
+  (live_source.py): a real device only one process may use (GPIO, the I2C
+  accelerometer, a Modbus RTU link) is not read, a WARN row naming the agent's PID in
+  place of its rows; simulated devices are read through a tap of the feed.
+
+The drivers' own warnings are held back while it watches (the table says the same);
+``-v`` shows them.
 """
 
 from __future__ import annotations

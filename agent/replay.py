@@ -178,7 +178,7 @@ class TextLines:
 
         self.clock_time = clock_time
         self.utc = utc
-        self.start_ms = _start_ms(header.start)
+        self.start_ms = trace_start_ms(header.start)
         self.trips = 0
 
     def heading(self, trace: Path) -> str:
@@ -203,7 +203,8 @@ class TextLines:
         return describe(rec, number, when)
 
 
-def _start_ms(text: str) -> int | None:
+def trace_start_ms(text: str) -> int | None:
+    """The trace header's ``start`` as UTC milliseconds, or None when it has none."""
     from datetime import UTC, datetime
 
     try:
