@@ -139,3 +139,41 @@ def test_a_refused_start_names_the_pid_and_keeps_the_boot_number(
     assert f"is in use by another process (PID {os.getpid()})" in err
     assert (data / "boot").read_text().strip() == "41"
     assert lock_holder(data / "outbox" / ".lock") is None
+
+
+def test_beside_a_running_agent_the_tools_leave_its_real_devices_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """GPIO, the I2C accelerometer and a Modbus RTU link serve one process at a time: a
+    tool attached to a running agent does not open them and says why, naming the PID."""
+    import asyncio
+
+    from liftwatch.agent.commissioning import run_checks
+    from liftwatch.agent.config import load_config
+
+    data = tmp_path / "data"
+    cfg_path = tmp_path / "t.toml"
+    cfg_path.write_text(
+        '[terminal]\nlift_id = "310104-0009999"\n[lift]\nlandings = ["1", "2"]\n'
+        'landing_heights_m = [0.0, 3.0]\n[inputs.door_closed]\npin = "D17"\n'
+        '[accel]\nchip = "adxl345"\n[controller]\nenabled = true\ntransport = "rtu"\n'
+        f'port = "{tmp_path / "ttyAMA0"}"\nregister_map = "example"\n'
+        f'[uplink]\nbroker = "127.0.0.1"\nport = 1\ntls = false\n[storage]\ndata_dir = "{data}"\n')
+    cfg_path.chmod(0o640)
+    cfg = load_config(cfg_path)
+    running = Outbox(data / "outbox", 1 << 20)  # the agent, holding its outbox
+    try:
+        rows = asyncio.run(run_checks(cfg, watch_s=0.3, broker_timeout_s=0.5))
+        code = main(["calibrate", "--config", str(cfg_path), "--dry-run", "--seconds", "1"])
+        err = capsys.readouterr().err
+    finally:
+        running.close()
+    by_name = {r.name: r for r in rows}
+    pid = f"the running agent (PID {os.getpid()}) uses"
+    for name, what in (("inputs", "the GPIO inputs"), ("accelerometer", "the adxl345 "
+                                                                         "accelerometer"),
+                       ("controller link", f"the Modbus RTU link on {tmp_path}/ttyAMA0")):
+        assert by_name[name].status == "WARN"
+        assert by_name[name].detail.startswith(f"not read: {pid} {what}"), by_name[name]
+    assert not any(r.name.startswith(("input ", "accel ")) for r in rows)
+    assert code == 1
+    assert f"not read: {pid} the adxl345 accelerometer" in err and "stop it" in err
