@@ -143,8 +143,10 @@ class View:
         lines.append("")
         if self.open_events:
             lines.append(f"open events ({len(self.open_events)}):")
+            from liftwatch.agent.events_cli import where as where_of
+
             for e in self.open_events.values():
-                where = f" floor {e['floor']}" if e.get("floor") is not None else ""
+                where = f" {where_of(e)}" if where_of(e) else ""  # "between 6 and 7" too
                 lines.append(f"  {e.get('code')} [{e.get('sev', '')}]{where} since "
                              f"t = {float(e.get('t', 0.0)):.1f} s  id {e.get('id')}")
         else:
