@@ -232,7 +232,8 @@ class _Checker:
         known = {s.name for s in specs}
         for key in table:
             if key not in known and key not in extra:
-                hint = _belongs_in(key) or _did_you_mean(key, sorted(known | extra))
+                hint = _belongs_in(key) or (INPUT_MEANT.get(key, "") if extra else "") \
+                    or _did_you_mean(key, sorted(known | extra))
                 self.add(f"{prefix}.{key}", f"a key of [{prefix}]", "an unknown key", hint)
         values: dict[str, Any] = {}
         for spec in specs:
@@ -445,6 +446,18 @@ def _belongs_in(key: str) -> str:
     """A key written in the wrong section (or above every section header)."""
     owners = [f"[{s}]" for s in SECTIONS if key in section_keys(s)]
     return f"{key} belongs in {' or '.join(owners)}" if owners else ""
+
+
+#: [inputs.NAME] written as the contact is called in a wiring diagram: by spelling alone
+#: "door" is nearest door_lock, which is another circuit (the lock, not the door)
+INPUT_MEANT = {
+    "door": "did you mean door_closed? door_lock is another circuit, the lock's",
+    "doors": "did you mean door_closed?", "door_contact": "did you mean door_closed?",
+    "lock": "did you mean door_lock?", "alarm": "did you mean alarm_button?",
+    "zone": "did you mean zone_up and zone_down? one input each",
+    "safety": "did you mean safety_ok?", "mains": "did you mean mains_ok?",
+    "power": "did you mean mains_ok?", "person": "did you mean presence?",
+}
 
 
 def _did_you_mean(key: str, candidates: list[str]) -> str:

@@ -28,6 +28,19 @@ overrides the config's). The
 simulated chip adds ``sim_noise_lsb`` counts rms of noise, as a real one does (a
 noiseless output would rightly be reported stuck).
 
+**Beside a running agent.** A technician tool (``monitor``, ``check``, ``calibrate``)
+builds its own LiveSource from the terminal's config: a second reader of the agent's
+inputs. ``attached_to`` (the running agent's PID, :func:`~liftwatch.agent.tools.common.
+running_agent`) makes it one that does no harm. Simulated devices listen on a tap of
+the feed (:mod:`liftwatch.drivers.simfeed`: the agent keeps its socket and its
+messages). Real devices that one process at a time may use are not opened, and
+:attr:`LiveSource.skipped` says why: the I2C accelerometer (opening it re-programs the
+chip and empties the FIFO the agent reads), the GPIO inputs (opening and releasing a
+line resets its pull), and a Modbus RTU link (a second master on one RS-485 bus garbles
+both). Modbus TCP serves several clients and is polled as usual.
+``accel_retry_s = None`` opens the accelerometer once (a tool must say at once that
+there is none, not retry).
+
 **Order.** Debounced inputs are stamped when the contact moved and FIFO blocks with their
 first sample's time, both in the past when they arrive; records are therefore held for
 ``reorder_s`` (by default the longest debounce plus two FIFO reads plus 0.1 s) and
@@ -85,8 +98,8 @@ class LiveSource:
                  controller: Any | None = None, pins: PinBackend | None = None,
                  i2c: Any | None = None, clock: Callable[[], float] = time.monotonic,
                  reorder_s: float | None = None, queue_max: int = 20_000,
-                 accel_retry_s: float = 5.0, sim_noise_lsb: float = 1.0,
-                 hand_off_s: float = 0.2) -> None:
+                 accel_retry_s: float | None = 5.0, sim_noise_lsb: float = 1.0,
+                 hand_off_s: float = 0.2, attached_to: int | None = None) -> None:
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, found {backend!r}")
         self.config = config
@@ -98,6 +111,9 @@ class LiveSource:
         self.accel_retry_s = accel_retry_s
         self.sim_noise_lsb = sim_noise_lsb
         self._reorder_s = reorder_s
+        self.attached_to = attached_to
+        #: device ("inputs", "accel", "controller") -> why it is not read (beside an agent)
+        self.skipped: dict[str, str] = {}
         self._controller = controller
         self._pins = pins
         self._i2c = i2c
@@ -124,7 +140,7 @@ class LiveSource:
 
     @property
     def controller_present(self) -> bool:
-        return bool(self.config.controller.enabled)
+        return bool(self.config.controller.enabled) and "controller" not in self.skipped
 
     def accel_header(self) -> dict[str, Any] | None:
         """The trace header's ``accel`` object, or None for a terminal without one."""
@@ -152,10 +168,21 @@ class LiveSource:
             feed = Path(settings.sim_feed)
         return sim, feed if sim else None
 
+    def _agents(self, device: str, real: bool, what: str) -> bool:
+        """True (noted in ``skipped``) when ``device`` is a real one the running agent
+        holds and only one process may use (module docstring)."""
+        if self.attached_to is None or not real:
+            return False
+        self.skipped[device] = (f"not read: the running agent (PID {self.attached_to}) uses "
+                                f"{what}; stop it (systemctl stop liftwatch) to read it here")
+        return True
+
     def _build(self) -> None:
         cfg = self.config
         feeds: dict[Path, dict[str, Any]] = {}
-        if cfg.inputs:
+        if cfg.inputs and not self._agents(
+                "inputs", self._pins is None and not self._device_backend(cfg.inputs_settings)[0],
+                "the GPIO inputs (a line released here loses its pull)"):
             sim, feed = self._device_backend(cfg.inputs_settings)
             if self._pins is None:
                 self._pins = SimulatedPins() if sim else BlinkaPins()
@@ -163,7 +190,10 @@ class LiveSource:
             self.inputs.open()
             if feed is not None and isinstance(self._pins, SimulatedPins):
                 feeds.setdefault(feed, {})["pins"] = self._pins
-        if cfg.accel.chip != "none":
+        if cfg.accel.chip != "none" and not self._agents(
+                "accel", self._i2c is None and not self._device_backend(cfg.accel)[0],
+                f"the {cfg.accel.chip} accelerometer (opening it here re-programs the chip "
+                "and empties the FIFO the agent reads)"):
             sim, feed = self._device_backend(cfg.accel)
             if self._i2c is None and sim:
                 self.sim_source = QueueSource()
@@ -173,7 +203,10 @@ class LiveSource:
                 if feed is not None:
                     feeds.setdefault(feed, {}).update(accel=self.sim_source, chip=self.sim_chip)
             self.accel = AccelReader(make_accelerometer(self._i2c, cfg.accel), self.clock)
-        if cfg.controller.enabled and self._controller is None:
+        c = cfg.controller
+        if c.enabled and self._controller is None and not self._agents(
+                "controller", self.backend != "simulated" and c.transport == "rtu",
+                f"the Modbus RTU link on {c.port} (a second master on one bus garbles both)"):
             self._controller = self._make_controller(self.backend == "simulated")
         if self.backend == "simulated":
             feed = self.sim_dir or next(iter(feeds), None)
@@ -253,6 +286,9 @@ class LiveSource:
                     self.accel.chip.bus.i2c = open_blinka_i2c(self.config.accel.i2c_bus)
                 self.accel.open()
             except AccelError as exc:
+                if self.accel_retry_s is None:  # once: the caller reports open_error
+                    self.accel.open_error = str(exc)
+                    return
                 if str(exc) != self.accel.open_error:  # log each new reason once
                     log.error("accelerometer: %s (retrying every %g s)", exc,
                               self.accel_retry_s)
@@ -352,4 +388,6 @@ class LiveSource:
             out["controller"] = self._controller.health()
         if self.feeds:
             out["feed"] = {str(f.path): f.stats() for f in self.feeds}
+        if self.skipped:
+            out["skipped"] = dict(self.skipped)
         return out

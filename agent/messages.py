@@ -42,7 +42,8 @@ TOPICS = {"online": "online", "status": "status", "event": "event", "trip": "tri
           "replay_online": "replay/online"}
 STATUS_FIELDS = ("mode", "run", "dir", "floor", "door", "zone", "person", "speed", "safety",
                  "lock", "overload", "src")
-STATUS_REQUIRED = ("mode", "run", "dir", "floor", "door", "src")
+#: status fields that are never null (mode: 7 = unknown, door: 0 = unknown, dir: 0 = none)
+STATUS_NEVER_NULL = ("mode", "run", "dir", "door", "src")
 TRIP_FIELDS = ("from", "to", "t_start", "t_end", "duration_s", "dir", "level", "complete",
                "from_between", "to_between", "emergency_stop", "distance_m", "v_max", "a_max",
                "d_max", "a95", "d95", "jerk_max", "vib_pp_max", "vib_pp_a95")
@@ -233,14 +234,16 @@ class MessageFactory:
         return dumps(msg)
 
     def status(self, fields: dict[str, Any], mono: float | None = None) -> dict[str, Any]:
-        """``status`` from ``Pipeline.status()``. A field the terminal cannot know (no
-        such input, e.g. ``lock`` without a lock contact) is left out rather than sent
-        as null: status is the most frequent message on a metered link."""
+        """``status`` from ``Pipeline.status()``: every field of platform-protocol.md,
+        always. A field the terminal does not know (no such input, e.g. ``lock``
+        without a lock contact; ``floor`` before a sensors-only terminal has counted a
+        landing) is null: a platform reads one shape, and null says "unknown" where a
+        missing key could be taken for an old agent or a lost field (a few bytes more
+        on the most frequent message, which QoS 0 and latest-value keep small anyway)."""
         msg = self.envelope(mono)
         for k in STATUS_FIELDS:
-            if k in fields and (fields[k] is not None or k in STATUS_REQUIRED):
-                msg[k] = fields[k]
-        if msg.get("mode") is None:
+            msg[k] = fields.get(k)
+        if msg["mode"] is None:
             msg["mode"] = MODE_UNKNOWN  # no controller to say (a sensors-only terminal)
         return msg
 

@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["jsonl", "text"], default="jsonl",
                    help="jsonl (trace-format.md, default) or text for people")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--utc", action="store_true",
+                   help="with --format text: times in UTC (default: local time, zone shown)")
 
 
 def lift_from(header: TraceHeader, cfg: Any | None) -> LiftParams:
@@ -120,9 +122,10 @@ def trip_figures(rec: dict[str, Any]) -> str:
             f"a_max {f('a_max'):.2f} m/s², jerk {f('jerk_max'):.2f} m/s³")
 
 
-def describe(rec: dict[str, Any]) -> str:
-    """One line for a person reading the replay."""
-    t = _mmss(float(rec.get("t", 0.0)))
+def describe(rec: dict[str, Any], number: int | None = None, when: str = "") -> str:
+    """One line for a person reading the replay: ``number`` is a trip's number as
+    ``liftwatch plot --trip`` takes it, ``when`` the wall-clock time (else trace time)."""
+    t = when or _mmss(float(rec.get("t", 0.0)))
     if rec["type"] == "event":
         what = f"{rec['code']} {rec['state'].upper()}"
         between = rec.get("between")
@@ -133,13 +136,84 @@ def describe(rec: dict[str, Any]) -> str:
         return f"{t}  EVENT {what}{where}{dur} [{rec.get('sev', '')}]"
     if rec["type"] == "trip":
         figs = trip_figures(rec)
-        return f"{t}  trip {trip_route(rec)}{': ' + figs if figs else ''}"
+        n = f"{number}: " if number is not None else ""
+        return f"{t}  trip {n}{trip_route(rec)}{': ' + figs if figs else ''}"
     if rec["type"] == "door":
-        def s(v: Any) -> str:
-            return "-" if v is None else f"{v:.1f} s"
-        return (f"{t}  door at {rec.get('floor')}: open {s(rec.get('open_s'))}, "
-                f"close {s(rec.get('close_s'))}, reopens {rec.get('reopens', 0)}")
+        return f"{t}  {door_text(rec)}"
     return f"{t}  {json.dumps(rec)}"
+
+
+def door_text(rec: dict[str, Any]) -> str:
+    """A door cycle, saying what is known: with only a door contact (sensors only) there
+    are no opening and closing times, only how long the door stood open; the floor is
+    unknown until the car has passed a landing it can count from."""
+    def s(v: Any) -> str | None:
+        return f"{v:.1f} s" if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    where = f"at floor {rec['floor']}" if rec.get("floor") is not None \
+        else "at a floor not known yet"
+    parts = []
+    timed = s(rec.get("open_s")) or s(rec.get("close_s"))
+    if timed:
+        parts.append(f"opening {s(rec.get('open_s')) or 'not seen'}, closing "
+                     f"{s(rec.get('close_s')) or 'not seen'}")
+    if s(rec.get("dwell_s")):
+        parts.append(f"open {s(rec.get('dwell_s'))}"
+                     + ("" if timed else " (a door contact alone gives no opening or closing "
+                        "times)"))
+    parts.append(f"reopens {rec.get('reopens', 0)}")
+    if rec.get("complete") is False:
+        parts.append("cut short: the input ended")
+    return f"door cycle {where}: " + ", ".join(parts)
+
+
+class TextLines:
+    """``--format text``: trips numbered as ``liftwatch plot --trip N`` takes them (the
+    same pipeline over the same trace and config finds them in the same order), times on
+    the wall clock when the header says when the trace started: local time as ``TZ``
+    sets it with its zone, or UTC; else minutes:seconds from the trace's start."""
+
+    def __init__(self, header: TraceHeader, utc: bool = False) -> None:
+        from liftwatch.agent.timebase import clock_time
+
+        self.clock_time = clock_time
+        self.utc = utc
+        self.start_ms = trace_start_ms(header.start)
+        self.trips = 0
+
+    def heading(self, trace: Path) -> str:
+        if self.start_ms is None:
+            return (f"# {trace}: times are minutes:seconds from the trace's start (its header "
+                    "gives no start time); trip numbers are those `liftwatch plot --trip N` "
+                    "takes (give it the same --config)")
+        return (f"# {trace}: started {self.clock_time(self.start_ms, self.utc)}; times "
+                f"{'in UTC' if self.utc else 'in local time'}, then from the trace's start; "
+                "trip numbers are those `liftwatch plot --trip N` takes (give it the same "
+                "--config)")
+
+    def line(self, rec: dict[str, Any]) -> str:
+        number = None
+        if rec.get("type") == "trip":
+            self.trips += 1
+            number = self.trips
+        t = float(rec.get("t", 0.0))
+        when = ""
+        if self.start_ms is not None:
+            when = f"{self.clock_time(self.start_ms + round(t * 1000), self.utc)} {_mmss(t)}"
+        return describe(rec, number, when)
+
+
+def trace_start_ms(text: str) -> int | None:
+    """The trace header's ``start`` as UTC milliseconds, or None when it has none."""
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
 
 
 class Progress:
@@ -191,12 +265,15 @@ def run(args: argparse.Namespace) -> int:
     counts: Counter[str] = Counter()
     t0 = time.monotonic()
     last_t = 0.0
+    text = TextLines(reader.header, args.utc) if args.format == "text" else None
     try:
+        if text is not None:
+            out.write(text.heading(args.trace) + "\n")
         for rec in replay_records(reader, pipeline, progress):
             counts[rec["type"]] += 1
             last_t = max(last_t, float(rec.get("t", 0.0)))
-            if args.format == "text":
-                out.write(describe(rec) + "\n")
+            if text is not None:
+                out.write(text.line(rec) + "\n")
             else:
                 out.write(json.dumps(rec, separators=(",", ":")) + "\n")
     finally:

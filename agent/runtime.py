@@ -231,12 +231,14 @@ class Agent:
         self.started_mono = time.monotonic()
         self.timebase = timebase if timebase is not None else Timebase()
         self.disk = DiskFault()
+        # the outbox first: its lock keeps a second agent out, which must be refused
+        # before it uses up a boot number
+        self.outbox = Outbox(self.data_dir / "outbox",
+                             int(cfg.storage.outbox_max_mb * 1024 * 1024))
         self.boot = self._boot_number()
         self.factory = MessageFactory(self.lift_id, self.boot, self.timebase, cfg.platform)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="lw-outbox",
                                            initializer=name_native_thread)
-        self.outbox = Outbox(self.data_dir / "outbox",
-                             int(cfg.storage.outbox_max_mb * 1024 * 1024))
         self.journal: Any = None
         self.source: Any = None
         self._given_source: Any = source

@@ -179,6 +179,15 @@ def coerce(value: Any, tp: Any, key: str) -> tuple[Any, list[tuple[str, str, Any
             v, p = coerce(item, inner, f"{key}[{i}]")
             out.append(v)
             problems += p
+        if len(problems) > 1 and len({e for _, e, _ in problems}) == 1 \
+                and typing.get_origin(inner) is None:
+            # one mistake made for every item (landings = [1, 2, …] for ["1", "2", …]) is
+            # one problem naming them all, not one line per landing
+            where = ", ".join(k[len(key) + 1:-1] for k, _, _ in problems)
+            found = [f for _, _, f in problems]
+            quote = f' (in quotes: "{found[0]}", not {show(found[0])})' \
+                if inner is str and not isinstance(found[0], list | dict) else ""
+            return out, [(f"{key}[{where}]", f"{problems[0][1]} for each item{quote}", found)]
         return out, problems
     expected = None
     if tp is bool and not isinstance(value, bool):

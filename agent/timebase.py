@@ -19,6 +19,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +179,19 @@ async def sleep_on_grid(period: float) -> None:
     loop = asyncio.get_running_loop()
     now = loop.time()
     await asyncio.sleep(period - now % period)
+
+
+def clock_time(ms: Any, utc: bool = False) -> str:
+    """Wall-clock milliseconds as a reader wants them: local time (``TZ`` honoured) with
+    its zone, or UTC with ``utc``; "?" for a missing time."""
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return "?"
+    try:
+        dt = datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return "?"
+    if utc:
+        return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+    local = dt.astimezone()
+    zone = local.tzname() or local.strftime("UTC%z")
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + zone

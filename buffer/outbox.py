@@ -186,6 +186,26 @@ class Item(NamedTuple):
     created: float
 
 
+def lock_holder(path: str | os.PathLike[str]) -> int | None:
+    """The PID holding an ``flock`` on ``path`` (the kernel lists it in /proc/locks), or
+    None when nobody does or it cannot be told. Read only: taking the lock to test it
+    could make an agent starting at that moment fail."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:02:5678 0 EOF" ("->" marks a waiter)
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == where:
+            with contextlib.suppress(ValueError):
+                return int(parts[4])
+    return None
+
+
 class OutboxError(Exception):
     """The outbox cannot be used as asked (bad argument, closed, directory in use)."""
 
@@ -392,7 +412,10 @@ class Outbox:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise OutboxError(f"outbox {self.directory} is in use by another process") from None
+            pid = lock_holder(self.directory / ".lock")
+            who = f"another process (PID {pid})" if pid else "another process"
+            raise OutboxError(f"outbox {self.directory} is in use by {who}: is the agent "
+                              "already running?") from None
         return fd
 
     def _open_cursors(self) -> TinyDB:

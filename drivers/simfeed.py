@@ -27,17 +27,32 @@ turns input levels of trace-format.md into pin levels with the terminal's wiring
 A message that is not valid JSON or breaks these rules is counted in
 ``SimFeedReceiver.bad_messages`` with the reason in ``last_error``, logged once, and
 ignored whole: the feed never crashes the agent.
+
+**Several listeners.** A technician tool (``monitor``, ``check``, ``calibrate``) attached
+to a running simulated terminal builds simulated devices of its own from the same
+config: a second reader of the same inputs. It must neither take the terminal's socket
+over nor remove it. So the first receiver of a directory owns ``simfeed.sock``; a
+receiver that finds it owned by a live process listens on a socket of its own,
+``simfeed.<pid>[-n].sock`` (a *tap*), and removes only its own socket when it stops (a
+stale ``simfeed.sock``, whose owner died, is taken over). :class:`SimFeed` sends every
+message to all of them: to the owner as before (a full queue blocks the sender, nothing
+is lost), to a tap without waiting (a tool that does not keep up misses messages,
+counted in ``SimFeed.tap_missed``, and never slows the terminal). A tap that appears
+while the sender runs first gets the state so far (pins, pin faults, the last
+accelerometer value, chip faults, controller), so it starts where the terminal is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,11 +76,31 @@ class SimFeedError(ValueError):
     """A feed message that breaks the rules, or a feed that cannot be reached."""
 
 
-def socket_path(directory: str | Path) -> Path:
-    path = Path(directory) / SOCKET_NAME
+#: A tap's socket: ``simfeed.<pid>.sock``, ``simfeed.<pid>-2.sock``, ...
+TAP_GLOB = "simfeed.*.sock"
+#: How often a sender looks for new or gone listeners even when the directory's time
+#: did not change (a directory's mtime moves in kernel ticks: two changes in one tick
+#: leave one mark).
+RESCAN_S = 0.5
+
+
+def socket_path(directory: str | Path, name: str = SOCKET_NAME) -> Path:
+    path = Path(directory) / name
     if len(os.fsencode(path)) > 107:
         raise SimFeedError(f"socket path {path} is too long for a Unix socket (max 107 bytes)")
     return path
+
+
+def listening(path: Path) -> bool:
+    """Whether a process has ``path`` bound now (a stale socket file refuses a connect)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except OSError:  # not a socket, no permission: someone else's, keep away
+            return True
+    return True
 
 
 _NUMBERS = (int, float)  # as JSON decodes them; a bool is not a number here
@@ -144,22 +179,69 @@ class SimFeedReceiver:
                  accel: QueueSource | None = None, chip: SimChip | None = None,
                  controller: Any | None = None) -> None:
         """``controller``: a SimulatedController (``set(**fields)``, ``answering``)."""
-        self.path = socket_path(directory)
+        self.directory = Path(directory)
+        self.path = socket_path(directory)  # where it listens once started (a tap: its own)
         self.pins, self.accel, self.chip = pins, accel, chip
         self.controller = controller
         self.messages = 0
         self.bad_messages = 0
         self.last_error = ""
+        self.tap = False  #: another live receiver owns simfeed.sock: this one is a tap
         self._sock: socket.socket | None = None
+        self._ino: int | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
+    def _bind(self, sock: socket.socket) -> None:
+        """Own ``simfeed.sock`` if nobody live does (a stale one is replaced), else bind a
+        tap of this process; bind() is atomic, so two starting at once never share."""
+        owner = socket_path(self.directory)
+        for _ in range(3):
+            try:
+                sock.bind(str(owner))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                if listening(owner):
+                    break
+                with contextlib.suppress(FileNotFoundError):
+                    owner.unlink()  # a stale socket of an earlier run
+                continue
+            self.path = owner
+            return
+        else:
+            raise SimFeedError(f"cannot listen on {owner}: it keeps changing")
+        self.tap = True
+        for n in range(1, 1000):
+            name = f"simfeed.{os.getpid()}.sock" if n == 1 else f"simfeed.{os.getpid()}-{n}.sock"
+            path = socket_path(self.directory, name)
+            try:
+                sock.bind(str(path))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                if not listening(path):  # a stale tap of an earlier process with our pid
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                    sock.bind(str(path))
+                else:
+                    continue
+            self.path = path
+            return
+        raise SimFeedError(f"no free tap socket name in {self.directory}")
+
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # a stale socket of an earlier run
+        self.directory.mkdir(parents=True, exist_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(self.path))
+        try:
+            self._bind(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._ino = os.stat(self.path).st_ino
+        if self.tap:
+            log.info("simulation feed %s is another process's: listening beside it on %s",
+                     socket_path(self.directory), self.path.name)
         # recv blocks until a datagram comes: stop() wakes it with an empty one. The
         # timeout is only a backstop, so an idle feed does not wake the agent 10 times
         # a second (it used to poll with 0.1 s: 10 wake-ups/s on the rig, for nothing).
@@ -181,7 +263,7 @@ class SimFeedReceiver:
                 continue
             except OSError:
                 break
-            if self._stop.is_set():
+            if self._stop.is_set() or not data:  # stop()'s wake-up
                 break
             self.handle(data)
 
@@ -223,8 +305,10 @@ class SimFeedReceiver:
                 "last_error": self.last_error}
 
     def stop(self) -> None:
+        """Stop listening and remove this receiver's own socket, never another's: the
+        path is unlinked only while it is still the socket this receiver bound."""
         self._stop.set()
-        if self._thread is not None and self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive() and self._own_path():
             with contextlib.suppress(OSError), \
                     socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as poke:
                 poke.sendto(b"", str(self.path))  # wakes the blocked recv
@@ -232,8 +316,17 @@ class SimFeedReceiver:
             self._thread.join(timeout=2)
         if self._sock is not None:
             self._sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self._own_path():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        self._ino = None
+
+    def _own_path(self) -> bool:
+        """Whether ``path`` is still the socket this receiver bound."""
+        try:
+            return self._ino is not None and os.stat(self.path).st_ino == self._ino
+        except FileNotFoundError:
+            return False
 
 
 def write_initial(directory: str | Path, msg: Mapping[str, Any]) -> Path:
@@ -256,20 +349,84 @@ def input_pins(levels: Mapping[str, int], wiring: Mapping[str, InputWiring]) -> 
 
 
 class SimFeed:
-    """The sending side, for the HIL rig and the tests."""
+    """The sending side, for the HIL rig and the tests: every message goes to the owner
+    of ``simfeed.sock`` and to every tap beside it (module docstring)."""
 
     def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
         self.path = socket_path(directory)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._taps: set[str] = set()
+        self._scan_key: tuple[int, float] | None = None
+        self._state: dict[str, Any] = {}  # what a tap that comes later is sent first
+        self.tap_missed = 0  #: messages a tap's full queue did not take
+        self._rescan(greet=False)
+
+    def _rescan(self, greet: bool = True) -> None:
+        now = time.monotonic()
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except FileNotFoundError:
+            mtime = -1
+        if self._scan_key is not None and self._scan_key[0] == mtime \
+                and now - self._scan_key[1] < RESCAN_S:
+            return
+        self._scan_key = (mtime, now)
+        taps = {str(p) for p in self.directory.glob(TAP_GLOB)} if mtime >= 0 else set()
+        new = taps - self._taps
+        self._taps = taps
+        if greet and self._state:
+            hello = json.dumps(self._state, separators=(",", ":")).encode()
+            for path in new:
+                self._to_tap(hello, path)
+
+    def _to_tap(self, data: bytes, path: str) -> bool:
+        try:
+            self._sock.sendto(data, socket.MSG_DONTWAIT, path)
+        except BlockingIOError:
+            self.tap_missed += 1
+        except OSError:  # gone (its tool ended) or stale: forget it until it comes back
+            self._taps.discard(path)
+            return False
+        return True
+
+    def _remember(self, data: bytes) -> None:
+        """Keep the state a message sets (one the receivers will refuse sets nothing)."""
+        try:
+            msg = parse_message(data)
+        except SimFeedError:
+            return
+        st = self._state
+        if "pins" in msg:
+            st.setdefault("pins", {}).update({k: int(v) for k, v in msg["pins"].items()})
+        if "pins_fault" in msg:
+            st.setdefault("pins_fault", {}).update(msg["pins_fault"])
+        if msg.get("acc"):
+            st["acc_hold"] = list(msg["acc"][-1])
+        if "acc_hold" in msg:
+            st["acc_hold"] = list(msg["acc_hold"])
+        if "chip" in msg:
+            st.setdefault("chip", {}).update(msg["chip"])
+        if "ctl" in msg:
+            ctl = msg["ctl"]
+            st["ctl"] = None if ctl is None else {**(st.get("ctl") or {}), **ctl}
 
     def send(self, msg: Mapping[str, Any]) -> None:
         data = json.dumps(msg, separators=(",", ":")).encode()
         if len(data) > MAX_DATAGRAM:
             raise SimFeedError(f"message of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+        self._rescan()
+        self._remember(data)
+        delivered = 0
+        for path in sorted(self._taps):
+            delivered += self._to_tap(data, path)
         try:
             self._sock.sendto(data, str(self.path))
+            delivered += 1
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise SimFeedError(f"no simulated terminal listens on {self.path}: {exc}") from exc
+            if not delivered:
+                raise SimFeedError(f"no simulated terminal listens on {self.path}: "
+                                   f"{exc}") from exc
 
     def set_pins(self, levels: Mapping[str, int | bool]) -> None:
         self.send({"pins": {k: int(bool(v)) for k, v in levels.items()}})

@@ -400,6 +400,12 @@ class Pipeline:
     def baselines_state(self) -> dict[str, Any]:
         return self.baselines.state()
 
+    @property
+    def stop_error_mm(self) -> tuple[float | None, float | None]:
+        """Leveling error (mm, car sill minus landing sill) and its expanded uncertainty at
+        the stop of the trip output last; None when the sensors gave no estimate."""
+        return self._stop_err, self._stop_unc
+
     def status(self) -> dict[str, Any]:
         """The status message fields of platform-protocol.md, codes of trace-format.md."""
         st, v = self.state, self.state.val

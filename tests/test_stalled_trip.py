@@ -34,11 +34,12 @@ def test_replay_text_tells_the_stop_between_floors_and_the_rescue(stall_trace: P
                         "--format", "text", "--quiet"], cwd=REPO, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    stall, rescue = [ln for ln in r.stdout.splitlines() if " trip " in ln]
-    assert "trip 2 -> stopped between 3 and 4: " in stall
+    stall, rescue = [ln for ln in r.stdout.splitlines() if " trip " in ln
+                     and not ln.startswith("#")]  # the heading line
+    assert "trip 1: 2 -> stopped between 3 and 4: " in stall  # numbered as plot --trip
     assert "EMERGENCY STOP: d_max" in stall and "(a fault stop, not ride quality)" in stall
     assert "a_max" not in stall  # no ride-quality reading of a fault stop
-    assert "trip between 3 and 4 -> 4: " in rescue and "EMERGENCY" not in rescue
+    assert "trip 2: between 3 and 4 -> 4: " in rescue and "EMERGENCY" not in rescue
 
 
 def test_the_plot_of_the_stalled_trip_says_so(stall_trace: Path, tmp_path: Path,

@@ -154,8 +154,26 @@ def test_calibrate_refuses_a_moving_car_and_implausible_gravity(
     assert calibrate.run(calibrate_args(path), i2c=heavy) == 1
     assert "gravity measures 1.30" in capsys.readouterr().err
     assert calibrate.run(calibrate_args(path), i2c=SimI2C()) == 1  # no chip at 0x53
-    assert "accelerometer adxl345 absent: no answer" in capsys.readouterr().err
+    got = capsys.readouterr()
+    assert "no accelerometer: adxl345 on I2C bus 1 address 0x53 cannot be opened: no answer" \
+        in got.err
+    assert "measuring" not in got.out  # refused before the measurement, not after it
     assert path.read_text() == before
+
+
+def test_calibrate_without_an_i2c_bus_says_so_at_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 18 noise: it waited 5 s, said "retrying every 5 s" and exited."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('chip = "adxl345"',
+                                             'chip = "adxl345"\ni2c_bus = 97'))
+    t0 = time.monotonic()
+    code, out, err = cli(capsys, "calibrate", "--config", str(path), "--backend", "real")
+    assert code == 1
+    assert time.monotonic() - t0 < 3.0  # not the 5 s measurement window
+    assert "no accelerometer: adxl345 on I2C bus 97 address 0x53 cannot be opened: no I2C " \
+        "bus 97 on this machine: /dev/i2c-97 does not exist" in err
+    assert "retrying" not in out + err and "measuring" not in out
 
 
 def test_edit_accel_table_inserts_when_absent_and_keeps_crlf() -> None:

@@ -7,7 +7,9 @@ the car was still (every axis steadier than ``STILL_STD_G``) and that gravity is
 plausible (``detection.gravity_min_g`` .. ``gravity_max_g``), then computes the
 car_from_sensor rotation with :func:`liftwatch.signal.orientation.rotation_from_gravity`
 (z = the measured "up"; the horizontal axes follow the sensor's x, see that module) and
-shows it. Unless ``--dry-run``, it writes ``accel.orientation = "fixed"`` and
+shows it. A terminal without an accelerometer, or whose accelerometer the running agent
+reads (stop it first: opening the chip here would re-program it under the agent), is
+refused at once, saying so. Unless ``--dry-run``, it writes ``accel.orientation = "fixed"`` and
 ``accel.rotation`` into the config: only those lines of the ``[accel]`` table change
 (comments and layout stay), the result is validated before it replaces the file, the
 old file is kept as ``FILE.bak``, and the new one is written to a temporary file,
@@ -27,7 +29,9 @@ import os
 import re
 import sys
 import tempfile
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from typing import Any
 from liftwatch.agent.tools.common import add_source_arguments, load_config_reported, make_source
 
 DEFAULT_SECONDS = 5.0
+OPEN_WAIT_S = 3.0  # for the chip's first answer (a simulated one: milliseconds)
 STILL_STD_G = 0.02  # per axis: more and the car (or the box) was moving
 HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\s*(#.*)?$")
 KEY = re.compile(r"^\s*(orientation|rotation)\s*=")
@@ -82,12 +87,34 @@ def compute(samples: list[list[int]], lsb_per_g: float, gravity_min_g: float,
                        angle_deg(mean.tolist(), [0.0, 0.0, 1.0]), rotation, len(samples))
 
 
-async def measure(cfg: Any, seconds: float, **source_kw: Any) -> tuple[list[list[int]],
-                                                                      dict[str, Any]]:
-    """Accelerometer samples over ``seconds`` and the sensor's health at the end."""
+async def measure(cfg: Any, seconds: float, announce: Callable[[], None] | None = None,
+                  **source_kw: Any) -> tuple[list[list[int]], dict[str, Any]]:
+    """Accelerometer samples over ``seconds`` and the sensor's health at the end.
+
+    The chip is opened once, first: a terminal without an accelerometer (no I2C bus, no
+    chip at the address) or one the running agent reads is refused at once, saying so,
+    instead of waiting out the measurement. ``announce`` is called when it measures."""
     from liftwatch.agent.tools.check import observe
 
-    obs = await observe(make_source(cfg, **source_kw), seconds)
+    a = cfg.accel
+    where = f"{a.chip} on I2C bus {a.i2c_bus} address 0x{a.address:02X}"
+    source = make_source(cfg, accel_retry_s=None, **source_kw)
+    await source.start()
+    reader = source.accel
+    deadline = time.monotonic() + OPEN_WAIT_S
+    while reader is not None and not reader.opened and not reader.open_error \
+            and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    if reader is None or not reader.opened:
+        await source.close()
+        if "accel" in source.skipped:
+            raise CalibrationError(f"accelerometer {where} {source.skipped['accel']}")
+        why = reader.open_error if reader is not None and reader.open_error \
+            else f"no answer within {OPEN_WAIT_S:g} s"
+        raise CalibrationError(f"no accelerometer: {where} cannot be opened: {why}")
+    if announce is not None:
+        announce()
+    obs = await observe(source, seconds)
     return obs.acc_samples, obs.health.get("accel", {})
 
 
@@ -241,10 +268,14 @@ def run(args: argparse.Namespace, **source_kw: Any) -> int:
         print(f"{prog}: accel.chip = \"none\" in {args.config}: no accelerometer to calibrate",
               file=sys.stderr)
         return 2
-    print(f"{prog}: measuring for {args.seconds:g} s; keep the car parked and still ...")
+    def announce() -> None:
+        print(f"{prog}: measuring for {args.seconds:g} s; keep the car parked and still ...",
+              flush=True)
+
     try:
-        samples, health = asyncio.run(measure(cfg, args.seconds, backend=args.backend,
-                                              sim_dir=args.sim_dir, **source_kw))
+        samples, health = asyncio.run(measure(cfg, args.seconds, announce,
+                                              backend=args.backend, sim_dir=args.sim_dir,
+                                              **source_kw))
         if health.get("state") in ("absent", "failing"):
             raise CalibrationError(f"accelerometer {cfg.accel.chip} {health['state']}: "
                                    f"{health.get('error')}")

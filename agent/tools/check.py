@@ -26,7 +26,14 @@ Verdicts that are not obvious:
 - an unsynchronised clock is WARN, not FAIL: the agent is built to run so (messages
   carry ``tq`` = 0 and are corrected when NTP answers), but the technician should fix
   NTP before leaving;
-- ``uplink.tls = false`` is WARN even when the broker answers.
+- ``uplink.tls = false`` is WARN even when the broker answers;
+- beside a running agent (it holds the outbox's lock) check never disturbs it
+  (live_source.py): a real device only one process may use (GPIO, the I2C
+  accelerometer, a Modbus RTU link) is not read, a WARN row naming the agent's PID in
+  place of its rows; simulated devices are read through a tap of the feed.
+
+The drivers' own warnings are held back while it watches (the table says the same);
+``-v`` shows them.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import shutil
@@ -500,7 +508,7 @@ async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str
     broker_task = asyncio.create_task(asyncio.to_thread(broker_row, cfg, broker_timeout_s))
     try:
         source = make_source(cfg, backend=backend, sim_dir=sim_dir, pins=pins, i2c=i2c,
-                             controller=controller)
+                             controller=controller, accel_retry_s=None)
         obs = await observe(source, watch_s)
     except Exception as exc:  # a driver that cannot even be built is a failed check
         rows.append(Row("inputs", FAIL, f"the terminal's inputs could not be opened: "
@@ -508,9 +516,14 @@ async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str
     else:
         port = serial_port_row(cfg)
         rows += [port] if port is not None else []
-        rows += controller_rows(cfg, obs)
-        rows += input_rows(cfg, obs, watch_s)
-        rows += accel_rows(cfg, obs)
+        # beside a running agent, a device only one process may use is not read (and
+        # not judged): live_source.py
+        skipped = obs.health.get("skipped", {})
+        for device, name, check_rows in (
+                ("controller", "controller link", lambda: controller_rows(cfg, obs)),
+                ("inputs", "inputs", lambda: input_rows(cfg, obs, watch_s)),
+                ("accel", "accelerometer", lambda: accel_rows(cfg, obs))):
+            rows += [Row(name, WARN, skipped[device])] if device in skipped else check_rows()
         for where, feed in (obs.health.get("feed") or {}).items():
             if feed.get("bad_messages"):
                 rows.append(Row("simulation feed", WARN, f"{where}: {feed['bad_messages']} "
@@ -521,6 +534,16 @@ async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str
     rows.append(disk_row(cfg))
     rows.append(outbox_row(cfg))
     return rows
+
+
+class TableSays(logging.Filter):
+    """Holds back the drivers' warnings while check watches: each device's health is a
+    row of the table, and the same words logged beside it read as a second list of
+    problems. Errors (a thread that died) still show; ``-v`` shows everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not record.name.startswith(
+            ("liftwatch.drivers.", "liftwatch.agent.live_source"))
 
 
 def format_table(rows: list[Row], color: bool = False) -> str:
@@ -554,8 +577,17 @@ def run(args: argparse.Namespace) -> int:
     if cfg is None:
         print(format_table([Row("config", FAIL, f"{args.config}: see the problems above")]))
         return 1
-    rows = asyncio.run(run_checks(cfg, watch_s=args.watch, backend=args.backend,
-                                  sim_dir=args.sim_dir, broker_timeout_s=args.broker_timeout))
+    quiet = TableSays()
+    if not getattr(args, "verbose", 0):
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(quiet)
+    try:
+        rows = asyncio.run(run_checks(cfg, watch_s=args.watch, backend=args.backend,
+                                      sim_dir=args.sim_dir,
+                                      broker_timeout_s=args.broker_timeout))
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(quiet)
     print(format_table(rows, color=sys.stdout.isatty()))
     failed = sum(r.status == FAIL for r in rows)
     print(f"\n{'FAIL' if failed else 'PASS'}: {failed} check(s) failed, "

@@ -42,13 +42,24 @@ def load_config_reported(path: str | Path, prog: str) -> Any | None:
     return None
 
 
+def running_agent(cfg: Any) -> int | None:
+    """The PID of the agent running on this config's data directory (it holds the
+    outbox's lock), or None. A tool then attaches beside it without disturbing it."""
+    from liftwatch.buffer.outbox import lock_holder
+
+    return lock_holder(Path(cfg.storage.data_dir) / "outbox" / ".lock")
+
+
 def make_source(cfg: Any, *, backend: str | None = None, sim_dir: str | Path | None = None,
                 pins: Any | None = None, i2c: Any | None = None,
-                controller: Any | None = None, sim_noise_lsb: float = 1.0) -> LiveSource:
+                controller: Any | None = None, sim_noise_lsb: float = 1.0,
+                accel_retry_s: float | None = 5.0) -> LiveSource:
     """A LiveSource as the config (or an explicit ``backend``) asks; parts may be injected
-    (tests hand in SimulatedPins with an absent pin, or a bus without the chip)."""
+    (tests hand in SimulatedPins with an absent pin, or a bus without the chip). Beside a
+    running agent it is a second reader that does no harm (live_source.py)."""
     return LiveSource(cfg, backend=backend, sim_dir=sim_dir, pins=pins, i2c=i2c,
-                      controller=controller, sim_noise_lsb=sim_noise_lsb)
+                      controller=controller, sim_noise_lsb=sim_noise_lsb,
+                      accel_retry_s=accel_retry_s, attached_to=running_agent(cfg))
 
 
 def link_name(cfg: Any) -> str:

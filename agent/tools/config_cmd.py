@@ -79,6 +79,13 @@ def check(files: list[str], data_dir: Path | None = None) -> int:
     return status
 
 
+class HexInt(int):
+    """An integer TOML writes in hex (I2C addresses: ``address = 0x19``, not 25)."""
+
+    def __str__(self) -> str:
+        return f"0x{int(self):02X}"
+
+
 def show(name: str, *, as_json: bool = False, data_dir: Path | None = None) -> int:
     try:
         cfg = load_config(name, data_dir=data_dir)
@@ -95,6 +102,9 @@ def show(name: str, *, as_json: bool = False, data_dir: Path | None = None) -> i
               f"# Platform profile: {cfg.platform.name}"]
     header += [f"# WARNING: {w}" for w in cfg.warnings]
     header += [f"# {kind}: {text}" for kind, text in remote_lines(cfg)]
+    accel = data.get("accel")
+    if isinstance(accel, dict) and isinstance(accel.get("address"), int):
+        accel["address"] = HexInt(accel["address"])  # as on the chip's datasheet: 0x53
     print("\n".join(header) + "\n\n" + dump_toml(data), end="")
     return EXIT_OK
 

@@ -1,12 +1,17 @@
 """``liftwatch events``: the event journal the agent keeps on the terminal.
 
-    liftwatch events --config FILE [--code C] [--since WHEN] [--limit N] [--export FILE.jsonl]
+    liftwatch events --config FILE [--code C] [--since WHEN] [--limit N] [--utc]
+                     [--export FILE.jsonl]
 
+Times are shown in the terminal's local time (``TZ`` honoured), each with its zone
+(``2026-11-26 11:03:12 CST``); ``--utc`` shows UTC. An event raised while the car stood
+between floors says so (``between 6 and 7``), not the last landing passed.
 ``--code`` takes an event code of events.md or the start of one: ``entrapment`` selects
 ``entrapment_level`` and ``entrapment_nonlevel``; a code that names none is an error
 (exit 2) listing the known codes, rather than an empty list that looks like "no event".
-``--since`` takes an ISO 8601 time (``2026-11-26T03:00``, UTC when no zone is given),
-a span back from now (``90s``, ``30m``, ``2h``, ``7d``) or UTC milliseconds. The journal
+``--since`` takes an ISO 8601 time (``2026-11-26T03:00``: in the listing's zone, local
+or with ``--utc`` UTC, when none is written), a span back from now (``90s``, ``30m``,
+``2h``, ``7d``) or UTC milliseconds. The journal
 is read where the agent writes it (``storage.data_dir``/journal); the agent may run
 meanwhile (every journal file is replaced atomically). ``--export`` writes the selected
 events as JSON Lines, oldest first, exactly as stored.
@@ -23,14 +28,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from liftwatch.agent.timebase import clock_time
 from liftwatch.agent.tools.common import load_config_reported
 
 SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 SPAN_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_since(text: str, now: float | None = None) -> int:
-    """UTC milliseconds for ``--since``; ValueError naming the accepted forms."""
+def parse_since(text: str, now: float | None = None, local: bool = False) -> int:
+    """UTC milliseconds for ``--since``; ValueError naming the accepted forms. An ISO time
+    without a zone is local time with ``local``, else UTC."""
     now = time.time() if now is None else now
     m = SPAN.match(text)
     if m:
@@ -43,21 +50,23 @@ def parse_since(text: str, now: float | None = None) -> int:
         raise ValueError(f"--since: expected an ISO time (2026-11-26T03:00), a span back "
                          f"from now (30m, 2h, 7d) or UTC milliseconds, found {text!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+        dt = dt.astimezone() if local else dt.replace(tzinfo=UTC)  # naive: local time
     return int(dt.timestamp() * 1000)
 
 
-def iso_ms(ms: Any) -> str:
-    if not isinstance(ms, int | float) or isinstance(ms, bool):
-        return "?"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+def where(e: dict[str, Any]) -> str:
+    """Where the car was: between two landings when the event says so, else its floor."""
+    between = e.get("between")
+    if isinstance(between, list | tuple) and len(between) == 2:
+        return f"between {between[0]} and {between[1]}"
+    return f"floor {e['floor']}" if e.get("floor") is not None else ""
 
 
-def describe(e: dict[str, Any]) -> str:
-    parts = [iso_ms(e.get("ts")), f"{e.get('code', '?'):<22}", f"{e.get('state', ''):<8}",
-             f"{e.get('sev', ''):<8}"]
-    if e.get("floor") is not None:
-        parts.append(f"floor {e['floor']}")
+def describe(e: dict[str, Any], utc: bool = False) -> str:
+    parts = [clock_time(e.get("ts"), utc), f"{e.get('code', '?'):<22}",
+             f"{e.get('state', ''):<8}", f"{e.get('sev', ''):<8}"]
+    if where(e):
+        parts.append(where(e))
     if e.get("duration_s") is not None:
         parts.append(f"after {e['duration_s']:.1f} s")
     if e.get("id"):
@@ -92,6 +101,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="only events from then on: ISO time, 30m / 2h / 7d, or "
                    "UTC milliseconds")
     p.add_argument("--limit", type=int, help="only the newest N of them")
+    p.add_argument("--utc", action="store_true",
+                   help="times in UTC (default: local time, as TZ sets it, zone shown)")
     p.add_argument("--export", type=Path, metavar="FILE.jsonl",
                    help="write the selected events as JSON Lines instead of listing them")
 
@@ -101,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
     prog = "liftwatch events"
     try:
-        since = parse_since(args.since) if args.since is not None else None
+        since = parse_since(args.since, local=not args.utc) if args.since is not None \
+            else None
     except ValueError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
@@ -151,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: {len(events)} event(s) written to {args.export}")
         return 0
     for e in events:
-        print(describe(e))
+        print(describe(e, args.utc))
     print(f"{len(events)} event(s)" + (f" of code {', '.join(sorted(codes))}" if codes else "")
-          + (f" since {iso_ms(since)} UTC" if since is not None else ""))
+          + (f" since {clock_time(since, args.utc)}" if since is not None else ""))
     return 0

@@ -8,8 +8,10 @@ Runs the terminal's live inputs (:mod:`liftwatch.agent.live_source`) into a loca
 one screen: the fused state (mode, run, direction, floor, door, zone, person, speed),
 every input's level, the controller's last answer, the accelerometer, the events open
 now and the last results (events, trips, door cycles). Read only: nothing is stored or
-published, so it can run beside the agent to compare (the inputs are opened a second
-time: on a terminal whose GPIO or I2C cannot be shared, stop the agent first).
+published, so it can run beside the agent to compare. Beside a running agent it never
+disturbs it (live_source.py): simulated devices listen on a tap of the feed, and a
+real device only one process may use (GPIO, I2C accelerometer, Modbus RTU) is shown as
+not read, naming the agent's PID.
 
 On a terminal the screen is redrawn in place with plain ANSI codes (no curses
 needed); when the output is not a terminal (a pipe, a test, a log) each frame is
@@ -112,7 +114,10 @@ class View:
         ]
         health = self.source.health()
         faulty = health.get("inputs", {}).get("faulty", [])
-        if cfg.inputs:
+        skipped = health.get("skipped", {})
+        if "inputs" in skipped:
+            lines.append(f"inputs   {skipped['inputs']}")
+        elif cfg.inputs:
             shown = [f"{n}={self.levels[n]}" if n in self.levels else f"{n}=?"
                      for n in cfg.inputs]
             lines.append("inputs   " + "  ".join(shown))
@@ -121,21 +126,27 @@ class View:
                     f"{n} (pin {cfg.inputs[n].pin})" for n in faulty))
         else:
             lines.append("inputs   none wired")
-        if cfg.controller.enabled:
+        if "controller" in skipped:
+            lines.append(f"ctl      {skipped['controller']}")
+        elif cfg.controller.enabled:
             lines.append(f"ctl      {fmt_ctl(self.ctl)}  ({self.ctl_polls - self.ctl_failed}/"
                          f"{self.ctl_polls} polls answered)")
         else:
             lines.append("ctl      not linked (sensors-only terminal)")
         acc = health.get("accel")
-        if acc:
+        if "accel" in skipped:
+            lines.append(f"accel    {skipped['accel']}")
+        elif acc:
             lines.append(f"accel    {acc['chip']} {acc['state']}  {acc['fs']:g} Hz  "
                          f"{self.acc_samples} samples" + (f"  {acc['error']}" if acc.get(
                              "error") and acc["state"] != "ok" else ""))
         lines.append("")
         if self.open_events:
             lines.append(f"open events ({len(self.open_events)}):")
+            from liftwatch.agent.tools.events import where as where_of
+
             for e in self.open_events.values():
-                where = f" floor {e['floor']}" if e.get("floor") is not None else ""
+                where = f" {where_of(e)}" if where_of(e) else ""  # "between 6 and 7" too
                 lines.append(f"  {e.get('code')} [{e.get('sev', '')}]{where} since "
                              f"t = {float(e.get('t', 0.0)):.1f} s  id {e.get('id')}")
         else:

@@ -2,12 +2,15 @@
 
     liftwatch plot TRACE --trip N --out FILE.png|FILE.jpg [--config FILE] [--size 1600x1200]
 
-Stacked panels on one time axis (seconds from the trip's start): vertical acceleration
+Stacked panels on one time axis (seconds from the trip's start): the car's position
+against the landings with the stop and its leveling error, vertical acceleration
 (low-passed at 10 Hz), speed, jerk, vertical vibration (ISO 2631-1 Wk) and horizontal
-vibration (Wd, x and y), with the ISO 18738-1 figures of the trip annotated.
+vibration (Wd, x and y), with the ISO 18738-1 figures of the trip annotated. The title
+names the lift and when the trip started (local time with its zone).
 
 The trip (its start, end and figures) is what the agent's own pipeline finds in the
-trace, replayed up to trip ``N`` (1 = the first); the curves come from the same
+trace, replayed up to trip ``N`` (1 = the first, numbered as ``liftwatch replay TRACE
+--format text`` lists them with the same ``--config``); the curves come from the same
 fixed-point conditioning chain (:class:`~liftwatch.signal.chain.AccelChain`) over the
 accelerometer samples of the trip plus a few seconds of rest either side, shifted by
 each filter's group delay so they line up with the trip's times. Speed is the
@@ -21,11 +24,12 @@ command says so and exits 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +67,24 @@ class TripSeries:
     w_y: np.ndarray
 
 
+@dataclass
+class TripPlace:
+    """Where and when a trip was: the lift, its landings, the trace's start on the wall
+    clock, and the leveling error the pipeline measured at the stop."""
+
+    lift_id: str = ""
+    landings: list[str] = field(default_factory=list)
+    heights: list[float] = field(default_factory=list)
+    start_ms: int | None = None
+    stop_error_mm: float | None = None
+    stop_uncertainty_mm: float | None = None
+
+    def height_of(self, label: Any) -> float | None:
+        with contextlib.suppress(ValueError):
+            return self.heights[self.landings.index(str(label))]
+        return None
+
+
 class _Tee:
     """Iterates a trace, keeping the recent accelerometer records on the side."""
 
@@ -88,7 +110,14 @@ def find_trip(trace: str | Path, number: int, cfg: Any | None = None
               ) -> tuple[dict[str, Any], list[Record], dict[str, Any]]:
     """Trip ``number`` (1-based) of the trace as the pipeline reports it, the accelerometer
     records around it, and the trace header's accel object."""
-    from liftwatch.agent.replay import build_pipeline, replay_records
+    trip, window, accel, _ = locate_trip(trace, number, cfg)
+    return trip, window, accel
+
+
+def locate_trip(trace: str | Path, number: int, cfg: Any | None = None
+                ) -> tuple[dict[str, Any], list[Record], dict[str, Any], TripPlace]:
+    """:func:`find_trip` and the trip's :class:`TripPlace`."""
+    from liftwatch.agent.replay import build_pipeline, lift_from, replay_records, trace_start_ms
 
     if number < 1:
         raise PlotError(f"--trip counts from 1, found {number}")
@@ -99,21 +128,29 @@ def find_trip(trace: str | Path, number: int, cfg: Any | None = None
         tee = _Tee(reader)
         found = 0
         trip = None
+        stop: tuple[float | None, float | None] = (None, None)
         for out in replay_records(tee, pipeline):
             if out.get("type") == "trip":
                 found += 1
                 if found == number:
                     trip = out
+                    stop = pipeline.stop_error_mm  # this stop's: settled with the record
                     break
         if trip is None:
             raise PlotError(f"{trace}: trip {number} asked for, the trace has {found}")
+        lift = lift_from(reader.header, cfg)
+        lift_id = cfg.terminal.lift_id if cfg is not None else \
+            str((reader.header.lift or {}).get("id", ""))
+        place = TripPlace(lift_id, [str(x) for x in lift.landings],
+                          [float(h) for h in lift.landing_heights_m],
+                          trace_start_ms(reader.header.start), *stop)
         t0, t1 = float(trip["t_start"]) - PRE_S, float(trip["t_end"]) + POST_S
         if tee.last_t < t1:
             for _rec in tee:
                 if tee.last_t > t1:
                     break
         window = [r for r in tee.acc if t0 <= r.t <= t1]
-        return trip, window, dict(reader.header.accel)
+        return trip, window, dict(reader.header.accel), place
 
 
 def trip_series(trip: dict[str, Any], records: list[Record], accel: dict[str, Any],
@@ -177,30 +214,85 @@ def _fmt(v: Any, unit: str) -> str:
     return "-" if v is None else f"{v:.3f} {unit}"
 
 
-def title_of(trip: dict[str, Any], number: int) -> str:
-    """The figure's title: where the trip went (a stop between floors said so) and whether
-    its figures are ride quality or an emergency stop's."""
+def title_of(trip: dict[str, Any], number: int, place: TripPlace | None = None) -> str:
+    """The figure's title: the lift and when (with ``place``), where the trip went (a stop
+    between floors said so) and whether its figures are ride quality or an emergency
+    stop's."""
     from liftwatch.agent.replay import trip_route
+    from liftwatch.agent.timebase import clock_time
 
     dur = float(trip["t_end"]) - float(trip["t_start"])
     what = ("EMERGENCY STOP: the figures are the fault stop's, not ride quality"
             if trip.get("emergency_stop") else "ISO 18738-1 figures")
-    return f"trip {number}: {trip_route(trip, '→')} ({trip.get('dir') or ''}), {dur:.1f} s — {what}"
+    text = f"trip {number}: {trip_route(trip, '→')} ({trip.get('dir') or ''}), {dur:.1f} s — {what}"
+    if place is None:
+        return text
+    head = [f"lift {place.lift_id}" if place.lift_id else "lift (no id in the trace)"]
+    if place.start_ms is not None:
+        head.append(clock_time(place.start_ms + round(float(trip["t_start"]) * 1000)))
+    return "  ·  ".join(head) + "\n" + text
+
+
+def position(series: TripSeries, place: TripPlace) -> tuple[np.ndarray, str]:
+    """The car's height (m above the lowest landing) over the trip, from the speed, and
+    what it is anchored to: the landing it stopped at (plus the measured leveling error),
+    else the landing it left; "m from the start" when neither is known."""
+    t, v = series.t, series.speed
+    p = np.concatenate([[0.0], np.cumsum((v[1:] + v[:-1]) / 2 * np.diff(t))])
+    trip = series.trip
+    dur = float(trip["t_end"]) - float(trip["t_start"])
+    end = place.height_of(trip.get("to")) if trip.get("level") is not False \
+        and not trip.get("to_between") and trip.get("complete") is not False else None
+    start = place.height_of(trip.get("from")) if not trip.get("from_between") else None
+    if end is not None:
+        end += (place.stop_error_mm or 0.0) / 1000
+        return p - float(np.interp(dur, t, p)) + end, "stop"
+    if start is not None:
+        return p - float(np.interp(0.0, t, p)) + start, "start"
+    return p - float(np.interp(0.0, t, p)), ""
+
+
+def stop_note(trip: dict[str, Any], place: TripPlace) -> str:
+    """The stop, as the panel's note says it."""
+    from liftwatch.agent.replay import trip_route
+
+    where = trip_route(trip).split(" -> ", 1)[1]
+    if trip.get("emergency_stop") or trip.get("to_between"):
+        return f"stop: {where}\nleveling error: none (not at a landing)"
+    if place.stop_error_mm is None:
+        return (f"stop at {where}\nleveling error: not measured (no leveling-sensor edge on "
+                "the way in)")
+    unc = f" ± {place.stop_uncertainty_mm:.0f}" if place.stop_uncertainty_mm is not None else ""
+    return f"stop at {where}\nleveling error {place.stop_error_mm:+.1f}{unc} mm"
 
 
 def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1200),
-           dpi: int = 100, title: str = "") -> None:
+           dpi: int = 100, title: str = "", place: TripPlace | None = None) -> None:
     """Draw the panels into a PNG or JPEG (by ``out``'s extension) of exactly ``size``
-    pixels."""
+    pixels; with ``place`` the first panel is the car's position against the landings."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # small images (a thumbnail, a chat message) get small type, or the six panels'
+    # labels leave the curves no room
+    scale = min(1.0, size[1] / 900, size[0] / 1200)
+    with plt.rc_context({"font.size": max(4.0, 10 * scale)}):
+        _draw(plt, series, out, size, dpi, title, place, scale)
+
+
+def _draw(plt: Any, series: TripSeries, out: str | Path, size: tuple[int, int], dpi: int,
+          title: str, place: TripPlace | None, scale: float) -> None:
     s, trip = series, series.trip
     dur = float(trip["t_end"]) - float(trip["t_start"])
-    fig, axes = plt.subplots(5, 1, sharex=True, figsize=(size[0] / dpi, size[1] / dpi),
-                             dpi=dpi, layout="constrained")
+    n = 6 if place is not None else 5
+    fig, all_axes = plt.subplots(n, 1, sharex=True, figsize=(size[0] / dpi, size[1] / dpi),
+                                 dpi=dpi, layout="constrained",
+                                 height_ratios=[1.6] + [1] * 5 if place is not None else None)
+    if place is not None:
+        _position_panel(all_axes[0], s, place, dur, scale)
+    axes = all_axes[n - 5:]
     vib_max = trip.get("vib_pp_max") or {}
     vib_a95 = trip.get("vib_pp_a95") or {}
     panels = [
@@ -228,14 +320,67 @@ def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1
         ax.set_ylabel(label)
         ax.grid(True, linewidth=0.3)
         ax.text(0.005, 0.95, "\n".join(notes), transform=ax.transAxes, va="top", ha="left",
-                fontsize=8, family="monospace",
+                fontsize=max(3.5, 8 * scale), family="monospace",
                 bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
         if len(curves) > 1:
-            ax.legend(loc="upper right", fontsize=8)
+            ax.legend(loc="upper right", fontsize=max(3.5, 8 * scale))
     axes[-1].set_xlabel("time from the trip's start (s); shaded: the trip as detected")
-    fig.suptitle(title or title_of(trip, series.number))
+    fig.suptitle(title or title_of(trip, series.number, place))
     fig.savefig(out, dpi=dpi, format=image_format(out))
     plt.close(fig)
+
+
+def _position_panel(ax: Any, s: TripSeries, place: TripPlace, dur: float,
+                    scale: float = 1.0) -> None:
+    """Height against the landings, the stop marked and its leveling error noted."""
+    p, anchor = position(s, place)
+    ax.plot(s.t, p, color="C9", linewidth=1.2)
+    ax.axvspan(0.0, dur, color="0.92", zorder=0)
+    lo, hi = float(p.min()), float(p.max())
+    if anchor:  # the two landings a stop between floors was between are both drawn
+        pair = [place.height_of(x) for key in ("from_between", "to_between")
+                for x in (s.trip.get(key) or [])]
+        lo = min([lo] + [h for h in pair if h is not None])
+        hi = max([hi] + [h for h in pair if h is not None])
+    margin = max(0.5, 0.08 * (hi - lo))
+    shown = [(lab, h) for lab, h in zip(place.landings, place.heights, strict=False)
+             if lo - margin <= h <= hi + margin] if anchor else []
+    for label, h in shown:
+        ax.axhline(h, color="0.55", linewidth=0.6, linestyle="--")
+        ax.annotate(label, (1.0, h), xycoords=("axes fraction", "data"), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=max(3.5, 9 * scale),
+                    color="0.3")
+    p_end = float(np.interp(dur, s.t, p))
+    ax.plot([dur], [p_end], marker="o", color="C3", markersize=6 * scale, zorder=3)
+    ax.set_ylim(lo - margin, hi + margin)
+    ax.set_ylabel("position\nm" + ("" if anchor else " from start"))
+    ax.grid(True, linewidth=0.3)
+    landing = place.height_of(s.trip.get("to"))
+    if anchor == "stop" and place.stop_error_mm is not None and landing is not None \
+            and scale >= 0.6:  # a thumbnail has no room for it: the note says the figure
+        # the leveling error is millimetres on a panel of metres: the last second and a
+        # half into the stop, drawn against the landing's sill
+        near = (s.t >= dur - 1.5) & (s.t <= dur + 1.0)
+        # in the corner the car's curve leaves free: below it after a trip up
+        low = p_end > (lo + hi) / 2
+        inset = ax.inset_axes((0.74, 0.08 if low else 0.38, 0.25, 0.45))
+        inset.plot(s.t[near], (p[near] - landing) * 1000, color="C9", linewidth=1.0)
+        inset.axhline(0.0, color="0.55", linewidth=0.6, linestyle="--")
+        inset.plot([dur], [place.stop_error_mm], marker="o", color="C3", markersize=5)
+        if place.stop_uncertainty_mm is not None:
+            inset.errorbar([dur], [place.stop_error_mm], yerr=[place.stop_uncertainty_mm],
+                           color="C3", capsize=3, linewidth=0.8)
+        inset.set_ylim(-60, 60)
+        inset.set_title(f"into the stop: mm from the sill of {s.trip.get('to')}",
+                        fontsize=8 * scale)
+        inset.tick_params(labelsize=7 * scale)
+        inset.grid(True, linewidth=0.3)
+    basis = {"stop": "integrated, anchored at the landing stopped at",
+             "start": "integrated, anchored at the landing left"}.get(anchor, "integrated")
+    ax.text(0.005, 0.95, f"{stop_note(s.trip, place)}\nposition: {basis}",
+            transform=ax.transAxes, va="top", ha="left", fontsize=max(3.5, 8 * scale),
+            family="monospace",
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
 
 
 #: image formats by file extension: matplotlib writes PNG itself and JPEG through Pillow
@@ -267,7 +412,8 @@ def parse_size(text: str) -> tuple[int, int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("trace", type=Path, help="trace file (.jsonl or .jsonl.gz)")
     p.add_argument("--trip", type=int, required=True, metavar="N",
-                   help="which trip of the trace (1 = the first)")
+                   help="which trip of the trace (1 = the first; `liftwatch replay TRACE "
+                   "--format text` lists them numbered)")
     p.add_argument("--out", type=Path, required=True,
                    help="image to write: PNG (.png) or JPEG (.jpg, .jpeg)")
     p.add_argument("--config", type=Path,
@@ -297,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
     rotation = cfg.accel.rotation if cfg is not None and cfg.accel.orientation == "fixed" \
         else None
     try:
-        trip, records, accel = find_trip(args.trace, args.trip, cfg)
+        trip, records, accel, place = locate_trip(args.trace, args.trip, cfg)
         series = trip_series(trip, records, accel, rotation, args.trip)
     except (PlotError, TraceError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -306,7 +452,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: {args.trace}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     try:
-        render(series, args.out, args.size)
+        render(series, args.out, args.size, place=place)
     except OSError as exc:
         print(f"{prog}: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
