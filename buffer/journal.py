@@ -36,7 +36,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from liftwatch.buffer.atomic import AtomicJSONStorage, CorruptFileError, quarantine_file
+from liftwatch.buffer.atomic import (
+    AtomicJSONStorage,
+    CorruptFileError,
+    is_symlink,
+    quarantine_file,
+)
 from tinydb import TinyDB
 
 log = logging.getLogger(__name__)
@@ -104,7 +109,7 @@ class EventJournal:
 
     def _quarantine(self, n: int, exc: Exception) -> None:
         path = self._gen_path(n)
-        if path.exists():
+        if path.exists() or is_symlink(path):
             dest = quarantine_file(path, self._qdir)
             self.quarantined.append(dest.name)
             log.error("event journal: %s unreadable (%s); quarantined as %s", path.name, exc,
