@@ -27,9 +27,10 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from liftwatch.agent.outfile import OutputRefused, check_output, output_file
 from liftwatch.drivers.trace import Record, TraceError, TraceReader
 
 PRE_S = 3.0  # rest before the trip: gravity, orientation and the filters settle
@@ -189,9 +190,9 @@ def title_of(trip: dict[str, Any], number: int) -> str:
 
 
 def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1200),
-           dpi: int = 100, title: str = "") -> None:
+           dpi: int = 100, title: str = "", into: IO[bytes] | None = None) -> None:
     """Draw the panels into a PNG or JPEG (by ``out``'s extension) of exactly ``size``
-    pixels."""
+    pixels; written to ``into`` when given (an open file), else to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,7 +235,7 @@ def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1
             ax.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time from the trip's start (s); shaded: the trip as detected")
     fig.suptitle(title or title_of(trip, series.number))
-    fig.savefig(out, dpi=dpi, format=image_format(out))
+    fig.savefig(into if into is not None else out, dpi=dpi, format=image_format(out))
     plt.close(fig)
 
 
@@ -270,6 +271,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which trip of the trace (1 = the first)")
     p.add_argument("--out", type=Path, required=True,
                    help="image to write: PNG (.png) or JPEG (.jpg, .jpeg)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--config", type=Path,
                    help="terminal config (lift, detection timers, fixed mounting rotation)")
     p.add_argument("--size", type=parse_size, default=(1600, 1200), metavar="WxH",
@@ -285,7 +287,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         image_format(args.out)
-    except PlotError as exc:
+        check_output(args.out, args.force)
+    except (PlotError, OutputRefused) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     cfg = None
@@ -306,7 +309,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: {args.trace}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     try:
-        render(series, args.out, args.size)
+        with output_file(args.out, args.force, binary=True) as fh:
+            render(series, args.out, args.size, into=fh)
+    except OutputRefused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"{prog}: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
