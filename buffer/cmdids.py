@@ -114,7 +114,8 @@ class CommandIdStore:
         horizon = self._clock() - self.window_s
         while self._ids:
             first = next(iter(self._ids.values()))
-            # the clock stepped back past an entry: keep it (better one refusal too many)
+            # oldest first; after a clock step back an entry only lives longer (better
+            # one repeat refused too many than one config_set applied twice)
             if len(self._ids) > self.max_ids or horizon > first.t_wall:
                 self._ids.popitem(last=False)
             else:
@@ -153,6 +154,7 @@ class CommandIdStore:
                         error)
         else:
             self._ids.pop(cmd_id, None)
+        self._expire()
         self._lines += 1
         if self._lines > 2 * self.max_ids:
             self._compact()
@@ -203,6 +205,7 @@ class CommandIdStore:
 
     def __len__(self) -> int:
         with self._lock:
+            self._expire()
             return len(self._ids)
 
     def close(self) -> None:

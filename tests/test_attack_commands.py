@@ -6,6 +6,7 @@ hold. In every one the genuine alarm press of the trace still reaches the broker
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -25,7 +26,8 @@ from attack_helpers import (
     wait_replies,
 )
 from conftest import Broker
-from liftwatch.agent.commands import MAX_PACKET
+from liftwatch.agent.commands import MAX_PACKET, CommandInbox
+from liftwatch.buffer.cmdids import FILE_NAME, CommandIdStore
 from paho.mqtt.enums import CallbackAPIVersion
 from uplink_helpers import LIFT, Observer, validate
 
@@ -276,3 +278,51 @@ def test_the_advertised_packet_size_is_the_documented_one() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "platform-protocol.md").read_text()
     assert MAX_PACKET == 65536 and "64 KiB (65,536 bytes)" in doc
 
+
+
+# ---------------------------------------------------------------- the parts, fast
+
+def test_the_id_store_is_bounded_in_time_count_and_file_size(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    store = CommandIdStore(tmp_path, window_s=3600, max_ids=20, clock=lambda: now[0])
+    store.claim("a")
+    store.finish("a", True, {"x": 1})
+    store.claim("b")
+    store.forget("b")  # refused before anything was applied: may come again
+    store.claim("c")   # the agent stops before it finishes
+    store.close()
+    with (tmp_path / FILE_NAME).open("a") as fh:
+        fh.write('{"id":"d","t":1000000.0,"s":"o')  # torn by a power cut
+    store = CommandIdStore(tmp_path, window_s=3600, max_ids=20, clock=lambda: now[0])
+    assert store.get("a") is not None and store.get("a").result == {"x": 1}
+    assert store.get("b") is None and store.get("d") is None
+    assert store.get("c") is not None and store.get("c").state == "run"
+    now[0] += 3601
+    assert store.get("a") is None  # out of the window
+    for i in range(100):
+        store.claim(f"id{i}")
+        store.finish(f"id{i}", True, "r" * 600)  # a long result is not kept
+    assert len(store) <= 20 and store.get("id99").result is None
+    assert store.get("id0") is None  # the oldest forgotten first
+    assert (tmp_path / FILE_NAME).stat().st_size < 2 * 2 * 20 * 120
+    store.close()
+
+
+def test_the_inbox_serves_acks_first_and_never_drops_one_whose_alarm_waits(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        inbox = CommandInbox(lambda eid: eid == "real", other_max=4, ack_max=2)
+        for i in range(1000):
+            inbox.offer(b'{"id":"o%d","op":"config_get"}' % i)
+        for i in range(10):
+            inbox.offer(b'{"id":"b%d","op":"ack","args":{"eid":"bogus"}}' % i)
+        assert inbox.offer(b'{"id":"r","op":"ack","args":{"eid":"real"}}')
+        assert not inbox.offer(b'{"id":"k","op":"ack","args":{"eid":"real"}}', retained=True)
+        assert inbox.dropped == 996 + 8 + 1
+        got = [json.loads((await inbox.get()).payload)["id"] for _ in range(len(inbox))]
+        assert got == ["b0", "b1", "r", "o0", "o1", "o2", "o3"]
+
+    caplog.set_level("WARNING", logger="liftwatch.agent.commands")
+    asyncio.run(main())
+    full = [r for r in caplog.records if "command queue full" in r.getMessage()]
+    assert len(full) == 1  # once per minute, not per command
