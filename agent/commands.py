@@ -331,14 +331,19 @@ class CommandHandler:
         return await _call(h.config_set, cmd.args["patch"])
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A command as it arrived: ``payload`` (at most ``MAX_PACKET`` of it), its real
-    ``size``, and whether it came with the retain flag."""
+class Downlink(bytes):
+    """A command as it arrived: its payload (at most ``MAX_PACKET`` of it) as bytes, with
+    the packet's real ``size`` and its MQTT ``retained`` flag."""
 
-    payload: bytes
     size: int
-    retained: bool = False
+    retained: bool
+
+    def __new__(cls, payload: bytes, size: int | None = None,
+                retained: bool = False) -> Downlink:
+        self = super().__new__(cls, payload)
+        self.size = len(payload) if size is None else size
+        self.retained = retained
+        return self
 
 
 def _ack_eid(payload: bytes, size: int) -> str | None:
@@ -369,8 +374,8 @@ class CommandInbox:
         self.is_pending = is_pending
         self.other_max = other_max
         self.ack_max = ack_max
-        self._acks: deque[Inbound] = deque()
-        self._other: deque[Inbound] = deque()
+        self._acks: deque[Downlink] = deque()
+        self._other: deque[Downlink] = deque()
         self._ready = asyncio.Event()
         self.dropped = 0
         self._unlogged = 0
@@ -382,7 +387,7 @@ class CommandInbox:
 
     def offer(self, payload: bytes, size: int | None = None, retained: bool = False) -> bool:
         """Queue one command (from the loop thread); False when it was dropped."""
-        item = Inbound(payload, len(payload) if size is None else size, retained)
+        item = Downlink(payload, size, retained)
         eid = None if retained else _ack_eid(payload, item.size)
         if eid is not None and (len(self._acks) < self.ack_max or self.is_pending(eid)):
             self._acks.append(item)
@@ -394,7 +399,7 @@ class CommandInbox:
         self._ready.set()
         return True
 
-    async def get(self) -> Inbound:
+    async def get(self) -> Downlink:
         """The next command: the oldest ack, else the oldest other command."""
         while not self._acks and not self._other:
             self._ready.clear()

@@ -84,7 +84,7 @@ from pathlib import Path
 from typing import Any
 
 from liftwatch.agent import health as health_mod
-from liftwatch.agent.commands import CommandError, CommandHandler, CommandInbox
+from liftwatch.agent.commands import CommandError, CommandHandler, CommandInbox, Downlink
 from liftwatch.agent.config import (
     ConfigError,
     TerminalConfig,
@@ -98,7 +98,7 @@ from liftwatch.agent.messages import MessageFactory, dumps, lane_of, next_boot, 
 from liftwatch.agent.sdnotify import Notifier, watchdog_interval_s
 from liftwatch.agent.timebase import Timebase, sleep_on_grid
 from liftwatch.agent.tomltext import dump_toml
-from liftwatch.agent.uplink import Downlink, Uplink, UplinkError
+from liftwatch.agent.uplink import Uplink, UplinkError
 from liftwatch.buffer.alarms import AlarmLedger, AlarmLedgerWriteError
 from liftwatch.buffer.atomic import atomic_write_bytes
 from liftwatch.buffer.baselines import BaselineStore
@@ -740,7 +740,7 @@ class Agent:
         assert self.uplink is not None
         while True:
             item = await self.inbox.get()
-            cmd_id, ok, res = await self.commands.handle(item.payload, size=item.size,
+            cmd_id, ok, res = await self.commands.handle(item, size=item.size,
                                                          retained=item.retained)
             reply = self.factory.cmd_reply(cmd_id, ok, res if ok else None,
                                            None if ok else str(res))

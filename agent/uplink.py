@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from liftwatch.agent.commands import MAX_PACKET
+from liftwatch.agent.commands import MAX_PACKET, Downlink
 from liftwatch.agent.messages import topic
 from liftwatch.agent.settings import UplinkSettings
 from liftwatch.drivers.threadname import name_native_thread
@@ -190,21 +190,6 @@ class _BoundedClient(mqtt.Client):
 
 class UplinkError(RuntimeError):
     """The uplink cannot be set up as configured (bad TLS files, bad settings)."""
-
-
-class Downlink(bytes):
-    """A command's payload as received (its first ``MAX_PACKET`` bytes), with the
-    packet's real ``size`` and its MQTT ``retained`` flag."""
-
-    size: int
-    retained: bool
-
-    def __new__(cls, payload: bytes, size: int | None = None,
-                retained: bool = False) -> Downlink:
-        self = super().__new__(cls, payload)
-        self.size = len(payload) if size is None else size
-        self.retained = retained
-        return self
 
 
 @dataclass

@@ -319,7 +319,7 @@ def test_the_inbox_serves_acks_first_and_never_drops_one_whose_alarm_waits(
         assert inbox.offer(b'{"id":"r","op":"ack","args":{"eid":"real"}}')
         assert not inbox.offer(b'{"id":"k","op":"ack","args":{"eid":"real"}}', retained=True)
         assert inbox.dropped == 996 + 8 + 1
-        got = [json.loads((await inbox.get()).payload)["id"] for _ in range(len(inbox))]
+        got = [json.loads(await inbox.get())["id"] for _ in range(len(inbox))]
         assert got == ["b0", "b1", "r", "o0", "o1", "o2", "o3"]
 
     caplog.set_level("WARNING", logger="liftwatch.agent.commands")
