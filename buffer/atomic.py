@@ -26,6 +26,7 @@ import contextlib
 import errno
 import glob
 import json
+import logging
 import os
 import stat
 import tempfile
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from tinydb.storages import Storage
+
+log = logging.getLogger(__name__)
 
 
 class CorruptFileError(ValueError):
@@ -91,6 +94,21 @@ def read_nofollow(path: str | Path) -> bytes:
         os.close(fd)
 
 
+def own_dir(directory: Path) -> Path:
+    """Make sure ``directory`` (one the agent creates inside its data directory) is a
+    real directory, not a link: a planted ``outbox/alarm -> /etc`` would have the
+    agent quarantine (move away) every file of /etc as "not a segment". A link there is
+    moved aside (renamed, its target untouched) with an error naming it, and the
+    directory is created."""
+    if is_symlink(directory):
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = directory.with_name(f"{directory.name}.link-refused.{stamp}")
+        os.replace(directory, aside)
+        log.error("%s; moved aside as %s", SymlinkRefused(directory), aside.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a created, renamed or deleted directory entry durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -130,7 +148,7 @@ def clean_temps(path: Path) -> None:
 
 def quarantine_file(path: Path, quarantine_dir: Path, label: str = "") -> Path:
     """Move a damaged file aside (kept for the technician) and return where it went."""
-    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    own_dir(quarantine_dir)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     base = f"{label}{path.name}.{stamp}"
     dest = quarantine_dir / base

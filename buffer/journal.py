@@ -40,6 +40,7 @@ from liftwatch.buffer.atomic import (
     AtomicJSONStorage,
     CorruptFileError,
     is_symlink,
+    own_dir,
     quarantine_file,
 )
 from tinydb import TinyDB
@@ -86,7 +87,7 @@ class EventJournal:
         self.dropped = 0  # waiting events dropped because max_pending were waiting
         self._qdir = self.path / "quarantine"
         self.quarantined: list[str] = []
-        self.path.mkdir(parents=True, exist_ok=True)
+        own_dir(self.path)
         self._gens: list[int] = sorted(
             int(m.group(1)) for p in self.path.iterdir() if (m := GEN_NAME.match(p.name)))
         self._db: TinyDB | None = None

@@ -101,6 +101,7 @@ from liftwatch.buffer.atomic import (
     fsync_dir,
     is_symlink,
     open_nofollow,
+    own_dir,
     quarantine_file,
     read_nofollow,
 )
@@ -371,7 +372,9 @@ class Outbox:
         self._db: TinyDB | None = None
         self._flusher: threading.Thread | None = None
         self._qdir = self.directory / QUARANTINE_DIR
-        self.directory.mkdir(parents=True, exist_ok=True)
+        own_dir(self.directory)
+        if is_symlink(self._qdir):  # pruned by deleting: never through a link
+            own_dir(self._qdir)
         self._lockfd = self._take_dir_lock()
         try:
             self._queues = {name: _Queue(name, self.directory / name) for name in QUEUES}
@@ -480,7 +483,7 @@ class Outbox:
         self._lost_records = int(doc.get("lost", 0))
 
     def _load_queue(self, q: _Queue) -> None:
-        q.directory.mkdir(exist_ok=True)
+        own_dir(q.directory)
         files: list[tuple[int, Path]] = []
         indexes: list[Path] = []
         for path in q.directory.iterdir():
@@ -652,7 +655,7 @@ class Outbox:
         self._prune_quarantine()
 
     def _quarantine_dest(self, path: Path, queue: str) -> Path:
-        self._qdir.mkdir(exist_ok=True)
+        own_dir(self._qdir)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         dest = self._qdir / f"{queue}-{path.name}.{stamp}"
         n = 1

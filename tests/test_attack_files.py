@@ -33,6 +33,7 @@ PLANTS = {
     "boot": "the boot counter",
     "journal/gen-00000001.json": "the event journal",
     "command_ids.jsonl": "the command id store",
+    "outbox/.lock": "the outbox's lock file",
 }
 
 
@@ -59,6 +60,16 @@ def test_planted_links_in_the_data_directory_are_refused_and_their_targets_untou
         link = data / place
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(victim)
+    # directories: a queue directory and the quarantine linked to a system directory
+    # (every file there not named like a segment would be moved away, the oldest
+    # quarantined files deleted)
+    sysdir = tmp_path / "etc"
+    sysdir.mkdir()
+    (sysdir / "passwd").write_text("root:x:0:0\n")
+    (sysdir / "0000000000000000.seg").write_bytes(b"not a segment at all" * 10)
+    dir_digests = {p.name: _digest(p) for p in sysdir.iterdir()}
+    (data / "outbox" / "record").symlink_to(sysdir)
+    (data / "outbox" / "quarantine").symlink_to(sysdir)
     # a dangling link where the event journal's next generation goes
     (data / "journal" / "gen-00000002.json").symlink_to(victims / "created-by-root")
     agent = AgentRun(cfg, press_trace(tmp_path), speed=20.0)
@@ -70,6 +81,9 @@ def test_planted_links_in_the_data_directory_are_refused_and_their_targets_untou
     for victim, digest in before.items():
         assert _digest(victim) == digest, f"{victim.name} was changed"
     assert not (victims / "created-by-root").exists()
+    assert {p.name: _digest(p) for p in sysdir.iterdir()} == dir_digests
+    assert "outbox/record is a symbolic link" in agent.log
+    assert (data / "outbox" / "record").is_dir() and not (data / "outbox" / "record").is_symlink()
     log = agent.log
     refused = [place for place in PLANTS if f"{(data / place).name} is a symbolic link" in log]
     # the temp-file plants are never even opened (mkstemp picks fresh names); every other
