@@ -52,10 +52,8 @@ class SymlinkRefused(OSError):
     """A file of the agent's directories is a symbolic link; it is not followed."""
 
     def __init__(self, path: str | Path) -> None:
-        super().__init__(errno.ELOOP, f"{path} is a symbolic link; refused (the agent never "
-                         "follows a link in its data or config directory: a planted link "
-                         "would make it write into the link's target); remove it",
-                         str(path))
+        super().__init__(errno.ELOOP, f"{path} is a symbolic link; refused (a planted link "
+                         "would make the agent write into its target)", str(path))
         self.path = Path(path)
 
     def __str__(self) -> str:
