@@ -54,7 +54,12 @@ from liftwatch.agent.schema import (
     section_keys,
     show,
 )
-from liftwatch.agent.settings import TerminalSettings, UplinkSettings
+from liftwatch.agent.settings import (
+    LIFT_ID_RE,
+    TOPIC_PREFIX_RE,
+    TerminalSettings,
+    UplinkSettings,
+)
 from liftwatch.buffer.settings import StorageSettings
 from liftwatch.drivers.settings import (
     INPUT_NAMES,
@@ -91,6 +96,13 @@ OVERRIDE_HEADER = ("# Remote changes (config_set) over the technician's config f
                    "values.\n")
 PLAINTEXT_WARNING = ("uplink.tls = false: messages, and any username and password, go to "
                      "the broker unencrypted")
+
+
+def show_ident(value: str, limit: int = 40) -> str:
+    """An identity value for an error line: control characters (a NUL) escaped, a long
+    one cut (a 70,000-character lift_id must not become a 70,000-character message)."""
+    shown = show(value[:limit]).encode("unicode_escape").decode("ascii").replace("\\\\", "\\")
+    return shown if len(value) <= limit else f"{shown}… ({len(value)} characters)"
 
 
 @dataclass(frozen=True)
@@ -293,9 +305,10 @@ class _Checker:
 
     def _terminal(self) -> None:
         lift_id = self.values["terminal"]["lift_id"]
-        if self.ok("terminal.lift_id") and (not lift_id or re.search(r"[\s/+#]", lift_id)):
-            self.add("terminal.lift_id", "a registration code without spaces, /, + or # "
-                     "(it is part of every MQTT topic)", show(lift_id))
+        if self.ok("terminal.lift_id") and not LIFT_ID_RE.fullmatch(lift_id):
+            self.add("terminal.lift_id", "a registration code without spaces, /, + or #: "
+                     "1 to 64 of A-Z a-z 0-9 . _ - (it is part of every MQTT topic)",
+                     show_ident(lift_id))
 
     def _lift(self) -> None:
         lift = self.values["lift"]
@@ -397,11 +410,10 @@ class _Checker:
         if self.ok("uplink.broker") and not up["broker"].strip():
             self.add("uplink.broker", "a broker host name or address", show(up["broker"]))
         prefix = up["topic_prefix"]
-        if self.ok("uplink.topic_prefix") and (
-                not prefix or re.search(r"[+#\s]", prefix) or prefix.startswith("/")
-                or prefix.endswith("/") or "//" in prefix):
+        if self.ok("uplink.topic_prefix") and not TOPIC_PREFIX_RE.fullmatch(prefix):
             self.add("uplink.topic_prefix", "topic levels without spaces, + or #, no empty "
-                     "level", show(prefix))
+                     "level: 1 to 4 levels of 1 to 32 of A-Z a-z 0-9 . _ -, joined by /",
+                     show_ident(prefix))
         if self.ok("uplink.reconnect_min_s", "uplink.reconnect_max_s") \
                 and up["reconnect_min_s"] > up["reconnect_max_s"]:
             self.add("uplink.reconnect_max_s",

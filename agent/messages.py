@@ -25,6 +25,7 @@ The JSON Schema of each message type is in ``schemas/{kind}.json`` (:func:`schem
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -32,6 +33,10 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
+
+from liftwatch.buffer.atomic import SymlinkRefused, read_nofollow
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 #: message kinds that have a JSON body and a schema file
@@ -98,9 +103,12 @@ def next_boot(data_dir: str | Path) -> int:
     d.mkdir(parents=True, exist_ok=True)
     path = d / "boot"
     try:
-        boot = int(path.read_text(encoding="ascii").strip())
+        boot = int(read_nofollow(path).decode("ascii").strip())
         if boot < 0:
             raise ValueError(boot)
+    except SymlinkRefused as exc:  # replaced below: the rename replaces the link itself
+        log.error("boot counter: %s", exc)
+        boot = 0
     except (OSError, ValueError):
         boot = 0
     boot += 1

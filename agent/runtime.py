@@ -79,6 +79,7 @@ import errno
 import gc
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -89,7 +90,7 @@ from pathlib import Path
 from typing import Any
 
 from liftwatch.agent import health as health_mod
-from liftwatch.agent.commands import CommandError, CommandHandler
+from liftwatch.agent.commands import CommandError, CommandHandler, CommandInbox, Downlink
 from liftwatch.agent.config import (
     ConfigError,
     TerminalConfig,
@@ -115,6 +116,7 @@ from liftwatch.agent.uplink import Uplink
 from liftwatch.buffer.alarms import AlarmLedger, AlarmLedgerWriteError
 from liftwatch.buffer.atomic import atomic_write_bytes
 from liftwatch.buffer.baselines import BaselineStore
+from liftwatch.buffer.cmdids import CommandIdStore
 from liftwatch.buffer.journal import JournalWriteError
 from liftwatch.buffer.outbox import (
     DROP_ORDER,
@@ -161,6 +163,14 @@ MAX_ISSUES = 12
 DETECTION_CHANGE_MIN_S = 300.0
 #: write errors that are the disk's fault (reported as a disk fault), not a refusal
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT})
+#: set to 1 to let ``run`` start as root without ``--allow-root`` (test rigs, CI)
+ALLOW_ROOT_ENV = "LIFTWATCH_ALLOW_ROOT"
+ROOT_REFUSED = (
+    "liftwatch run: refusing to run as root. The agent writes files in its data "
+    "directory and takes commands from the network; as root, one planted link or one "
+    "bug could overwrite any file of the system. Run it as the service account (the "
+    "shipped unit uses User=liftwatch), or pass --allow-root (or set "
+    f"{ALLOW_ROOT_ENV}=1) on a test rig or for the simulated demo.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -178,6 +188,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override storage.data_dir (outbox, journal, boot counter)")
     p.add_argument("--confirm-s", type=float, default=20.0,
                    help="how long a remote config change has to come up healthy")
+    p.add_argument("--allow-root", action="store_true",
+                   help=f"run even as root (or set {ALLOW_ROOT_ENV}=1): only for a test rig "
+                   "or the simulated demo, never a terminal")
 
 
 def status_change_key(st: dict[str, Any]) -> tuple[Any, ...]:
@@ -244,8 +257,9 @@ class Agent:
         self._given_source: Any = source
         self.pipeline: Pipeline | None = None
         self.uplink: Uplink | None = None
-        self.commands = CommandHandler(self)
-        self._cmd_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
+        self.commands = CommandHandler(self, CommandIdStore(self.data_dir))
+        # acks in a lane of their own: never pushed out while their alarm waits
+        self.inbox = CommandInbox(lambda eid: self.ledger.get(eid) is not None)
         self._unwritten: list[tuple[str, str, bytes]] = []
         self._new_alarms: list[dict[str, Any]] = []
         self.ledger = AlarmLedger(self.data_dir / "alarms.json")
@@ -746,20 +760,18 @@ class Agent:
     async def _serve_commands(self) -> None:
         assert self.uplink is not None
         while True:
-            payload = await self._cmd_queue.get()
-            cmd_id, ok, res = await self.commands.handle(payload)
+            item = await self.inbox.get()
+            cmd_id, ok, res = await self.commands.handle(item, size=item.size,
+                                                         retained=item.retained)
             reply = self.factory.cmd_reply(cmd_id, ok, res if ok else None,
                                            None if ok else str(res))
             if not self.uplink.publish_reply(dumps(reply)):
-                log.warning("reply to command %s not sent (offline)", cmd_id)
+                log.warning("reply to command %r not sent (offline)", cmd_id)
 
-    def _on_command(self, payload: bytes) -> None:
-        try:
-            self._cmd_queue.put_nowait(payload)
-        except asyncio.QueueFull:
+    def _on_command(self, msg: Downlink) -> None:
+        if not self.inbox.offer(msg, msg.size, msg.retained):
             assert self.uplink is not None
-            self.uplink.stats.commands_dropped += 1
-            log.warning("command queue full: a command was dropped")
+            self.uplink.stats.commands_dropped += 1  # logged once a minute by the inbox
 
     # ------------------------------------------------------------------ command host
     async def ack_alarm(self, eid: str) -> bool:
@@ -1123,6 +1135,8 @@ class Agent:
                 log.warning("learned baselines not saved: %s", exc)
         with contextlib.suppress(Exception):
             self.baselines.close()
+        if self.commands.ids is not None:
+            self.commands.ids.close()
         self.executor.shutdown(wait=True)
         self.outbox.close()
         self.notifier.close()
@@ -1153,6 +1167,10 @@ def _load_at_start(path: Path, data_dir: Path | None) -> tuple[TerminalConfig, l
 
 
 def run(args: argparse.Namespace) -> int:
+    if os.geteuid() == 0 and not (getattr(args, "allow_root", False)
+                                  or os.environ.get(ALLOW_ROOT_ENV) == "1"):
+        print(ROOT_REFUSED, file=sys.stderr)
+        return 2
     try:
         cfg, recovered = _load_at_start(args.config, args.data_dir)
     except ConfigError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 #: why the reporting intervals have the ranges they have (REFERENCE.md "Safe ranges")
@@ -12,6 +13,12 @@ STATUS_WHY = ("bounds the status sent on change: at least 0.5 s (a moving car ch
               "state many times a second), at most a minute")
 HEALTH_WHY = ("a terminal's faults reach the platform only this often when nothing changes: "
               "at most an hour; at least 30 s (a health message is about 1 kB)")
+#: What a lift id may hold: it is one MQTT topic level and part of the client id, so no
+#: NUL, no wildcard (+ #), no level separator (/), nothing a log or a broker could take
+#: for something else, and a length every broker and platform database accepts.
+LIFT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: The topic prefix: 1 to 4 levels of the same characters (1 to 32 each), joined by /.
+TOPIC_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,32}(?:/[A-Za-z0-9._-]{1,32}){0,3}")
 
 
 @dataclass(frozen=True)
@@ -19,7 +26,9 @@ class TerminalSettings:
     """Who this terminal is."""
 
     lift_id: str = field(
-        metadata={"doc": "The lift's registration code (used in topics and the client id)."}
+        metadata={"doc": "The lift's registration code (used in topics and the client id): "
+                  "1 to 64 of `A-Z a-z 0-9 . _ -` (no spaces, `/`, `+`, `#` or control "
+                  "characters)."}
     )
     name: str = field(default="", metadata={"doc": "Free text for technicians (address, car)."})
 
@@ -49,7 +58,11 @@ class UplinkSettings:
         metadata={"doc": "TOML file with username and password; must not be readable by "
                   "other users.", "secret": True},
     )
-    topic_prefix: str = field(default="lift", metadata={"doc": "First level of every topic."})
+    topic_prefix: str = field(
+        default="lift",
+        metadata={"doc": "First level(s) of every topic: 1 to 4 levels of 1 to 32 of "
+                  "`A-Z a-z 0-9 . _ -`, joined by `/`."},
+    )
     platform_profile: str = field(
         default="shanghai",
         metadata={"doc": "Platform code profile: a file firmware_config/platforms/NAME.toml."},

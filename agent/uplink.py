@@ -38,6 +38,15 @@ Security. TLS (1.2 or newer, server certificate and host name verified against
 start. Mutual TLS with ``cert_file``/``key_file``; username/password from the
 credentials file. Passwords and key paths are never logged. A failed handshake or a
 refused client certificate is logged as one line saying so, not as a traceback.
+
+Downlink size. Over MQTT 5 the CONNECT advertises a Maximum Packet Size of
+``commands.MAX_PACKET`` (64 KiB): the broker does not send a larger packet at all.
+MQTT 3.1.1 has no such property, and paho reads a whole packet into memory before it
+hands it on (a 250 MB command once took the agent to 905 MB). :class:`_BoundedClient`
+looks at a packet's remaining length as soon as paho has decoded it: a larger packet is
+read in 64 KiB pieces of which only its first ``MAX_PACKET`` bytes are kept, then
+handled as usual (PUBACK'd, so never re-delivered) with its real size passed on, and
+the command is refused with a reply naming it (commands.py).
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
+from liftwatch.agent.commands import MAX_PACKET, Downlink
 from liftwatch.agent.messages import topic
 from liftwatch.agent.settings import UplinkSettings
 from liftwatch.agent.tls import make_tls_context
@@ -108,6 +118,52 @@ class _FirstError(logging.Handler):
             self.uplink._last_error = record.getMessage()
 
 
+#: how much of an oversized packet is read from the socket at a time
+DISCARD_CHUNK = 64 * 1024
+
+
+class _HeadOnly(bytearray):
+    """The buffer paho reads an oversized packet into: it keeps the first ``cap`` bytes
+    and discards the rest (paho appends each piece with ``+=``)."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def __iadd__(self, data: Any) -> _HeadOnly:  # type: ignore[override]
+        room = self.cap - len(self)
+        if room > 0:
+            self.extend(memoryview(data)[:room])
+        return self
+
+
+class _BoundedClient(mqtt.Client):
+    """paho's client, holding at most ``MAX_PACKET`` bytes of any one incoming packet.
+
+    paho 2.x reads a packet in ``_packet_read``: the fixed header, the remaining length
+    (decoded into ``_in_packet["remaining_length"]``), then ``_sock_recv(to_process)``
+    until the whole body is in ``_in_packet["packet"]``. Every read goes through
+    ``_sock_recv``, so that is where the decoded length is checked: for a larger packet
+    the buffer is swapped for a :class:`_HeadOnly` and each read asks for at most
+    ``DISCARD_CHUNK`` bytes (a ``recv(250 MB)`` alone allocates 250 MB). ``oversized``
+    is the real size of the packet being handled (0 for one within the limit); the
+    ``on_message`` callback reads it.
+    """
+
+    oversized = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        ip = self._in_packet
+        if ip["have_remaining"] and ip["remaining_length"] > MAX_PACKET:
+            if not isinstance(ip["packet"], _HeadOnly):
+                ip["packet"] = _HeadOnly(MAX_PACKET)
+                self.oversized = ip["remaining_length"]
+            bufsize = min(bufsize, DISCARD_CHUNK)
+        elif ip["command"] and not ip["have_remaining"]:
+            self.oversized = 0  # a new packet's header is being read
+        return super()._sock_recv(bufsize)
+
+
 @dataclass
 class LinkStats:
     """Counters for the health message's ``link``."""
@@ -130,12 +186,13 @@ class Uplink:
 
     Use from inside a running asyncio loop: ``await start()``, ``wake()`` after outbox
     appends, ``offer_status(payload)``, ``publish_reply(payload)``, ``await stop()``.
-    ``on_command(payload)`` is called in the loop thread for each downlink command.
+    ``on_command(payload)`` is called in the loop thread for each downlink command, the
+    payload a :class:`Downlink` (bytes with the real ``size`` and the ``retained`` flag).
     """
 
     def __init__(self, settings: UplinkSettings, lift_id: str, outbox: OutboxLike | None, *,
                  username: str | None = None, password: str | None = None,
-                 on_command: Callable[[bytes], None] | None = None,
+                 on_command: Callable[[Downlink], None] | None = None,
                  executor: Executor | None = None, rng: random.Random | None = None,
                  connect_timeout_s: float = 10.0, use_topic_alias: bool = True,
                  rewrite: Callable[[bytes], bytes] | None = None,
@@ -494,13 +551,13 @@ class Uplink:
             log.warning("broker refused a message (%s); it stays in the outbox", reason)
         self.wake()
 
-    def _ev_message(self, topic_: str, payload: bytes) -> None:
+    def _ev_message(self, topic_: str, payload: bytes, size: int, retained: bool) -> None:
         if topic_ != self.t_cmd:
             return
         self.stats.commands_received += 1
         if self.on_command is not None:
             try:
-                self.on_command(payload)
+                self.on_command(Downlink(payload, size, retained))
             except Exception:
                 log.exception("command hand-off failed")
 
@@ -514,7 +571,7 @@ class Uplink:
     def _make_client(self, gen: int) -> mqtt.Client:
         s = self.settings
         v5 = s.protocol == "mqtt5"
-        client = mqtt.Client(
+        client = _BoundedClient(
             CallbackAPIVersion.VERSION2, client_id=self.client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             clean_session=None if v5 else False, reconnect_on_failure=False)
@@ -541,8 +598,12 @@ class Uplink:
             ok = not getattr(rc, "is_failure", False)
             self._post(self._ev_publish, gen, mid, ok, str(rc))
 
-        def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-            self._post(self._ev_message, msg.topic, bytes(msg.payload))
+        def on_message(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+            payload = bytes(msg.payload)
+            size = len(payload)
+            if getattr(c, "oversized", 0):  # the packet's size less its headers kept
+                size = c.oversized - (MAX_PACKET - len(payload))
+            self._post(self._ev_message, msg.topic, payload, size, bool(msg.retain))
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -564,6 +625,7 @@ class Uplink:
             return None
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = int(self.settings.session_expiry_s)
+        props.MaximumPacketSize = MAX_PACKET  # the broker sends nothing larger
         return props
 
     def _report_failure(self, kind: str, what: str) -> None:

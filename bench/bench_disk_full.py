@@ -51,7 +51,9 @@ def main() -> int:
         cfg = write_config(work, broker.port)
         cfg.write_text(cfg.read_text() + "\n[detection]\nalarm_repeat_s = 1.0\n")
         obs = Observer(broker.port, client_id="bench-observer")
+        # --allow-root on purpose: the bench may run as root (CI); it plays a trace
         proc = subprocess.Popen([args.python, "-m", "liftwatch.agent.cli", "-v", "run",
+                                 "--allow-root",
                                  "--config", str(cfg), "--trace", str(trace),
                                  "--other-lift", "--speed", "4"],
                                 stderr=subprocess.PIPE, text=True)

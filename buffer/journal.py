@@ -36,7 +36,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from liftwatch.buffer.atomic import AtomicJSONStorage, CorruptFileError, quarantine_file
+from liftwatch.buffer.atomic import (
+    AtomicJSONStorage,
+    CorruptFileError,
+    is_symlink,
+    own_dir,
+    quarantine_file,
+)
 from tinydb import TinyDB
 
 log = logging.getLogger(__name__)
@@ -81,7 +87,7 @@ class EventJournal:
         self.dropped = 0  # waiting events dropped because max_pending were waiting
         self._qdir = self.path / "quarantine"
         self.quarantined: list[str] = []
-        self.path.mkdir(parents=True, exist_ok=True)
+        own_dir(self.path)
         self._gens: list[int] = sorted(
             int(m.group(1)) for p in self.path.iterdir() if (m := GEN_NAME.match(p.name)))
         self._db: TinyDB | None = None
@@ -104,7 +110,7 @@ class EventJournal:
 
     def _quarantine(self, n: int, exc: Exception) -> None:
         path = self._gen_path(n)
-        if path.exists():
+        if path.exists() or is_symlink(path):
             dest = quarantine_file(path, self._qdir)
             self.quarantined.append(dest.name)
             log.error("event journal: %s unreadable (%s); quarantined as %s", path.name, exc,

@@ -85,6 +85,7 @@ import json
 import logging
 import os
 import struct
+import tempfile
 import threading
 import time
 import zlib
@@ -93,7 +94,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from liftwatch.buffer.atomic import AtomicJSONStorage, CorruptFileError, fsync_dir, quarantine_file
+from liftwatch.buffer.atomic import (
+    AtomicJSONStorage,
+    CorruptFileError,
+    SymlinkRefused,
+    fsync_dir,
+    is_symlink,
+    open_nofollow,
+    own_dir,
+    quarantine_file,
+    read_nofollow,
+)
 from liftwatch.buffer.segments import (
     FRAMING,
     INDEX_NAME,
@@ -381,7 +392,9 @@ class Outbox:
         self._db: TinyDB | None = None
         self._flusher: threading.Thread | None = None
         self._qdir = self.directory / QUARANTINE_DIR
-        self.directory.mkdir(parents=True, exist_ok=True)
+        own_dir(self.directory)
+        if is_symlink(self._qdir):  # pruned by deleting: never through a link
+            own_dir(self._qdir)
         self._lockfd = self._take_dir_lock()
         try:
             self._queues = {name: _Queue(name, self.directory / name) for name in QUEUES}
@@ -407,7 +420,7 @@ class Outbox:
     # -- opening -----------------------------------------------------------------------
 
     def _take_dir_lock(self) -> int:
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        fd = self._open_own(self.directory / ".lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -417,6 +430,17 @@ class Outbox:
             raise OutboxError(f"outbox {self.directory} is in use by {who}: is the agent "
                               "already running?") from None
         return fd
+
+    def _open_own(self, path: Path, flags: int) -> int:
+        """Open one of the outbox's own files, never through a symbolic link: a planted
+        link is moved to quarantine/ (the link itself, its target untouched), logged as an
+        error naming it, and the file is created afresh."""
+        try:
+            return open_nofollow(path, flags)
+        except SymlinkRefused as exc:
+            dest = quarantine_file(path, self._qdir)
+            log.error("outbox: %s; quarantined as %s", exc, dest.name)
+            return open_nofollow(path, flags)
 
     def _open_cursors(self) -> TinyDB:
         """The persisted state: the snapshot in cursors.json, then the newer records of the
@@ -436,7 +460,7 @@ class Outbox:
                       "else every stored message will be delivered again", exc, dest.name)
             db = TinyDB(path, storage=AtomicJSONStorage)
         log_path = self.directory / ACK_LOG
-        self._logfd = os.open(log_path, os.O_RDWR | os.O_CREAT, 0o640)
+        self._logfd = self._open_own(log_path, os.O_RDWR | os.O_CREAT)
         data = b""
         with contextlib.suppress(OSError):
             data = os.pread(self._logfd, os.fstat(self._logfd).st_size, 0)
@@ -482,12 +506,14 @@ class Outbox:
         self._lost_records = int(doc.get("lost", 0))
 
     def _load_queue(self, q: _Queue) -> None:
-        q.directory.mkdir(exist_ok=True)
+        own_dir(q.directory)
         files: list[tuple[int, Path]] = []
         indexes: list[Path] = []
         for path in q.directory.iterdir():
             m = SEGMENT_NAME.match(path.name)
-            if m:
+            if is_symlink(path):  # never followed: moved aside, the target untouched
+                self._quarantine(path, q.name, str(SymlinkRefused(path)))
+            elif m:
                 files.append((int(m.group(1)), path))
             elif INDEX_NAME.match(path.name):
                 indexes.append(path)
@@ -513,7 +539,7 @@ class Outbox:
                 q.add_segment(seg)
                 continue
             try:
-                data = path.read_bytes()
+                data = read_nofollow(path)
             except OSError as exc:  # unreadable (EIO, permissions): set it aside, go on
                 self._quarantine(path, q.name, f"unreadable: {exc.strerror}")
                 changed = True
@@ -526,7 +552,7 @@ class Outbox:
                     torn = path, res.clean_end, len(data)
                 else:
                     self._salvage(path, data, res, q.name)
-                    res = scan(path.read_bytes(), first_seq)
+                    res = scan(read_nofollow(path), first_seq)
             if not res.seqs and not is_last:
                 path.unlink()
                 changed = True
@@ -623,7 +649,7 @@ class Outbox:
         """Cut a damaged tail off the segment that was being appended."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(index_path(path))
-        fd = os.open(path, os.O_RDWR)
+        fd = open_nofollow(path, os.O_RDWR)
         try:
             os.ftruncate(fd, clean_end)
             os.fsync(fd)
@@ -635,9 +661,9 @@ class Outbox:
         good = b"".join(data[o:o + s] for o, s in zip(res.offsets, res.sizes, strict=True))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(index_path(path))  # stale from now on
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o640)
             os.write(fd, good)
             os.fsync(fd)
         finally:
@@ -652,7 +678,7 @@ class Outbox:
         self._prune_quarantine()
 
     def _quarantine_dest(self, path: Path, queue: str) -> Path:
-        self._qdir.mkdir(exist_ok=True)
+        own_dir(self._qdir)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         dest = self._qdir / f"{queue}-{path.name}.{stamp}"
         n = 1

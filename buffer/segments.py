@@ -35,7 +35,7 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from liftwatch.buffer.atomic import fsync_dir
+from liftwatch.buffer.atomic import fsync_dir, open_nofollow, read_nofollow
 
 HEADER = struct.Struct("<II")  # body length, CRC-32 of the body
 BODY_HEAD = struct.Struct("<QdH")  # seq, created (wall time), topic length
@@ -130,7 +130,7 @@ class Segment:
     def create(cls, directory: Path, first_seq: int) -> Segment:
         """A new empty segment, its directory entry made durable."""
         path = directory / segment_name(first_seq)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         try:
             fsync_dir(directory)
         except OSError:
@@ -142,7 +142,7 @@ class Segment:
 
     @classmethod
     def from_scan(cls, path: Path, first_seq: int, res: ScanResult) -> Segment:
-        fd = os.open(path, os.O_RDWR)
+        fd = open_nofollow(path, os.O_RDWR)
         seg = cls(path, first_seq, fd, res.clean_end)
         seg.seqs.extend(res.seqs)
         seg.offsets.extend(res.offsets)
@@ -155,8 +155,8 @@ class Segment:
         (``end``: the file may have grown since); None when there is no usable sidecar
         (missing, torn, or longer than the segment)."""
         try:
-            raw = index_path(path).read_bytes()
-            size = path.stat().st_size
+            raw = read_nofollow(index_path(path))
+            size = path.lstat().st_size
         except OSError:
             return None
         if len(raw) < INDEX_HEAD.size:
@@ -167,7 +167,7 @@ class Segment:
                 or zlib.crc32(body, zlib.crc32(raw[8:INDEX_HEAD.size])) != crc):
             return None
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = open_nofollow(path, os.O_RDWR)
         except OSError:
             return None
         seg = cls(path, first_seq, fd, end)
@@ -194,8 +194,13 @@ class Segment:
         head_rest = struct.pack("<QQ", self.end, len(self.seqs))
         crc = zlib.crc32(body, zlib.crc32(head_rest))
         data = INDEX_HEAD.pack(INDEX_MAGIC, crc, self.end, len(self.seqs)) + body
+        try:
+            fd = open_nofollow(index_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        except OSError:
+            return
         with contextlib.suppress(OSError):
-            index_path(self.path).write_bytes(data)
+            os.write(fd, data)
+        os.close(fd)
 
     def drop_index(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -206,7 +206,8 @@ class SoftRig:
         log = open(self.agent_log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.agent = subprocess.Popen(
-            [self.python, "-m", "liftwatch.agent.cli", "-v", "run",
+            # --allow-root on purpose: CI runs the rig as root; the lift is simulated
+            [self.python, "-m", "liftwatch.agent.cli", "-v", "run", "--allow-root",
              "--config", str(self.config_path)],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
         self._log = log

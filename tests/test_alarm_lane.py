@@ -120,9 +120,9 @@ def test_pranks_then_genuine_hold_reach_a_real_broker(broker: Broker, tmp_path: 
     trace = lift.write(tmp_path / "pranks.jsonl")
     cfg = write_config(tmp_path, broker.port)
     obs = Observer(broker.port)
-    r = subprocess.run([sys.executable, "-m", "liftwatch.agent.cli", "run", "--config",
-                        str(cfg), "--trace", str(trace), "--other-lift", "--speed", "20",
-                        "--drain-s", "10"],
+    r = subprocess.run([sys.executable, "-m", "liftwatch.agent.cli", "run", "--allow-root",
+                        "--config", str(cfg), "--trace", str(trace), "--other-lift",
+                        "--speed", "20", "--drain-s", "10"],
                        capture_output=True, text=True, timeout=100)
     assert r.returncode == 0, r.stderr[-2000:]
     topic = f"lift/{LIFT}/event"

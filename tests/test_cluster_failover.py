@@ -64,7 +64,7 @@ def test_node_loss_and_cut_off_front(cluster: Cluster, tmp_path: Path) -> None:
     assert obs.subscribed.wait(10)
     cfg = write_config(tmp_path, cluster.front_port, protocol="mqtt311")
     agent = subprocess.Popen(
-        [sys.executable, "-m", "liftwatch.agent.cli", "run", "--config", str(cfg),
+        [sys.executable, "-m", "liftwatch.agent.cli", "run", "--allow-root", "--config", str(cfg),
          "--trace", str(trace), "--other-lift", "--speed", str(SPEED), "--drain-s", "20"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_without_proxy())
     t_start = time.monotonic()

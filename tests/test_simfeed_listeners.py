@@ -131,7 +131,7 @@ def test_a_refused_start_names_the_pid_and_keeps_the_boot_number(
     running = Outbox(data / "outbox", 1 << 20)  # the agent already running
     try:
         assert lock_holder(data / "outbox" / ".lock") == os.getpid()
-        code = main(["run", "--config", str(cfg)])
+        code = main(["run", "--allow-root", "--config", str(cfg)])
         err = capsys.readouterr().err
     finally:
         running.close()

@@ -30,6 +30,7 @@ from typing import Any
 
 from liftwatch.agent.timebase import clock_time
 from liftwatch.agent.tools.common import load_config_reported
+from liftwatch.agent.tools.outfile import OutputRefused, check_output, output_file
 
 SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 SPAN_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -105,6 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="times in UTC (default: local time, as TZ sets it, zone shown)")
     p.add_argument("--export", type=Path, metavar="FILE.jsonl",
                    help="write the selected events as JSON Lines instead of listing them")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --export file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
         print(f"{prog}: --limit must be >= 0, found {args.limit}", file=sys.stderr)
         return 2
+    if args.export is not None:
+        try:
+            check_output(args.export, args.force)
+        except OutputRefused as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
     cfg = load_config_reported(args.config, prog)
     if cfg is None:
         return 2
@@ -154,9 +162,12 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if args.export is not None:
         try:
-            with open(args.export, "w", encoding="utf-8") as fh:
+            with output_file(args.export, args.force) as fh:
                 for e in events:
                     fh.write(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n")
+        except OutputRefused as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
             print(f"{prog}: cannot write {args.export}: {exc.strerror or exc}", file=sys.stderr)
             return 1

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from liftwatch.agent.tools.common import load_config_reported
 from liftwatch.agent.tools.outbox_view import OutboxViewError, export_jsonl, snapshot
+from liftwatch.agent.tools.outfile import OutputRefused, check_output, output_file
 
 
 def _age(s: float | None) -> str:
@@ -35,10 +36,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="terminal config file (TOML)")
     p.add_argument("--export", type=Path, metavar="FILE.jsonl",
                    help="write every waiting message as JSON Lines")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --export file")
 
 
 def run(args: argparse.Namespace) -> int:
     prog = "liftwatch outbox"
+    if args.export is not None:
+        try:
+            check_output(args.export, args.force)
+        except OutputRefused as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
     cfg = load_config_reported(args.config, prog)
     if cfg is None:
         return 2
@@ -50,17 +58,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if snap is None:
         print(f"{prog}: no outbox in {directory} yet: nothing waiting")
-        if args.export is not None:
-            args.export.write_text("")
-        return 0
     if args.export is not None:
         try:
-            with open(args.export, "w", encoding="utf-8") as fh:
-                n = export_jsonl(snap, fh)
+            with output_file(args.export, args.force) as fh:
+                n = export_jsonl(snap, fh) if snap is not None else 0
+        except OutputRefused as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
             print(f"{prog}: cannot write {args.export}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         print(f"{prog}: {n} waiting message(s) written to {args.export}")
+        return 0
+    if snap is None:
         return 0
     st = snap.stats()
     print(f"outbox {directory} (bound {cfg.storage.outbox_max_mb:g} MB)")

@@ -31,9 +31,10 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from liftwatch.agent.tools.outfile import OutputRefused, check_output, output_file
 from liftwatch.drivers.trace import Record, TraceError, TraceReader
 
 PRE_S = 3.0  # rest before the trip: gravity, orientation and the filters settle
@@ -267,9 +268,11 @@ def stop_note(trip: dict[str, Any], place: TripPlace) -> str:
 
 
 def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1200),
-           dpi: int = 100, title: str = "", place: TripPlace | None = None) -> None:
+           dpi: int = 100, title: str = "", place: TripPlace | None = None,
+           into: IO[bytes] | None = None) -> None:
     """Draw the panels into a PNG or JPEG (by ``out``'s extension) of exactly ``size``
-    pixels; with ``place`` the first panel is the car's position against the landings."""
+    pixels; with ``place`` the first panel is the car's position against the landings;
+    written to ``into`` when given (an open file), else to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,11 +282,12 @@ def render(series: TripSeries, out: str | Path, size: tuple[int, int] = (1600, 1
     # labels leave the curves no room
     scale = min(1.0, size[1] / 900, size[0] / 1200)
     with plt.rc_context({"font.size": max(4.0, 10 * scale)}):
-        _draw(plt, series, out, size, dpi, title, place, scale)
+        _draw(plt, series, out, size, dpi, title, place, scale, into)
 
 
 def _draw(plt: Any, series: TripSeries, out: str | Path, size: tuple[int, int], dpi: int,
-          title: str, place: TripPlace | None, scale: float) -> None:
+          title: str, place: TripPlace | None, scale: float,
+          into: IO[bytes] | None) -> None:
     s, trip = series, series.trip
     dur = float(trip["t_end"]) - float(trip["t_start"])
     n = 6 if place is not None else 5
@@ -326,7 +330,7 @@ def _draw(plt: Any, series: TripSeries, out: str | Path, size: tuple[int, int], 
             ax.legend(loc="upper right", fontsize=max(3.5, 8 * scale))
     axes[-1].set_xlabel("time from the trip's start (s); shaded: the trip as detected")
     fig.suptitle(title or title_of(trip, series.number, place))
-    fig.savefig(out, dpi=dpi, format=image_format(out))
+    fig.savefig(into if into is not None else out, dpi=dpi, format=image_format(out))
     plt.close(fig)
 
 
@@ -416,6 +420,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "--format text` lists them numbered)")
     p.add_argument("--out", type=Path, required=True,
                    help="image to write: PNG (.png) or JPEG (.jpg, .jpeg)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--config", type=Path,
                    help="terminal config (lift, detection timers, fixed mounting rotation)")
     p.add_argument("--size", type=parse_size, default=(1600, 1200), metavar="WxH",
@@ -431,7 +436,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         image_format(args.out)
-    except PlotError as exc:
+        check_output(args.out, args.force)
+    except (PlotError, OutputRefused) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     cfg = None
@@ -452,7 +458,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: {args.trace}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     try:
-        render(series, args.out, args.size, place=place)
+        with output_file(args.out, args.force, binary=True) as fh:
+            render(series, args.out, args.size, place=place, into=fh)
+    except OutputRefused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"{prog}: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from liftwatch.agent.live_source import BACKENDS, LiveSource
+from liftwatch.agent.tools.outfile import OutputRefused, output_file
 from liftwatch.drivers.trace import TraceHeader, TraceWriter
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,14 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     out = Path(args.out)
-    if out.exists() and not args.force:
-        print(f"liftwatch record: {out} exists (use --force to overwrite)", file=sys.stderr)
+    try:  # created now (O_EXCL, O_NOFOLLOW): never over a file without --force, never a link
+        with output_file(out, args.force):
+            pass
+    except OutputRefused as exc:
+        print(f"liftwatch record: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"liftwatch record: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if args.sim_dir and args.backend == "real":
         print("liftwatch record: --sim-dir needs simulated backends", file=sys.stderr)
@@ -172,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(main())
     except (OSError, ValueError) as exc:  # a port, socket or file that cannot be used
+        with contextlib.suppress(OSError):
+            if out.lstat().st_size == 0:
+                out.unlink()  # the empty file made above: a retry needs no --force
         print(f"liftwatch record: cannot record: {exc}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{result.counts[k]} {k}" for k in ("di", "ctl", "acc") if result.counts[k])
