@@ -610,10 +610,11 @@ def test_run_trace_under_the_unit(installed: Installed) -> None:
                            timeout=120)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "outbox not drained" not in r.stderr, r.stderr[-3000:]
-        assert obs.wait_for(lambda got: any(m.topic.endswith("/online") and m.payload == b"0"
+        seen = obs.wait_for(lambda got: any(m.topic.endswith("/online") and m.payload == b"0"
                                             for m in got) and obs.on("trip"), 10)
         trips = [m.json() for m in obs.on("trip")]
-        assert [(t["from"], t["to"]) for t in trips] == [("1", "3")]
+        assert seen and [(t["from"], t["to"]) for t in trips] == [("1", "3")], \
+            ([(m.topic, m.payload[:200]) for m in obs.got], r.stderr[-3000:])
     finally:
         obs.close()
     assert {_owner(p)[0] for p in installed.data.rglob("*")} == {USER}
