@@ -76,7 +76,7 @@ class UplinkSettings:
         default=120.0, metadata={"doc": "Longest reconnect back-off.", "unit": "s", "gt": 0},
     )
     reconnect_window_s: float = field(
-        default=10.0, metadata={"doc": "The first retry after a drop is spread over 0 to "
+        default=11.0, metadata={"doc": "The first retry after a drop is spread over 0 to "
                                 "this (an unsent alarm retries at once); later retries "
                                 "double from it (platform-protocol.md, Fleet).", "unit": "s",
                                 "min": 0},
