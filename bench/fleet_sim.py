@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from liftwatch.agent.reconnect import Backoff, Law
+from liftwatch.agent.settings import UplinkSettings
 
 RATE_EXCEEDED = 0x9F
 
@@ -48,8 +49,13 @@ class FleetRun:
     def first_second(self) -> int:
         return self.attempts.get(0, 0)
 
-    def peak(self) -> int:
-        return max(self.connects.values(), default=0)
+    def peak(self, window_s: int = 1) -> float:
+        """The most CONNECTs a second the broker saw, over the busiest ``window_s``."""
+        if not self.connects:
+            return 0.0
+        last = max(self.connects)
+        return max(sum(self.connects.get(s + k, 0) for k in range(window_s)) / window_s
+                   for s in range(last + 1))
 
     def pct(self, p: float) -> float:
         """Recovery time by which ``p`` % of the terminals were back (inf if never)."""
@@ -61,8 +67,9 @@ class FleetRun:
         return xs[i]
 
     def figures(self) -> dict[str, float]:
-        return {"first_s": self.first_second(), "peak": self.peak(), "p50": self.pct(50),
-                "p99": self.pct(99), "p100": self.pct(100)}
+        return {"first_s": self.first_second(), "peak": self.peak(),
+                "peak5": self.peak(5), "p50": self.pct(50), "p99": self.pct(99),
+                "p100": self.pct(100)}
 
 
 def simulate(n: int, law: Law, *, outage_s: float = 30.0, accept_rate: float | None = None,
@@ -122,7 +129,8 @@ def report(run: FleetRun, label: str, elapsed: float | None = None) -> str:
     return (f"{label}: N={run.n:,}{took}\n"
             f"  attempts in the first second after the drop: {f['first_s']:,} "
             f"({100 * f['first_s'] / run.n:.1f} % of N)\n"
-            f"  peak CONNECT/s seen by the broker: {f['peak']:,}"
+            f"  peak CONNECT/s seen by the broker: {f['peak']:,.0f} "
+            f"(busiest 5 s: {f['peak5']:,.0f}/s)"
             f"{f'  (refused by the rate limit: {run.refused:,})' if run.refused else ''}\n"
             f"  back: 50 % {f['p50']:.1f} s, 99 % {f['p99']:.1f} s, 100 % {f['p100']:.1f} s")
 
@@ -152,7 +160,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--series", action="store_true", help="print attempts per second")
     args = ap.parse_args()
-    law = Law()  # the defaults of UplinkSettings
+    law = Law.of(UplinkSettings(broker="-"))  # the agent's defaults
     print(f"law: {law}")
     for n in args.n:
         for limited in ([False, True] if args.accept_rate else [False]):

@@ -81,9 +81,19 @@ class ConnectProxy:
             self._loop.run_forever()
         finally:
             self._server.close()
+            tasks = asyncio.all_tasks(self._loop)
+            for t in tasks:
+                t.cancel()
+            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             self._loop.close()
 
     async def _client(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        try:
+            await self._relay(cr, cw)
+        except asyncio.CancelledError:  # the proxy stops: end quietly (asyncio's stream
+            cw.close()                  # callback would log a cancelled task)
+
+    async def _relay(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         self.attempts.append(time.monotonic())
         if self.refuse is not None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
@@ -112,9 +122,11 @@ class ConnectProxy:
 
         tasks = [asyncio.create_task(pipe(cr, uw, False)),
                  asyncio.create_task(pipe(ur, cw, self.flap))]
-        await done.wait()
-        for t in tasks:
-            t.cancel()
+        try:
+            await done.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
         for w in (cw, uw):
             with contextlib.suppress(OSError, RuntimeError):
                 w.close()

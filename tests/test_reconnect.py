@@ -241,3 +241,22 @@ def test_a_dead_node_in_the_list_is_passed_over(broker: Broker, tmp_path: Path) 
 
     for seed in range(4):  # whichever comes first in the shuffled order
         assert asyncio.run(main(seed)) < 5.0
+
+
+def test_the_protocol_document_states_the_law_of_the_code() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "platform-protocol.md").read_text()
+    s = UplinkSettings(broker="b")
+    for key in ("reconnect_window_s", "reconnect_max_s", "reconnect_stable_s"):
+        assert f"`{key}` = {getattr(s, key):g} s" in doc, key
+    assert "## Fleet" in doc
+
+
+def test_health_reports_the_link_fields_the_schema_names() -> None:
+    u = Uplink(_settings(1883, brokers=["127.0.0.1:1884"]), "H1", None)
+    u.session_present, u.last_refusal = True, "server busy (0x89)"
+    link = u.link_health()
+    assert link["session_present"] is True and link["refused"] == "server busy (0x89)"
+    assert link["broker"] in ("127.0.0.1:1883", "127.0.0.1:1884")
+    from liftwatch.agent import messages  # the link object as the health schema has it
+    props = messages.schema("health")["properties"]["link"]["properties"]
+    assert {"session_present", "refused", "broker"} <= set(props)
