@@ -84,7 +84,8 @@ class ConnectProxy:
             tasks = asyncio.all_tasks(self._loop)
             for t in tasks:
                 t.cancel()
-            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            if tasks:
+                self._loop.run_until_complete(asyncio.wait(tasks))
             self._loop.close()
 
     async def _client(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
