@@ -218,7 +218,8 @@ class Uplink:
         self._refused: tuple[int, str] | None = None  # this attempt's refusal or DISCONNECT
         self._reference: str | None = None  # its Server Reference (0x9C/0x9D)
         #: the last refusal of a connection (CONNACK >= 0x80, or a broker's DISCONNECT
-        #: with a reason), for health: "server busy (0x89)"
+        #: with a reason), for health: "server busy (0x89)". Written by the network
+        #: thread (as _address is), only read elsewhere: one reference, no lock needed.
         self.last_refusal: str | None = None
         self.session_present: bool | None = None
         self._own_executor = executor is None
