@@ -46,8 +46,9 @@ class ConnectProxy:
     """127.0.0.1:``port`` relayed to 127.0.0.1:``upstream``."""
 
     def __init__(self, upstream: int, *, flap: bool = False, port: int | None = None,
-                 refuse: tuple[int, str] | None = None) -> None:
+                 refuse: tuple[int, str] | None = None, v5: bool = True) -> None:
         self.upstream = upstream
+        self.v5 = v5  # refuse with an MQTT 3.1.1 CONNACK (return code) when False
         self.flap = flap
         self.refuse = refuse
         self.port = port or free_port()
@@ -100,7 +101,8 @@ class ConnectProxy:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
                 await asyncio.wait_for(cr.read(4096), 5)  # the CONNECT
                 self.connects.append(time.monotonic())
-                cw.write(connack_v5(*self.refuse))
+                cw.write(connack_v5(*self.refuse) if self.v5 else bytes([0x20, 2, 0,
+                                                                         self.refuse[0]]))
                 await cw.drain()
             cw.close()
             return

@@ -155,8 +155,9 @@ SCALED = dict(reconnect_min_s=1.0 / SCALE, reconnect_max_s=120.0 / SCALE,
               reconnect_window_s=11.0 / SCALE, reconnect_stable_s=30.0 / SCALE)
 
 
+@pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])
 def test_a_broker_that_accepts_and_drops_sees_at_most_15_connects_a_minute(
-        broker: Broker, tmp_path: Path) -> None:
+        broker: Broker, tmp_path: Path, protocol: str) -> None:
     """Five terminals on the default law (its times scaled by 1/10, so the minute is
     6 s) against a real Mosquitto behind a relay that drops every connection right
     after its CONNACK: each is connected (and dropped) at most 15 times in the
@@ -165,7 +166,8 @@ def test_a_broker_that_accepts_and_drops_sees_at_most_15_connects_a_minute(
     proxy = ConnectProxy(broker.port, flap=True).start()
 
     async def main() -> list[Uplink]:
-        ups = [Uplink(_settings(proxy.port, **SCALED), f"F{i}", None) for i in range(5)]
+        ups = [Uplink(_settings(proxy.port, protocol=protocol, **SCALED), f"F{i}", None)
+               for i in range(5)]
         for u in ups:
             await u.start()
         await asyncio.sleep(60.0 / SCALE + 0.5)
@@ -184,11 +186,16 @@ def test_a_broker_that_accepts_and_drops_sees_at_most_15_connects_a_minute(
     assert any(u.link_health().get("session_present") for u in ups)
 
 
-def test_busy_refusal_is_reported_and_backed_off(broker: Broker) -> None:
-    proxy = ConnectProxy(broker.port, refuse=(0x89, "")).start()
+@pytest.mark.parametrize(("protocol", "code", "said"), [
+    ("mqtt5", 0x89, "server busy (0x89)"),
+    ("mqtt311", 3, "server unavailable (0x88)"),  # 3.1.1's only "come back later"
+])
+def test_busy_refusal_is_reported_and_backed_off(broker: Broker, protocol: str, code: int,
+                                                 said: str) -> None:
+    proxy = ConnectProxy(broker.port, refuse=(code, ""), v5=protocol == "mqtt5").start()
 
     async def main() -> Uplink:
-        u = Uplink(_settings(proxy.port, **SCALED), "B1", None)
+        u = Uplink(_settings(proxy.port, protocol=protocol, **SCALED), "B1", None)
         await u.start()
         await asyncio.sleep(3.0)
         await u.stop(flush_timeout=0)
@@ -198,7 +205,7 @@ def test_busy_refusal_is_reported_and_backed_off(broker: Broker) -> None:
         u = asyncio.run(asyncio.wait_for(main(), 30))
     finally:
         proxy.stop()
-    assert u.link_health()["refused"] == "server busy (0x89)"
+    assert u.link_health()["refused"] == said
     # attempt 0 at once, then waits of at least half of 2.2, 4.4, 8.8 s: at most 3 in 3 s
     assert 1 <= len(proxy.connects) <= 3, proxy.attempts
 
