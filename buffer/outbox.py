@@ -746,6 +746,7 @@ class Outbox:
             self._uncounted += len(keys)
             # no ack to save soon (the broker away): the counters, within count_flush_s,
             # sooner once count_batch wait, so that a segment cut after a crash is counted
+            # (skipped by the flusher when acks already cover these appends)
             due = time.monotonic() + (self.cursor_flush_s if self._uncounted >= self.count_batch
                                       else self.count_flush_s)
             if self._flush_due is None or due < self._flush_due:
@@ -982,6 +983,10 @@ class Outbox:
                     self._cond.wait(wait)
                     continue
                 self._flush_due = None
+                if 0 < self._uncounted <= self._unsaved_acks < self.ack_batch:
+                    # the appends' timer, but they are acked already (the broker is up):
+                    # nothing to count that matters; the acks wait for their batch
+                    continue
                 try:
                     self._delete_dead(snapshot=False)  # saves, then deletes released segments
                     ok = not self._save_failing
