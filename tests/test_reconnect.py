@@ -267,3 +267,17 @@ def test_health_reports_the_link_fields_the_schema_names() -> None:
     from liftwatch.agent import messages  # the link object as the health schema has it
     props = messages.schema("health")["properties"]["link"]["properties"]
     assert {"session_present", "refused", "broker"} <= set(props)
+
+
+def test_a_terminal_holding_an_unsent_alarm_retries_at_once(tmp_path: Path) -> None:
+    """The uplink asks its outbox: an alarm waiting there makes the first retry after a
+    drop immediate; without one it is spread over the window."""
+    with Outbox(tmp_path, 1 << 20) as ob:
+        u = Uplink(_settings(1883), "A1", ob, rng=random.Random(7))
+        ob.append("event", "lift/A1/event", b'{"id":"e"}')
+        u._backoff.connected(time.monotonic() - 100.0)  # a connection up for long
+        d_plain = u._next_delay(got_connack=True)
+        ob.append("alarm", "lift/A1/event", b'{"id":"a"}')
+        u._backoff.connected(time.monotonic() - 100.0)
+        assert u._next_delay(got_connack=True) == 0.0
+        assert 0.0 < d_plain <= LAW.window_s
