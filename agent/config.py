@@ -40,6 +40,7 @@ from liftwatch.agent.profiles import (
     load_profile,
     search_dirs,
 )
+from liftwatch.agent.reconnect import parse_address
 from liftwatch.agent.schema import (
     INPUTS_SECTION,
     SECTIONS,
@@ -419,6 +420,13 @@ class _Checker:
             self.add("uplink.reconnect_max_s",
                      f"a value >= uplink.reconnect_min_s ({show(up['reconnect_min_s'])})",
                      show(up["reconnect_max_s"]))
+        if self.ok("uplink.brokers"):
+            for i, text in enumerate(up["brokers"]):
+                try:
+                    parse_address(text, up["port"])
+                except ValueError as exc:
+                    self.add(f"uplink.brokers[{i}]", "\"host\" or \"host:port\"", show(text),
+                             str(exc))
         if bool(up["cert_file"]) != bool(up["key_file"]):
             missing = "uplink.key_file" if up["cert_file"] else "uplink.cert_file"
             self.add(missing, "a file path (mutual TLS needs both cert_file and key_file)",

@@ -4,8 +4,9 @@ Every write the agent makes while running (outbox appends, the alarm ledger, the
 event journal) reports its ``OSError`` here instead of logging it: a full disk
 would otherwise log a line per message or per tick, thousands in a minute, and
 fill what is left of the disk with the log. The fault is logged once when it
-starts (what, where, which errno), then a summary every ``summary_s`` with the
-number of failed writes since the last line, and once when writes succeed again;
+starts (what, where, which errno), then a summary every ``summary_s`` counted from
+the fault's start (a line about another part being hit does not put it off) with
+the number of failed writes since the last summary, and once when writes succeed again;
 the health message carries it (:meth:`DiskFault.health`) while it lasts.
 A disk that is nearly full lets a small write through now and then (the slack of a
 file's last block), so a fault can end and start again within seconds: a fault that
@@ -56,8 +57,9 @@ class DiskFault:
         self.error = ""  # errno name of the latest failure
         self.what: dict[str, str] = {}  # failing part -> its path
         self._since_mono = 0.0
+        self._story_start = 0.0  # start of the fault (or of the one a relapse continues)
         self._suppressed = 0
-        self._last_line = -float("inf")
+        self._next_summary = float("inf")  # when the next summary line is due
         self._next_retry = -float("inf")
         self._recovered_at = -float("inf")
         self._quiet = False  # this fault is a relapse: its start and end are not logged
@@ -86,13 +88,15 @@ class DiskFault:
             self._since_mono = now
             self.faults += 1
             self._quiet = now - self._recovered_at < self.summary_s
-            if self._quiet:
+            if self._quiet:  # the last fault goes on: its start and summaries stand
+                self._since_mono = self._story_start
                 self.relapses += 1
                 self._suppressed += 1
                 self.summary()
                 return
             self._suppressed = 0
-            self._last_line = now
+            self._story_start = now
+            self._next_summary = now + self.summary_s
             log.error("disk fault: %s not written (%s: %s) at %s; what cannot be written is "
                       "kept in memory and written when the disk takes it again; retrying "
                       "every %g s, further failures summed up every %g min", what, self.error,
@@ -100,7 +104,6 @@ class DiskFault:
                       self.retry_s, self.summary_s / 60)
             return
         if new_part and not self._quiet:  # another part is hit too: a line of its own
-            self._last_line = now
             log.error("disk fault: %s not written either (%s) at %s", what, self.error,
                       self.what[what] or "?")
             return
@@ -110,9 +113,11 @@ class DiskFault:
     def summary(self) -> None:
         """The periodic line while the fault lasts (called on every failure and tick)."""
         now = self._clock()
-        if not self.active or now - self._last_line < self.summary_s:
+        if not self.active or now < self._next_summary:
             return
-        self._last_line = now
+        # every summary_s from the fault's start (catching up after a long gap at once)
+        self._next_summary += self.summary_s * max(1, int((now - self._next_summary)
+                                                          // self.summary_s) + 1)
         log.error("disk fault continues for %.0f s: %d failed write(s) since the last line "
                   "(%s; %s)%s", now - self._since_mono, self._suppressed, self.error,
                   ", ".join(sorted(self.what)),

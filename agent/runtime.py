@@ -262,6 +262,7 @@ class Agent:
         self.inbox = CommandInbox(lambda eid: self.ledger.get(eid) is not None)
         self._unwritten: list[tuple[str, str, bytes]] = []
         self._new_alarms: list[dict[str, Any]] = []
+        self._alarms_storing: list[dict[str, Any]] = []  # on their way into the ledger
         self.ledger = AlarmLedger(self.data_dir / "alarms.json")
         self.baselines = BaselineStore(self.data_dir, self.lift_id)
         self._last_repeat_check = -float("inf")
@@ -435,14 +436,18 @@ class Agent:
         New alarms go into the alarm ledger first, then the outbox, then are marked
         sent: a crash in between leaves them in the ledger as never sent, so they go
         out right after the restart (an alarm is never left silent). During a disk
-        fault this is tried once a second (``DiskFault.retry_due``) unless ``force``."""
+        fault this is tried once a second (``DiskFault.retry_due``) unless ``force`` or
+        a new alarm waits: the ledger's memory must hold an alarm before it is
+        published (straight away, by ``_keep_unstored``), or the platform's immediate
+        ack of it would be refused and the alarm repeated for ever."""
         if self._writing or not (self._unwritten or self._new_alarms or self.disk.active):
             return
-        if not (force or self.disk.retry_due()):
+        if not (force or self._new_alarms or self.disk.retry_due()):
             return
         self._writing = True
         batch, self._unwritten = self._unwritten, []
         alarms, self._new_alarms = self._new_alarms, []
+        self._alarms_storing = alarms
         loop = asyncio.get_running_loop()
         try:
             stored, failures, caught_up = await loop.run_in_executor(
@@ -455,6 +460,7 @@ class Agent:
             return
         finally:
             self._writing = False
+            self._alarms_storing = []
         if not stored:
             self._unwritten = batch + self._unwritten
         else:
@@ -543,7 +549,11 @@ class Agent:
         sent = self._published_unstored
         if len(sent) >= len(self._unwritten):
             return
-        for lane in ("alarm", "event", "record"):
+        # an alarm goes out only once the ledger's memory holds it (see _write): its ack
+        # may come back at once
+        lanes = ("event", "record") if self._new_alarms or self._alarms_storing \
+            else ("alarm", "event", "record")
+        for lane in lanes:
             for m_lane, m_topic, payload in self._unwritten:
                 if m_lane != lane or id(payload) in sent:
                     continue

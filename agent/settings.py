@@ -93,10 +93,28 @@ class UplinkSettings:
                               "max": 1000},
     )
     reconnect_min_s: float = field(
-        default=1.0, metadata={"doc": "First reconnect back-off (full jitter).", "unit": "s",
-                               "gt": 0, "max": 60},
+        default=1.0, metadata={"doc": "Reconnect back-off base (full jitter) while an alarm "
+                               "waits, and for all retries when reconnect_window_s is "
+                               "smaller.", "unit": "s", "gt": 0, "max": 60},
     )
     reconnect_max_s: float = field(
         default=120.0, metadata={"doc": "Longest reconnect back-off.", "unit": "s", "gt": 0,
                                  "max": 3600},
+    )
+    reconnect_window_s: float = field(
+        default=11.0, metadata={"doc": "The first retry after a drop is spread over 0 to "
+                                "this (an unsent alarm retries at once); later retries "
+                                "double from it (platform-protocol.md, Fleet).", "unit": "s",
+                                "min": 0},
+    )
+    reconnect_stable_s: float = field(
+        default=30.0, metadata={"doc": "The back-off starts again from the first retry only "
+                                "after a connection stayed up this long (a broker that "
+                                "accepts and drops sees it grow).", "unit": "s", "min": 0},
+    )
+    brokers: list[str] = field(
+        default_factory=list,
+        metadata={"doc": "More addresses of the same platform broker (cluster nodes), "
+                  "\"host\" or \"host:port\" (port default: port); with broker, tried in an "
+                  "order shuffled per terminal."},
     )

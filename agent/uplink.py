@@ -2,14 +2,17 @@
 
 Threads and loops. paho's network I/O runs in one thread of ours (``_net_main``),
 not in ``loop_start()``: paho's own reconnect waits a fixed doubling delay, and a
-city's terminals must not reconnect in lock step after a broker restart. Ours waits
-``uniform(0, min(reconnect_max_s, reconnect_min_s * 2**attempt))`` ("full jitter";
-attempt resets on a successful CONNACK). Every paho callback only hands its event to
-the asyncio loop with ``call_soon_threadsafe``; all state below is touched by the
-loop thread alone, so it needs no locks and a PUBACK can never be matched before its
-publish was recorded. Only the network thread writes the socket: ``publish()`` from the
-loop thread just queues the packet (paho's ``on_socket_register_write`` hook is set), so
-packets leave in the order they were published.
+city's terminals must not reconnect in lock step after a broker restart. Ours follows
+the fleet's reconnect law of :mod:`liftwatch.agent.reconnect` (the first retry after
+a drop spread over ``reconnect_window_s``, doubling after, reset only after a
+connection stayed up ``reconnect_stable_s``, longer after busy refusals, redirects
+followed, ``broker`` and ``brokers`` tried in a shuffled order). Every paho
+callback only hands its event to the asyncio loop with ``call_soon_threadsafe``; all
+state below is touched by the loop thread alone, so it needs no locks and a PUBACK
+can never be matched before its publish was recorded. Only the network thread writes
+the socket: ``publish()`` from the loop thread just queues the packet (paho's
+``on_socket_register_write`` hook is set), so packets leave in the order they were
+published.
 
 A new paho ``Client`` is made for every connection. paho would otherwise re-send
 its own queue of unacknowledged messages on reconnect, ahead of anything else;
@@ -66,8 +69,18 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from liftwatch.agent.commands import MAX_PACKET, Downlink
 from liftwatch.agent.messages import topic
+from liftwatch.agent.reconnect import (
+    BUSY,
+    SERVER_MOVED,
+    USE_ANOTHER_SERVER,
+    Backoff,
+    Brokers,
+    Law,
+    backoff_delay,
+    parse_address,
+)
 from liftwatch.agent.settings import UplinkSettings
-from liftwatch.agent.tls import make_tls_context
+from liftwatch.agent.tls import UplinkError, make_tls_context
 from liftwatch.drivers.threadname import name_native_thread
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -100,10 +113,18 @@ def _network_thread_writes(_client: mqtt.Client, _userdata: Any, _sock: Any) -> 
     """paho's "socket wants writing" hook: set, so that publish() leaves writing to loop()."""
 
 
-def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Full-jitter exponential back-off: uniform in [0, min(max, min * 2**attempt)]."""
-    cap = min(max_s, min_s * (2.0 ** min(attempt, 30)))
-    return rng.uniform(0.0, cap)
+__all__ = ["Uplink", "UplinkError", "backoff_delay", "broker_addresses"]
+
+
+def broker_addresses(settings: UplinkSettings) -> list[tuple[str, int]]:
+    """``broker``:``port`` and every entry of ``brokers`` (UplinkError if one is bad)."""
+    out = [(settings.broker, settings.port)]
+    for text in settings.brokers:
+        try:
+            out.append(parse_address(text, settings.port))
+        except ValueError as exc:
+            raise UplinkError(f"uplink.brokers: {exc}") from None
+    return out
 
 
 class _FirstError(logging.Handler):
@@ -219,6 +240,17 @@ class Uplink:
         #: ts of messages made before the clock was set)
         self.rewrite = rewrite
         self._tls = make_tls_context(settings) if settings.tls else None
+        # the reconnect law's state and the broker ring: the network thread's alone
+        self._backoff = Backoff(Law.of(settings), self._rng)
+        self._brokers = Brokers(broker_addresses(settings), self._rng)
+        self._address = self._brokers.current()  # of the connection under way
+        self._refused: tuple[int, str] | None = None  # this attempt's refusal or DISCONNECT
+        self._reference: str | None = None  # its Server Reference (0x9C/0x9D)
+        #: the last refusal of a connection (CONNACK >= 0x80, or a broker's DISCONNECT
+        #: with a reason), for health: "server busy (0x89)". Written by the network
+        #: thread (as _address is), only read elsewhere: one reference, no lock needed.
+        self.last_refusal: str | None = None
+        self.session_present: bool | None = None
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
             1, thread_name_prefix="lw-outbox", initializer=name_native_thread)
@@ -350,9 +382,18 @@ class Uplink:
             MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def link_health(self) -> dict[str, Any]:
-        """The ``link`` object of the health message."""
+        """The ``link`` object of the health message: with ``session_present`` (did the
+        broker still hold our session at the last connect: false means QoS 1 commands
+        sent meanwhile are lost), the last ``refused`` reason, and the ``broker`` in use
+        when there is more than one to choose from."""
         s = self.stats
         out: dict[str, Any] = {"connected": self.connected, "reconnects": s.reconnects}
+        if self.session_present is not None:
+            out["session_present"] = self.session_present
+        if self.last_refusal:
+            out["refused"] = self.last_refusal
+        if len(self._brokers.addresses) > 1 or self._address != self._brokers.addresses[0]:
+            out["broker"] = f"{self._address[0]}:{self._address[1]}"
         if s.rtt_ms is not None:
             out["rtt_ms"] = round(s.rtt_ms, 1)
         for k, v in (("connect_failures", s.connect_failures), ("inflight", len(self._inflight)),
@@ -491,9 +532,11 @@ class Uplink:
             self.stats.status_sent += 1
 
     # ------------------------------------------------------------------ loop-thread events
-    def _ev_connected(self, gen: int, client: mqtt.Client, alias_max: int) -> None:
+    def _ev_connected(self, gen: int, client: mqtt.Client, alias_max: int,
+                      session_present: bool) -> None:
         if gen != self._gen:
             return
+        self.session_present = session_present
         self._alias_max = min(int(alias_max or 0), 32) if self.use_topic_alias else 0
         self._aliases = {}
         assert self._connected_evt is not None
@@ -504,8 +547,8 @@ class Uplink:
         self.connected = True
         self._inflight.clear()
         self._connected_evt.set()
-        log.info("connected to %s:%d as %s", self.settings.broker, self.settings.port,
-                 self.client_id)
+        log.info("connected to %s:%d as %s (session %s)", *self._address, self.client_id,
+                 "present" if session_present else "new")
         client.subscribe(self.t_cmd, qos=1)
         client.publish(self.t_online, b"1", qos=1, retain=True)
         self._schedule_status()
@@ -584,14 +627,19 @@ class Uplink:
         if self._username is not None:
             client.username_pw_set(self._username, self._password)
 
-        def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, props: Any) -> None:
+        def on_connect(c: mqtt.Client, _u: Any, flags: Any, rc: Any, props: Any) -> None:
             if rc.is_failure:
                 self._last_error = f"broker refused the connection: {rc}"
+                self._note_refusal(rc, props)
                 return
             alias_max = getattr(props, "TopicAliasMaximum", 0) if v5 else 0
-            self._post(self._ev_connected, gen, c, alias_max)
+            self._post(self._ev_connected, gen, c, alias_max,
+                       bool(getattr(flags, "session_present", False)))
 
-        def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        def on_disconnect(_c: mqtt.Client, _u: Any, flags: Any, rc: Any, props: Any) -> None:
+            if getattr(flags, "is_disconnect_packet_from_server", False) and \
+                    getattr(rc, "is_failure", False):
+                self._note_refusal(rc, props)  # busy, moved, ...: the law looks at it
             self._post(self._ev_disconnected, gen, str(rc))
 
         def on_publish(_c: mqtt.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:
@@ -628,13 +676,51 @@ class Uplink:
         props.MaximumPacketSize = MAX_PACKET  # the broker sends nothing larger
         return props
 
+    def _note_refusal(self, rc: Any, props: Any) -> None:
+        """Network thread: a refused CONNACK or a broker's DISCONNECT with a reason."""
+        code = int(getattr(rc, "value", 0x80))
+        self._refused = code, str(rc)
+        ref = getattr(props, "ServerReference", None) if props is not None else None
+        self._reference = ref if code in (USE_ANOTHER_SERVER, SERVER_MOVED) and ref else None
+        self.last_refusal = f"{str(rc).lower()} (0x{code:02X})"
+
+    def _alarm_waiting(self) -> bool:
+        """An alarm is in the outbox, unsent: its terminal may retry at once."""
+        if self.outbox is None:
+            return False
+        try:
+            items = self.outbox.pending(1)
+        except Exception:
+            return False
+        return bool(items) and getattr(items[0], "lane", None) == "alarm"
+
+    def _next_delay(self, got_connack: bool) -> float:
+        """Network thread, after a connection (attempt) ended: the reconnect law's wait,
+        and which broker is next."""
+        now = time.monotonic()
+        if got_connack:
+            self._backoff.dropped(now)
+            self._brokers.connected()
+        refused = self._refused
+        code = refused[0] if refused else None
+        if self._reference and code is not None and \
+                self._brokers.redirect(self._reference, code, self.settings.port):
+            host, port = self._brokers.current()
+            log.warning("broker %s:%d says %s: next connect to %s:%d", *self._address,
+                        refused[1] if refused else "?", host, port)
+            # not a failure: a short spread only (the broker may move a crowd at once)
+            return self._rng.uniform(0.0, min(self.settings.reconnect_min_s,
+                                              self.settings.reconnect_max_s))
+        self._brokers.failed()
+        urgent = self._alarm_waiting() if code not in BUSY else False
+        return self._backoff.delay(refused=code, urgent=urgent)
+
     def _report_failure(self, kind: str, what: str) -> None:
         """One clear ERROR line per kind of failure (not one per retry, no traceback);
         repeats of the same kind go to debug until a connection succeeds."""
         self.stats.connect_failures += 1
         if kind != self._logged_error:
-            log.error("%s (%s:%d, client id %s)", what, self.settings.broker,
-                      self.settings.port, self.client_id)
+            log.error("%s (%s:%d, client id %s)", what, *self._address, self.client_id)
             self._logged_error = kind
         else:
             log.debug("still failing: %s", what)
@@ -653,7 +739,6 @@ class Uplink:
 
     def _net_main(self) -> None:
         name_native_thread()
-        attempt = 0
         gen = 0
         s = self.settings
         while not self._stop.is_set():
@@ -661,13 +746,15 @@ class Uplink:
             self._post(self._set_gen, gen)
             client = self._make_client(gen)
             self._last_error = None
+            self._refused = self._reference = None
+            self._address = host, port = self._brokers.current()
             got_connack = False
             try:
                 if s.protocol == "mqtt5":
-                    client.connect(s.broker, s.port, s.keepalive_s, clean_start=False,
+                    client.connect(host, port, s.keepalive_s, clean_start=False,
                                    properties=self._connect_props())
                 else:
-                    client.connect(s.broker, s.port, s.keepalive_s)
+                    client.connect(host, port, s.keepalive_s)
             except ssl.SSLCertVerificationError as exc:
                 self._report_failure("tls-untrusted", "TLS: the broker's certificate is not "
                                      f"trusted: {exc.verify_message}")
@@ -682,7 +769,7 @@ class Uplink:
                     rc = client.loop(NET_LOOP_S)
                     if client.is_connected() and not got_connack:
                         got_connack = True
-                        attempt = 0
+                        self._backoff.connected(time.monotonic())
                         self._logged_error = None
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break
@@ -697,8 +784,7 @@ class Uplink:
             self._post(self._ev_disconnected, gen, "connection closed")
             if self._stop.is_set():
                 break
-            delay = backoff_delay(attempt, s.reconnect_min_s, s.reconnect_max_s, self._rng)
-            attempt += 1
+            delay = self._next_delay(got_connack)
             log.debug("reconnecting in %.2f s", delay)
             self._stop.wait(delay)
 

@@ -43,23 +43,26 @@ An incoming trip when only events and alarms are queued is thus itself the victi
 Every drop is counted by lane (and by kind for the record lane). On disk the
 footprint is the live bytes plus at most the released head of one segment per queue.
 
-Damage found when opening. The counters say how many records each queue should hold
-(as of the last persisted state, so never more than were confirmed; with no ack to
-save, appends persist it only once ``COUNT_BATCH`` (16) are uncounted, ``count_flush_s``
-= 10 s later, one write for all of them, so the last appends before a crash may not be
-counted); fewer found is
-a **lost stretch**: logged once as an error with the count, counted in
+Damage found when opening. The counters say how many records each queue should hold (as
+of the last persisted state, so never more than were confirmed; with no ack to save,
+appends persist it within ``count_flush_s`` = 10 s, or within ``cursor_flush_s`` once
+``COUNT_BATCH`` (16) are uncounted: one small write for all of them, so only the appends
+of the last seconds before a crash may not be counted); fewer found is a **lost
+stretch**: logged once as an error with the count, counted in
 ``stats()["lost_records"]`` (kept across restarts, shown in ``health`` as
-``outbox.lost``). A partial record at the end of a queue's last segment
-with nothing missing is a crash's **torn tail** (the append under way, never
-confirmed): it is cut off with a warning. Any other damaged segment (garbage in the
+``outbox.lost``). A partial record at the end of a queue's last segment with nothing
+missing is a crash's **torn tail** (the append under way, never confirmed) if it looks
+like one: the file ends on a 512-byte boundary (a write interrupted by a crash stops
+between pages) or the tail is zeros. It is cut off with a warning. Any other partial
+last record means the segment was cut short (truncated after the counters were saved): a
+lost stretch of at least that record, counted. Any other damaged segment (garbage in the
 middle, a bad name) is quarantined — hard-linked into ``quarantine/`` as it was — and
 replaced by its valid records, so everything else is still delivered. Segments opened
 from their sidecar index (``segments.py``) are not scanned: a damaged record there is
 found when it is read, released and counted (``corrupt_records``), and the segment is
 copied to ``quarantine/`` the first time. An unreadable ``cursors.json`` is quarantined
-and the ack log, else redelivery of every stored message (duplicates, not losses),
-takes its place.
+and the ack log, else redelivery of every stored message (duplicates, not losses), takes
+its place.
 
 I/O errors on append (ENOSPC, EIO, ...) cut the partial write off again and raise
 :class:`OutboxWriteError`; the message is then NOT stored, the error is counted and
@@ -168,6 +171,22 @@ def read_ack_log(data: bytes) -> tuple[list[dict], int]:
         pos = end
     return out, pos
 
+
+
+#: A write interrupted by a crash ends on a page boundary: the kernel copies it into the
+#: page cache a page at a time, extending the file as it goes, and a SIGKILL stops it
+#: between two pages; after a power cut the journal holds a size of such a step (or the
+#: write's end, a record boundary). Pages are 4 KB or a multiple of it; 512 (a sector)
+#: is the finest a file system would tear at.
+TEAR_BOUNDARY = 512
+
+
+def torn_by_a_crash(size: int, tail: bytes) -> bool:
+    """Whether a partial last record (``tail``, ending the file at ``size``) is what a
+    crash mid-append leaves: the file ends on a ``TEAR_BOUNDARY``, or the tail is zeros
+    (blocks allocated, never written). Anything else was cut (a file truncated, a lost
+    stretch), not torn."""
+    return size % TEAR_BOUNDARY == 0 or not tail.strip(b"\0")
 
 
 def queue_of(lane: str, topic: str) -> str:
@@ -528,14 +547,15 @@ class Outbox:
                     idx.unlink()
         files.sort()
         torn: tuple[Path, int, int] | None = None  # (segment, valid end, size) of a cut tail
+        torn_tail = b""  # its bytes
         changed = False
         for n, (first_seq, path) in enumerate(files):
             is_last = n == len(files) - 1
             loaded = self._from_index(path, first_seq, is_last)
             if loaded is not None:  # indexed: no scan of what the index covers
-                seg, cut = loaded
+                seg, cut, tail = loaded
                 if cut is not None:
-                    torn, changed = cut, True
+                    torn, torn_tail, changed = cut, tail, True
                 q.add_segment(seg)
                 continue
             try:
@@ -548,6 +568,7 @@ class Outbox:
             if res.first_bad is not None:
                 changed = True
                 if is_last and not res.good_after_bad:
+                    torn_tail = data[res.clean_end:]
                     self._trim(path, res.clean_end)
                     torn = path, res.clean_end, len(data)
                 else:
@@ -564,7 +585,7 @@ class Outbox:
             q.add_segment(seg)
         if changed:
             fsync_dir(q.directory)
-        self._account(q, torn)
+        self._account(q, torn, torn_tail)
         # position the head, count what is live (per segment, not per record)
         q.head_seg, q.head_idx = max(len(q.segments) - 1, 0), 0
         q.head_idx = len(q.segments[-1]) if q.segments else 0
@@ -589,7 +610,7 @@ class Outbox:
         q._advance()
 
     def _from_index(self, path: Path, first_seq: int, is_last: bool
-                    ) -> tuple[Segment, tuple[Path, int, int] | None] | None:
+                    ) -> tuple[Segment, tuple[Path, int, int] | None, bytes] | None:
         """A segment loaded from its sidecar index, the bytes appended after the index was
         written scanned. None (a full scan follows) without a usable index, or when that
         remainder is damaged other than by a torn tail of the last segment."""
@@ -597,6 +618,7 @@ class Outbox:
         if seg is None:
             return None
         cut = None
+        tail = b""
         try:
             size = os.fstat(seg.fd).st_size
             indexed_end = seg.end
@@ -608,6 +630,7 @@ class Outbox:
                     return None
                 seg.extend_scan(res, indexed_end)
                 if res.first_bad is not None:
+                    tail = rest[seg.end - indexed_end:]
                     self._trim(path, seg.end)
                     cut = path, seg.end, size
         except OSError:
@@ -617,24 +640,42 @@ class Outbox:
             seg.sealed = True
             if seg.end > indexed_end:
                 seg.write_index()
-        return seg, cut
+        return seg, cut, tail
 
-    def _account(self, q: _Queue, torn: tuple[Path, int, int] | None) -> None:
+    def _account(self, q: _Queue, torn: tuple[Path, int, int] | None,
+                 torn_tail: bytes = b"") -> None:
         """Compare the records found with the records the persisted counters confirm.
 
         Fewer found is a lost stretch (truncation, a deleted or emptied segment, damage):
-        an error with the count. A cut tail with nothing missing is a crash's torn append.
+        an error with the count. A cut tail with nothing missing is a crash's torn append
+        if it looks like one (:func:`torn_by_a_crash`); otherwise the segment was cut
+        short after the counters were saved: a lost stretch of at least one record.
         """
         found = sum(len(seg) for seg in q.segments)
         missing = q.appended - q.deleted - found
+        cut = False  # the last segment cut short, not torn by a crash mid-append
         if torn is not None:
             path, end, size = torn
             self._trimmed_bytes += size - end
-            if missing <= 0:
+            cut = missing <= 0 and not torn_by_a_crash(size, torn_tail)
+            if missing <= 0 and not cut:
                 log.warning("outbox: cut a torn tail of %d bytes off %s (a partial record: the "
                             "append under way when the process stopped, never confirmed)",
                             size - end, path)
-        if missing > 0:
+        if cut and torn is not None:
+            # the saved counters lag the appends of the last count_flush_s before a crash,
+            # so they cannot say how many went: the partial record at least was whole once
+            missing = 1
+            self._lost_records += missing
+            log.error("outbox: the last segment %s of queue %s was cut short: it ends %d bytes "
+                      "into a record, %d bytes past a %d-byte boundary (a crash tears an "
+                      "append only at such a boundary, or leaves zeros): at least 1 stored "
+                      "message lost, with any appended after it in the last %g s before the "
+                      "stop (not yet counted on disk); %d lost in all", torn[0].name, q.name,
+                      torn[2] - torn[1], torn[2] % TEAR_BOUNDARY, TEAR_BOUNDARY,
+                      self.count_flush_s, self._lost_records)
+            self._dirty = True
+        elif missing > 0:
             self._lost_records += missing
             where = (f"{torn[0].name} ends {torn[2] - torn[1]} bytes into a record"
                      if torn is not None else "segment(s) short or missing")
@@ -752,10 +793,14 @@ class Outbox:
             self._write(batches, created)
             self._enforce_bound()
             self._uncounted += len(keys)
-            if self._flush_due is None and self._uncounted >= self.count_batch:
-                # no ack to save soon: the counters, in a while
+            # no ack to save soon (the broker away): the counters, within count_flush_s,
+            # sooner once count_batch wait, so that a segment cut after a crash is counted
+            # (skipped by the flusher when acks already cover these appends)
+            due = time.monotonic() + (self.cursor_flush_s if self._uncounted >= self.count_batch
+                                      else self.count_flush_s)
+            if self._flush_due is None or due < self._flush_due:
                 self._dirty = True
-                self._flush_due = time.monotonic() + self.count_flush_s
+                self._flush_due = due
                 self._cond.notify()
             return keys
 
@@ -987,6 +1032,10 @@ class Outbox:
                     self._cond.wait(wait)
                     continue
                 self._flush_due = None
+                if 0 < self._uncounted <= self._unsaved_acks < self.ack_batch:
+                    # the appends' timer, but they are acked already (the broker is up):
+                    # nothing to count that matters; the acks wait for their batch
+                    continue
                 try:
                     self._delete_dead(snapshot=False)  # saves, then deletes released segments
                     ok = not self._save_failing

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,37 @@ def test_disk_fault_is_logged_once_summed_up_and_its_end_said(
     fault.failed("outbox", full)
     fault.recovered()
     assert len(caplog.records) == n and fault.relapses == 1
+
+
+@pytest.mark.parametrize("relapse", [False, True])
+def test_the_summary_comes_every_5_minutes_from_the_faults_start(
+        caplog: pytest.LogCaptureFixture, relapse: bool) -> None:
+    """Issue 19: in a 330 s fault no summary appeared: it was due 5 minutes after the
+    last line, and each part hit later (journal, ledger, cursors) had a line of its
+    own. It is due every 5 minutes from the fault's start; a relapse (the fault ends
+    for a moment and comes back) keeps the schedule. On the agent's timebase, driven
+    by the test: no real time passes."""
+    now = [1000.0]
+    tb = Timebase(mono=lambda: now[0], wall=lambda: 1.7e9 + now[0])
+    fault = DiskFault(clock=tb.monotonic, wall=tb._wall)
+    full = OSError(errno.ENOSPC, "No space left on device")
+    caplog.set_level(logging.INFO, logger="liftwatch.agent.diskfault")
+    parts = {0: "outbox", 60: "event journal", 120: "alarm ledger", 240: "outbox cursors"}
+    for s in range(331):  # a failed retry every second, another part hit now and then
+        now[0] = 1000.0 + s
+        if relapse and s == 100:
+            fault.recovered()  # the slack of a file's last block let one write through
+            continue
+        fault.failed(parts.get(s, "outbox"), full, "/data")
+        fault.summary()  # and the tick's call
+    lines = [r.getMessage() for r in caplog.records]
+    summaries = [x for x in lines if "continues" in x]
+    assert len(summaries) == 1, lines
+    assert summaries[0].startswith("disk fault continues for 300 s"), summaries
+    at = [r.created for r in caplog.records]  # the order of lines: start, parts, summary
+    assert len(at) == len(lines) and "not written (" in lines[0]
+    if relapse:
+        assert "ended and came back 1 time(s)" in summaries[0]
 
 
 def test_messages_kept_in_memory_are_bounded_but_alarms_never_dropped(tmp_path: Path) -> None:
@@ -344,3 +376,72 @@ def test_run_on_a_full_disk_keeps_its_duties_and_writes_what_it_kept(
     assert {"entrapment_nonlevel", "alarm_button"} <= {e["code"] for e in journal.query()}
     journal.close()
     obs.close()
+
+
+class AckingObserver(Observer):
+    """The emergency centre: acknowledges every alarm the moment its raise arrives."""
+
+    acked: dict[str, float]
+
+    def _on_message(self, c: Any, u: Any, m: Any) -> None:
+        super()._on_message(c, u, m)
+        if not m.topic.endswith("/event"):
+            return
+        e = json.loads(m.payload)
+        if e.get("sev") == "alarm" and e.get("state") == "raised" and \
+                e["eid"] not in self.acked:
+            self.acked[e["eid"]] = time.monotonic()
+            c.publish(f"lift/{LIFT}/cmd", json.dumps(
+                {"id": f"ack-{e['eid']}", "op": "ack", "args": {"eid": e["eid"]}}), qos=1)
+
+
+@pytest.mark.timeout(90)
+def test_an_alarm_acked_the_moment_it_arrives_during_a_disk_fault_stops_repeating(
+        broker: Broker, tmp_path: Path, small_disk: Path) -> None:
+    """Issue 19: on a full disk an alarm went out before the alarm ledger held it, so
+    the emergency centre's immediate ack was refused ("no unacknowledged alarm") and
+    the alarm repeated every alarm_repeat_s for ever. The ledger's memory now holds
+    it before it is published: the ack is accepted and the repeats stop."""
+    trace = tmp_path / "cut.jsonl"
+    cut_trace(entrapment_example(), trace, CUT_FROM, CUT_TO, start=CUT_START)
+    cfg = write_config(tmp_path, broker.port)
+    cfg.write_text(cfg.read_text() + "\n[detection]\nalarm_repeat_s = 1.0\n")
+    AckingObserver.acked = {}
+    obs = AckingObserver(broker.port)
+    proc = subprocess.Popen(liftwatch("run", "--config", str(cfg), "--trace", str(trace),
+                                      "--speed", "8", "--drain-s", "3"),
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    running = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if "agent running" in line:
+                running.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert running.wait(20), "\n".join(lines)
+        fill(small_disk)
+        assert obs.wait_for(lambda g: len(AckingObserver.acked) >= 2, 40), "\n".join(lines)
+        assert obs.wait_for(lambda g: all(
+            any(r.json().get("id") == f"ack-{eid}" for r in obs.on("cmd/reply"))
+            for eid in AckingObserver.acked), 10), "\n".join(lines)
+        time.sleep(3.5)  # three repeat periods
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+    reader.join(5)
+    obs.close()
+    log = "\n".join(lines)
+    assert any("disk fault: " in x for x in lines), log  # it did happen during the fault
+    replies = {r.json()["id"]: r.json() for r in obs.on("cmd/reply")}
+    for eid in AckingObserver.acked:
+        assert replies[f"ack-{eid}"]["ok"] is True, (replies, log)
+        repeats = [e for e in (m.json() for m in obs.on("event"))
+                   if e.get("eid") == eid and e.get("repeat", 0) >= 1]
+        assert len(repeats) <= 1, repeats  # at most one already under way at the ack

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from liftwatch.agent import health
 from liftwatch.buffer.outbox import LANES, Key, Outbox, read_ack_log
 from liftwatch.buffer.segments import encode, scan
+from uplink_helpers import write_config
 
 PRODUCER = r"""
 import os, random, sys
@@ -201,20 +202,27 @@ def test_segment_with_random_garbage_is_quarantined_rest_delivered(
     assert got == [(k, p) for k, p in sent if k.seq not in lost]
 
 
+@pytest.mark.parametrize("shape", ["page", "zeros"])
 def test_torn_tail_of_the_last_segment_is_cut_quietly_and_appends_continue(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, shape: str) -> None:
     """What a crash mid-append leaves: the first bytes of a record whose append never
-    returned. Only that partial record goes, with a warning; nothing is reported lost."""
+    returned, up to a page boundary (the kernel copies a write a page at a time, and a
+    SIGKILL stops it between two), or zeros (blocks allocated, never written, after a
+    power cut). Only that partial record goes, with a warning; nothing is reported lost."""
     sent = _fill(tmp_path, 30)
     last = sorted((tmp_path / "event").glob("*.seg"))[-1]
-    torn = encode(sent[-1][0].seq + 1, time.time(), b"lift/L/event", b'{"id":"never-returned"}')
+    size = last.stat().st_size
+    room = 4096 - size % 4096
+    torn = encode(sent[-1][0].seq + 1, time.time(), b"lift/L/event",
+                  b'{"id":"never-returned","pad":"%s"}' % (b"z" * (room + 100)))
+    part = torn[:room] if shape == "page" else b"\0" * 37
     with open(last, "ab") as fh:
-        fh.write(torn[:len(torn) // 2])
+        fh.write(part)
     caplog.set_level(logging.INFO, logger="liftwatch.buffer.outbox")
     with Outbox(tmp_path, 1 << 24, segment_bytes=1024) as ob:
         assert [(i.key, i.payload) for i in ob.pending(1000)] == sent
         st = ob.stats()
-        assert st["trimmed_bytes"] == len(torn) // 2 and st["quarantined"] == []
+        assert st["trimmed_bytes"] == len(part) and st["quarantined"] == []
         assert st["lost_records"] == 0 and "lost" not in health.outbox_view(st)
         k = ob.append("event", "lift/L/event", b"next")
         assert k.seq > sent[-1][0].seq
@@ -279,6 +287,59 @@ def test_offline_appends_killed_then_cut_are_counted_as_lost(tmp_path: Path) -> 
     with Outbox(tmp_path / "killed", 1 << 24, segment_bytes=1 << 16) as ob2:
         assert len(ob2.pending(1000)) == 32
         assert ob2.stats()["lost_records"] == 28
+
+
+OFFLINE = r"""
+import os, sys, time
+from liftwatch.buffer.outbox import Outbox
+ob = Outbox(sys.argv[1], 1 << 24)  # the agent's settings; no broker, so no ack ever
+for i in range(int(sys.argv[2])):
+    ob.append("event", "lift/L/event", b'{"id":"m%d","pad":"%s"}' % (i, b"p" * (i % 50)))
+    time.sleep(0.005)
+os.write(1, b"appended\n")
+time.sleep(float(sys.argv[3]))  # the kill comes this long after the last append
+os.write(1, b"waited\n")
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("wait_s", [0.0, 1.5])
+def test_a_segment_cut_after_a_sigkill_with_the_broker_down_is_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, wait_s: float) -> None:
+    """Issue 19: a real process appends with the agent's settings while the broker is
+    away (no acks), is killed with SIGKILL, and its last segment is then cut short with
+    a partial record left at the cut. It was taken for a torn append ("cut a torn tail
+    of 427 bytes"), nothing counted, no warning in the CLI. It is a lost stretch now:
+    an error, ``lost`` in health and the CLI's warning; counted exactly once the
+    counters were saved (a second after the appends), at least 1 before that."""
+    d = tmp_path / "data" / "outbox"
+    proc = subprocess.Popen([sys.executable, "-c", OFFLINE, str(d), "40", str(wait_s)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"appended\n", proc.stderr.read() if proc.stderr else ""
+    if wait_s:
+        assert proc.stdout.readline() == b"waited\n"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    seg = next((d / "event").glob("*.seg"))
+    _seq, off, size = _segment_records(seg)[-17]
+    cut = off + size // 2 + (1 if (off + size // 2) % 512 == 0 else 0)
+    os.truncate(seg, cut)  # 16 records gone and half a 17th, its first half left
+    caplog.set_level(logging.INFO, logger="liftwatch.buffer.outbox")
+    with Outbox(d, 1 << 24) as ob:
+        assert len(ob.pending(1000)) == 23
+        lost = ob.stats()["lost_records"]
+        assert health.outbox_view(ob.stats())["lost"] == lost
+    assert lost == 17 if wait_s else 1 <= lost <= 17
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert not any("torn tail" in r.getMessage() for r in caplog.records)
+    cfg = write_config(tmp_path, 1883)  # data_dir tmp_path/data
+    out = subprocess.run([sys.executable, "-m", "liftwatch.agent.cli", "outbox",
+                          "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert f"warning: {lost} stored message(s) were found missing" in out.stdout, \
+        out.stdout + out.stderr
 
 
 def test_a_deleted_middle_segment_is_counted_as_lost(tmp_path: Path) -> None:
