@@ -449,14 +449,25 @@ class Agent:
         alarms, self._new_alarms = self._new_alarms, []
         self._alarms_storing = alarms
         loop = asyncio.get_running_loop()
+        store = loop.run_in_executor(self.executor, self._store, batch, alarms)
+        cancelled = False
         try:
-            stored, failures, caught_up = await loop.run_in_executor(
-                self.executor, self._store, batch, alarms)
+            # The batch left memory when the store began: a cancel (the run ending while
+            # the outbox thread stores) must not drop it, nor let the final write and the
+            # drain run before it is in the outbox. So the store is seen through.
+            while not store.done():
+                try:
+                    await asyncio.shield(store)
+                except asyncio.CancelledError:
+                    cancelled = True
+            stored, failures, caught_up = store.result()
         except (OutboxError, OSError) as exc:  # not a write error: closed, bad argument
             self.write_errors += 1
             self._unwritten = batch + self._unwritten
             self._new_alarms = alarms + self._new_alarms
             log.error("outbox: %d message(s) not stored yet (%s); retrying", len(batch), exc)
+            if cancelled:
+                raise asyncio.CancelledError from None
             return
         finally:
             self._writing = False
@@ -473,6 +484,8 @@ class Agent:
             self.disk.recovered(caught_up)
         if stored and batch and self.uplink is not None:
             self.uplink.wake()
+        if cancelled:
+            raise asyncio.CancelledError
 
     def _store(self, batch: list[tuple[str, str, bytes]], alarms: list[dict[str, Any]]
                ) -> tuple[bool, list[tuple[str, Exception, Any]], str]:

@@ -445,3 +445,46 @@ def test_an_alarm_acked_the_moment_it_arrives_during_a_disk_fault_stops_repeatin
         repeats = [e for e in (m.json() for m in obs.on("event"))
                    if e.get("eid") == eid and e.get("repeat", 0) >= 1]
         assert len(repeats) <= 1, repeats  # at most one already under way at the ack
+
+
+def test_a_store_cancelled_by_the_end_of_the_run_is_seen_through(tmp_path: Path) -> None:
+    """The run ends (the tick is cancelled) while the outbox thread stores a batch: the
+    batch left memory when the store began, so the cancelled write waits for the store
+    and the messages are in the outbox for the final drain (a --speed 0 re-run once
+    ended with its last events journaled but never published)."""
+    from liftwatch.buffer.outbox import Outbox
+
+    agent = Agent(load_config(write_config(tmp_path, 1883)))
+    gate = threading.Event()
+    real_store = agent._store
+
+    def slow_store(*args: Any) -> Any:
+        gate.wait(5)          # the store is under way when the cancel comes
+        return real_store(*args)
+
+    agent._store = slow_store  # type: ignore[method-assign]
+    t = f"lift/{LIFT}/"
+    agent._unwritten = [("event", t + "event", b"e1"), ("record", t + "trip", b"t1")]
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(agent._write(force=True))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.sleep(0.1)
+        gate.set()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    try:
+        assert asyncio.run(scenario()), "the cancel was swallowed"
+        assert agent._unwritten == [] and not agent._writing
+    finally:
+        agent._close()
+    ob = Outbox(tmp_path / "data" / "outbox", 1 << 20)
+    try:
+        assert [i.payload for i in ob.pending(10)] == [b"e1", b"t1"]
+    finally:
+        ob.close()
