@@ -47,8 +47,8 @@ class AgentRun:
                  env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            liftwatch("run", "--config", str(cfg), "--trace", str(trace), "--speed",
-                      str(speed), "--drain-s", str(drain_s), *args),
+            liftwatch("run", "--config", str(cfg), "--trace", str(trace), "--other-lift",
+                      "--speed", str(speed), "--drain-s", str(drain_s), *args),
             stderr=subprocess.PIPE, text=True, errors="replace",
             env=dict(os.environ, **(env or {})))
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -66,10 +66,12 @@ def test_a_command_id_sent_three_times_is_applied_once_also_after_a_restart(
         assert agent.stop() == 0
     finally:
         agent.kill()
-    # the technician puts the old value back; the platform's broker delivers the same
-    # command again after the restart: it is not applied again
-    assert _heartbeat_in(cfg) == "30"
-    cfg.write_text(cfg.read_text().replace("heartbeat_s = 30", "heartbeat_s = 45"))
+    # the change is in the remote override (config_set never rewrites the technician's
+    # file); the technician drops it (INSTALL.md: rm remote.toml), and the platform's
+    # broker delivers the same command again after the restart: it is not applied again
+    remote = tmp_path / "data" / "remote.toml"
+    assert _heartbeat_in(remote) == "30"
+    remote.unlink()
     obs.got.clear()
     agent = AgentRun(cfg, trace)
     try:
@@ -80,7 +82,8 @@ def test_a_command_id_sent_three_times_is_applied_once_also_after_a_restart(
         assert agent.stop() == 0
     finally:
         agent.kill()
-    assert _heartbeat_in(cfg) == "45"  # the technician's fix stands
+    assert not remote.exists()  # the technician's fix stands
+    assert _heartbeat_in(cfg) is None
     obs.close()
 
 
