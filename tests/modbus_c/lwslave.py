@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = REPO / ".venv" / "bin" / "lwslave"
@@ -193,7 +194,7 @@ class LwSlave:
         self._command(f"delay {unit} {ms}")
 
     # ------------------------------------------------------------------ record
-    def served(self, since: float = 0.0, until: float = float("inf"), **match: int
+    def served(self, since: float = 0.0, until: float = float("inf"), **match: Any
                ) -> list[Served]:
         """Records in [since, until] whose fields equal ``match`` (unit=, fc=, addr=...)."""
         with self._cond:
@@ -201,7 +202,7 @@ class LwSlave:
         return [s for s in log if since <= s.t <= until
                 and all(getattr(s, k) == v for k, v in match.items())]
 
-    def wait_served(self, n: int, timeout: float = 5.0, **match: int) -> list[Served]:
+    def wait_served(self, n: int, timeout: float = 5.0, **match: Any) -> list[Served]:
         """Block until ``n`` records match (a test waiting for the slave to be asked)."""
         deadline = time.monotonic() + timeout
         while len(got := self.served(**match)) < n:
