@@ -274,14 +274,15 @@ class RtuFaultBus:
 
     def power(self, unit: int, on: bool) -> None:
         """A slave switched off: its requests go nowhere, its bytes are lost; on again
-        with an empty line (nothing the agent sent meanwhile reaches the new process)."""
-        def apply() -> None:
+        with an empty line (nothing the agent sent meanwhile reaches the new process).
+        In place when this returns."""
+        async def apply() -> None:
             if on:
                 self._slaves[unit].flush()
                 self._off.discard(unit)
             else:
                 self._off.add(unit)
-        self._lt.soon(apply)
+        self._lt.call(apply())
 
     def noise(self, data: bytes) -> None:
         """Raw bytes toward the agent, as a spike on the line would produce."""
