@@ -152,7 +152,8 @@ class _Block:
     def counts(self) -> dict[str, Any]:
         return {"answers": self.answers, "timeouts": self.timeouts,
                 "exceptions": dict(self.exceptions), "crc_errors": self.crc_errors,
-                "framing_errors": self.framing_errors, "skipped": self.skipped}
+                "framing_errors": self.framing_errors, "skipped": self.skipped,
+                "fields": list(self.fields)}
 
 
 @dataclass
@@ -388,8 +389,7 @@ class ModbusController(ControllerLink):
             "timeout_s": round(max((self._bus.timeout_for(r) for r in self._blocks),
                                    default=s.timeout_s), 3) if self._bus else s.timeout_s,
             "blocks_failing": self.block_faults(),
-            "blocks": {b.name: b.counts() for b in self._blocks.values()
-                       if b.timeouts or b.exceptions or b.crc_errors or b.framing_errors},
+            "blocks": {b.name: b.counts() for b in self._blocks.values()},
             "units": {str(u): {"backoff_s": round(max(0.0, st.retry_at - now), 3),
                                "silent_polls": st.streak}
                       for u, st in self._units.items() if st.streak},
