@@ -50,8 +50,9 @@ class Fault:
     """What happens to one answer frame.
 
     ``late``: delivered ``delay_s`` after the slave sent it; ``dup``: delivered, then again
-    ``delay_s`` later (0: at once); ``crc``: one data bit flipped; ``truncate``: the last
-    ``nbytes`` cut; ``drop``: never delivered. ``unit``: only answers of that unit.
+    ``delay_s`` later (0: right behind it, the two in one write); ``crc``: one data bit
+    flipped; ``truncate``: the last ``nbytes`` cut; ``drop``: never delivered. ``unit``:
+    only answers of that unit.
     """
 
     kind: str
@@ -370,12 +371,14 @@ class RtuFaultBus:
         elif fault.kind == "late":
             self._note("late", unit, frame, f"held {fault.delay_s:g} s")
             loop.call_later(fault.delay_s, self._to_agent, frame, unit, "late_delivered")
-        elif fault.kind == "dup":
+        elif fault.kind == "dup" and fault.delay_s > 0:
             self._to_agent(frame, unit, "answer")
-            if fault.delay_s > 0:
-                loop.call_later(fault.delay_s, self._to_agent, frame, unit, "dup")
-            else:
-                self._to_agent(frame, unit, "dup")
+            loop.call_later(fault.delay_s, self._to_agent, frame, unit, "dup")
+        elif fault.kind == "dup":
+            # The copy follows 3.5 characters after the original: the host gets both in
+            # one read (a UART's receive FIFO, a USB adapter's packet), so one write.
+            self._note("answer", unit, frame)
+            self._to_agent(frame + frame, unit, "dup")
         elif fault.kind == "crc":
             bad = bytearray(frame)
             bad[min(3, len(bad) - 3)] ^= 0x10
