@@ -130,6 +130,7 @@ class _Block:
     error: str = ""
     exception: int = 0
     last_log: float = -math.inf
+    logged: bool = False  # this failure's start was logged: so will its end be
     unlogged: int = 0
 
     @property
@@ -177,8 +178,8 @@ class ModbusController(ControllerLink):
     that failed are left out (unknown), never kept from an earlier poll.
 
     A block without a valid answer for ``link_lost_s`` while others answer is
-    *failing* (:meth:`block_faults`, health ``blocks_failing``, one log line when it
-    starts and when it stops, at most one per block a minute); it is well again after
+    *failing* (:meth:`block_faults`, health ``blocks_failing``, a log line when it
+    starts and when it stops, at most one start per block a minute); it is well again after
     ``BLOCK_OK_COUNT`` valid answers in a row.
     """
 
@@ -318,7 +319,7 @@ class ModbusController(ControllerLink):
         elif blk.ok_run >= BLOCK_OK_COUNT:
             blk.failing = False
             self._log_block(blk, now, f"controller block {blk.name} answers again after "
-                            f"{now - (blk.fail_since or now):.0f} s")
+                            f"{now - (blk.fail_since or now):.1f} s", start=False)
             blk.fail_since = None
             blk.error, blk.exception = "", 0
 
@@ -337,22 +338,29 @@ class ModbusController(ControllerLink):
                     and now - blk.fail_since >= self._link.link_lost_s):
                 blk.failing = True
                 self._log_block(blk, now, f"controller block {blk.name} ({', '.join(blk.fields)}) "
-                                f"failing for {now - blk.fail_since:.0f} s: "
-                                f"{describe_failure(blk.error, blk.exception)}", warn=True)
+                                f"failing for {now - blk.fail_since:.1f} s: "
+                                f"{describe_failure(blk.error, blk.exception)}")
 
     def _others_answer(self, now: float) -> bool:
         return (self._last_answer is not None
                 and now - self._last_answer < self._link.link_lost_s)
 
-    def _log_block(self, blk: _Block, now: float, text: str, warn: bool = False) -> None:
-        """Rate-limited: one line per block per LOG_EVERY_S (a flapping block)."""
-        if now - blk.last_log < LOG_EVERY_S:
+    def _log_block(self, blk: _Block, now: float, text: str, start: bool = True) -> None:
+        """A block's failure starts (WARNING) and ends (INFO) in the log, at most one
+        start per block per LOG_EVERY_S (a flapping block): the end of a failure whose
+        start was not logged is not logged either, only counted in the next line."""
+        if start:
+            blk.logged = now - blk.last_log >= LOG_EVERY_S
+        if not blk.logged:
             blk.unlogged += 1
             return
-        if blk.unlogged:
-            text += f" ({blk.unlogged} change(s) not logged)"
-        blk.last_log, blk.unlogged = now, 0
-        (log.warning if warn else log.info)("%s", text)
+        if start:
+            if blk.unlogged:
+                text += f" ({blk.unlogged} start/stop line(s) left out since the last)"
+            blk.last_log, blk.unlogged = now, 0
+            log.warning("%s", text)
+        else:
+            log.info("%s", text)
 
     def block_faults(self) -> list[dict[str, Any]]:
         """Blocks failing while the controller otherwise answers (the fault event's

@@ -31,8 +31,9 @@ Line hygiene, RTU:
   out the line must have been silent for that request's timeout, so an answer up to
   twice the timeout late is drained, never taken for the next answer. Retrying the
   *same* request does not wait: a late answer to it carries the same registers;
-- after an answer the line must stay quiet for ``quiet_s``: a repeat of the same frame
-  is a duplicate (dropped), anything else makes the answer ambiguous (dropped, retried);
+- after an answer the line must stay quiet for ``quiet_s`` plus the answer's own length
+  on the wire (a duplicate follows its original so): a repeat of the same frame is a
+  duplicate (dropped), another answer makes it ambiguous (dropped, retried);
 - leading idle bytes 0x00/0xFF (transceiver turnaround) are skipped (``idle_bytes``),
   an adapter's echo of the request is skipped (``echoes``);
 - exception 06 (slave busy) is retried after 50, 100, 200 ms, apart from ``retries``;
@@ -660,15 +661,18 @@ class ModbusBus:
         return ReadResult(None, "timeout")
 
     async def _after_answer(self, req: ReadRequest, frame: bytes) -> bool:
-        """Watch the line for ``quiet_s`` after the answer; True when what came next makes
-        the answer ambiguous (another valid answer of the same shape, or noise)."""
+        """Watch the line after the answer; True when what came next makes the answer
+        ambiguous (another valid answer of the same shape)."""
         line = self._line
         assert isinstance(line, _SerialLine)
         c = self.counters
-        give_up = self._clock() + max(4 * self.quiet_s, 0.2)
+        # a duplicate follows its original by a gap and its own length on the wire
+        end = line.last_rx
+        window = self.quiet_s + len(frame) * self.char_s
+        give_up = self._clock() + max(4 * window, 0.2)
         while True:
             now = self._clock()
-            left = line.last_rx + self.quiet_s - now
+            left = (line.last_rx + self.quiet_s if line.buf else end + window) - now
             if left <= 0 or now >= give_up or line.broken:
                 break
             await line.wait(left)
