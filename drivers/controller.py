@@ -174,8 +174,9 @@ class ModbusController(ControllerLink):
     backed off on its own after a poll it did not answer at all: exponentially, from
     ``poll_interval_s`` up to ``backoff_max_s``, probed then with a single attempt, so
     a dead auxiliary unit loses only its own fields and does not hold the bus against
-    the live one. A poll that gets any block is a valid poll; the fields of a block
-    that failed are left out (unknown), never kept from an earlier poll.
+    the live one. A poll that gets data from the controller's own unit is a valid poll
+    (an auxiliary unit alone is not); the fields of a block that failed are left out
+    (unknown), never kept from an earlier poll.
 
     A block without a valid answer for ``link_lost_s`` while others answer is
     *failing* (:meth:`block_faults`, health ``blocks_failing``, a log line when it
@@ -213,6 +214,7 @@ class ModbusController(ControllerLink):
                           and f.address + f.size <= req.address + req.count)
             self._blocks[req] = _Block(req, names)
             self._units.setdefault(req.unit, _Unit())
+        self._own_blocks = any(r.unit == self.unit for r in self._blocks)
 
     @property
     def bus(self) -> ModbusBus | None:
@@ -275,7 +277,8 @@ class ModbusController(ControllerLink):
         for u in silent - answered:
             self._back_off(self._units[u], now)
         self._update_blocks(now)
-        if not blocks:
+        # the controller's own unit must give data: an auxiliary unit alone is no link
+        if not blocks or (self._own_blocks and not any(r.unit == self.unit for r in blocks)):
             self._link.failed()
             return None
         self._last_answer = now

@@ -588,7 +588,14 @@ class ModbusBus:
         c = self.counters
         while True:
             buf = line.buf
-            # an adapter that echoes our request
+            # idle bytes first (no frame starts with unit 0 or 255), then an adapter that
+            # echoes our request
+            idle = 0
+            while idle < len(buf) and buf[idle] in IDLE_BYTES:
+                idle += 1
+            if idle:
+                del buf[:idle]
+                c.idle_bytes += idle
             if buf[:len(adu)] == adu:
                 del buf[:len(adu)]
                 c.echoes += 1
@@ -728,7 +735,8 @@ class ModbusBus:
         c.requests += 1
         for resend in (False, True):
             assert line.reader is not None and line.writer is not None
-            if line.reader.at_eof():
+            if line.reader.at_eof():  # closed after its last answer: open again at once
+                c.peer_closed += 1
                 if not await self._tcp_reopen():
                     c.aborted += 1
                     return ReadResult(None, "aborted")

@@ -12,6 +12,7 @@ import pytest
 from conftest import PtyPair
 from liftwatch.agent.commissioning import FAIL, PASS, Observed, controller_rows
 from liftwatch.agent.health import assess, ctl_link_view
+from liftwatch.agent.monitor import ctl_link_lines
 from liftwatch.drivers.controller import ModbusController
 from liftwatch.drivers.modbus_server import ModbusSimServer
 from liftwatch.drivers.registermap import load_register_map
@@ -77,12 +78,16 @@ def test_refused_block_fails_alone_logs_and_recovers(pty_pair: PtyPair,
             assert row.status == FAIL and "exception 02" in row.detail
             assert "register map" in row.detail and "unit id" in row.detail
             assert by["controller block u1/discrete/10-10"].status == PASS
+            shown = "\n".join(ctl_link_lines(h))
+            assert "exceptions" in shown and "FAILING u1/holding/0-7" in shown
+            assert "exception 02" in shown
             del srv.refused[3]
             for _ in range(3):
                 assert await ctl.poll() == VALUES
             assert ctl.block_faults() == []
             text = caplog.text
             assert "u1/holding/0-7" in text and "failing" in text and "answers again" in text
+            assert text.count("failing for") == 1 and text.count("answers again") == 1
         finally:
             await ctl.close()
             await srv.stop()
@@ -136,6 +141,14 @@ def test_silent_auxiliary_unit_degrades_only_its_fields(pty_pair: PtyPair,
             while await ctl.poll() != {"mode": 1, "door": 2, "overload": 1}:
                 assert time.monotonic() - t0 < 2.0
                 await asyncio.sleep(0.03)
+            assert ctl.block_faults()  # well again after 3 valid answers in a row
+            for _ in range(2):
+                assert await ctl.poll() == {"mode": 1, "door": 2, "overload": 1}
+            assert ctl.block_faults() == []
+            # the controller's own unit silent: the auxiliary unit alone is no link
+            srv.silent_units.add(1)
+            assert await ctl.poll() is None
+            assert ctl.block_faults() == []  # that is controller_link_lost, not a block
         finally:
             await ctl.close()
             await srv.stop()
