@@ -231,8 +231,10 @@ def test_late_and_duplicated_answers_never_deliver_a_wrong_value(
         x = faults.random()
         if x < 0.05:  # beyond the timeout, within twice it (the issue: 560 ms for 0.5 s)
             return Fault("late", delay_s=timeout * faults.uniform(1.15, 1.8))
-        if x < 0.12:
+        if x < 0.09:  # the copy right behind the original: in the same read
             return Fault("dup")
+        if x < 0.13:  # the copy as the next frame on the line, read on its own
+            return Fault("dup", delay_s=1e-4)
         return None
 
     polls = 250
