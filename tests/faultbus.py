@@ -10,8 +10,8 @@ and the libmodbus test slaves (tests/modbus_c):
   bytes; requests to a silent unit or a switched-off slave get nothing; an echoing
   adapter sends the agent its own request back.
 - :class:`TcpFaultProxy` sits between a Modbus TCP client and server: it closes the
-  connection after each answer (a slave that does so), holds or duplicates answers, or
-  refuses connections while the slave is "off".
+  connection after each answer (a slave that does so), holds, duplicates or drops
+  answers.
 
 Both run their own event loop in a thread, so the agent under test keeps its loop to
 itself (as on the terminal) and sync tests can use them too. Every frame and every fault
@@ -398,15 +398,14 @@ class TcpFaultProxy:
     """A Modbus TCP proxy toward ``127.0.0.1:upstream_port`` that misbehaves on demand.
 
     ``close_after_answer``: the connection is closed right after each answer (both
-    sides), as some gateways and PLCs do; ``refuse``: connections are accepted and closed
-    at once (the slave is off); one-shot :meth:`inject` faults and ``policy`` as on the
-    RTU bus (``late``, ``dup``, ``drop``; the unit is the MBAP unit id).
+    sides), as some gateways and PLCs do; one-shot :meth:`inject` faults and ``policy``
+    as on the RTU bus (``late``, ``dup``, ``drop``; the unit is the MBAP unit id). A
+    slave that is down (rebooting) makes the proxy close the connection it accepted.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.close_after_answer = False
-        self.refuse = False
         self.policy: Policy | None = None
         self.events: list[Event] = []
         self.connections = 0
@@ -446,10 +445,6 @@ class TcpFaultProxy:
                      ) -> None:
         self.connections += 1
         self._note("connect", -1, b"")
-        if self.refuse:
-            self._note("refused", -1, b"")
-            a_writer.close()
-            return
         try:
             s_reader, s_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError as exc:

@@ -407,6 +407,35 @@ def test_echoing_adapter_corrupt_and_truncated_answers_cost_one_retry(
         + health_count(h, "timeouts") <= 3  # the two faults (and a loaded machine's hiccup)
 
 
+def test_slow_answers_noise_and_a_lost_answer(bus: RtuFaultBus, slaves: list[LwSlave]
+                                              ) -> None:
+    """A slave answering 250 ms late (within the 400 ms timeout) is read without a
+    timeout; a burst of line noise between polls and one lost answer cost nothing but a
+    retry."""
+    slave = rtu_slave(bus, slaves, 1)
+    v = random_state(random.Random(12), 7)
+    set_example(slave, v)
+    slave.delay(1, 250)
+
+    async def main() -> dict[str, Any]:
+        ctl = link(bus.agent_port, timeout_s=0.4, retries=1)
+        try:
+            assert await ctl.poll() == v
+            bus.noise(bytes(random.Random(3).randbytes(40)))
+            await asyncio.sleep(0.05)
+            assert await ctl.poll() == v
+            bus.inject(Fault("drop"))
+            assert await ctl.poll() == v
+            return ctl.health()
+        finally:
+            await ctl.close()
+    h = run(main())
+    figures("slow/noise/drop", timeouts=h.get("timeouts"), drained_bytes=h.get("drained_bytes"),
+            resyncs=h.get("resyncs"), framing_errors=h.get("framing_errors"))
+    assert health_count(h, "timeouts") == 1  # the dropped answer, nothing else
+    assert health_count(h, "drained_bytes") >= 40
+
+
 def test_busy_exception_06_is_retried_with_a_bounded_back_off(bus: RtuFaultBus,
                                                              slaves: list[LwSlave]) -> None:
     """Exception 06 means "ask again later": the same request again after a growing wait,

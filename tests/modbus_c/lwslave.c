@@ -108,9 +108,13 @@ static int command(char *line)
             if (code || u->faults[i].fc != fc)
                 u->faults[kept++] = u->faults[i];
         u->nfaults = kept;
-        if (code && u->nfaults < MAX_FAULTS)
-            u->faults[u->nfaults++] = (struct fault){fc, atoi(argv[3]), atoi(argv[4]), code};
-        printf("ok %d\n", ncommands);
+        if (code && u->nfaults == MAX_FAULTS) {
+            printf("error %d: more than %d faults\n", ncommands, MAX_FAULTS);
+        } else {
+            if (code)
+                u->faults[u->nfaults++] = (struct fault){fc, atoi(argv[3]), atoi(argv[4]), code};
+            printf("ok %d\n", ncommands);
+        }
     } else if (argc == 3 && strcmp(argv[0], "silent") == 0) {
         u->silent = atoi(argv[2]);
         printf("ok %d\n", ncommands);
