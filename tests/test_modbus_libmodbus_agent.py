@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO, Broker
 from faultbus import RtuFaultBus
 from modbus_c.lwslave import LwSlave
-from test_modbus_libmodbus import BAUD, LANDINGS, example_registers, figures
+from test_modbus_libmodbus import AUX_UNIT_MAP, BAUD, LANDINGS, example_registers, figures
 from uplink_helpers import Observer
 
 pytestmark = pytest.mark.timeout(90)
@@ -35,7 +35,7 @@ VALUES = {"mode": 1, "run": 0, "dir": 0, "floor": "2", "door": 2, "zone": 1, "sp
           "safety": 0, "lock": 0, "overload": 0, "fault": 0}
 
 
-def config(tmp: Path, port: str, mqtt_port: int) -> Path:
+def config(tmp: Path, port: str, mqtt_port: int, register_map: str = "example") -> Path:
     p = tmp / "terminal.toml"
     p.write_text(f"""
 [terminal]
@@ -54,6 +54,7 @@ transport = "rtu"
 port = "{port}"
 baudrate = {BAUD}
 parity = "N"
+register_map = "{register_map}"
 timeout_s = 0.1
 retries = 1
 poll_interval_s = 0.1
@@ -107,6 +108,24 @@ def test_check_fails_a_main_block_answering_exception_02(
     assert any("u1/discrete/10-10" in r and "  PASS  " in r for r in rows), p.stdout
 
 
+def start_agent(cfg: Path) -> subprocess.Popen[bytes]:
+    """``liftwatch -v run`` with its output in agent.log beside the config."""
+    with open(cfg.parent / "agent.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "liftwatch.agent.cli", "-v", "run",
+                                 "--config", str(cfg)], cwd=cfg.parent, stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def stop_agent(agent: subprocess.Popen[bytes]) -> None:
+    agent.send_signal(signal.SIGTERM)
+    try:
+        agent.wait(10)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait(5)
+
+
 def _events(obs: Observer, code: str, state: str) -> list[dict[str, Any]]:
     out = []
     for r in obs.on("event"):
@@ -121,10 +140,7 @@ def test_run_raises_the_block_fault_within_its_timer_and_reports_counters(
     bus, slave = controller
     cfg = config(tmp_path, bus.agent_port, broker.port)
     obs = Observer(broker.port, pattern=f"lift/{LIFT_ID}/#", client_id="h22-observer")
-    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115 - closed below
-    agent = subprocess.Popen([sys.executable, "-m", "liftwatch.agent.cli", "-v", "run",
-                              "--config", str(cfg)], cwd=tmp_path, stdout=log,
-                             stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    agent = start_agent(cfg)
     try:
         slave.wait_served(20, timeout=20, kind="served", fc=3)  # running, polling well
         slave.fault(1, "holding", 0, 8, 2)
@@ -153,13 +169,7 @@ def test_run_raises_the_block_fault_within_its_timer_and_reports_counters(
                             timeout=5)
         cleared = time.monotonic() - t_fixed
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(10)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait(5)
-        log.close()
+        stop_agent(agent)
         obs.close()
     text = (tmp_path / "agent.log").read_text(errors="replace")
     figures("run exception 02", raised_after_s=round(took, 2), timer_s=LINK_LOST_S,
@@ -170,3 +180,47 @@ def test_run_raises_the_block_fault_within_its_timer_and_reports_counters(
     mentions = [ln for ln in text.splitlines() if MAIN_BLOCK in ln]
     # one line when it starts failing (naming the exception), one when it answers again
     assert len(mentions) == 2 and "exception 02" in mentions[0], mentions
+
+
+def test_run_with_a_silent_auxiliary_unit_keeps_the_main_units_fields(
+        tmp_path: Path, broker: Broker) -> None:
+    """The load-weighing device (unit 2, one field) goes silent: its block fails after the
+    timer, the link is not lost, and the status keeps coming with unit 1's fields."""
+    (tmp_path / "controllers").mkdir()
+    (tmp_path / "controllers" / "aux_unit.toml").write_text(AUX_UNIT_MAP)
+    with RtuFaultBus(tmp_path, baud=BAUD) as bus, \
+            LwSlave(units=(1,), rtu=bus.slave_port(1), baud=BAUD) as main, \
+            LwSlave(units=(2,), rtu=bus.slave_port(2), baud=BAUD) as aux:
+        main.set(1, "holding", 0, [1, 0, 4, 2])  # running, floor "3", door code 2
+        aux.set(2, "discrete", 10, [1])
+        cfg = config(tmp_path, bus.agent_port, broker.port, register_map="aux_unit")
+        obs = Observer(broker.port, pattern=f"lift/{LIFT_ID}/#", client_id="h22-aux")
+        agent = start_agent(cfg)
+        try:
+            first = main.wait_served(10, timeout=20, kind="served")[0]
+            time.sleep(1.0)
+            t_silent = time.monotonic()
+            rate_before = len(main.served(first.t, t_silent, kind="served")) / (t_silent
+                                                                               - first.t)
+            aux.silent(2)
+            assert obs.wait_for(lambda _: _events(obs, "controller_block_failed", "raised"),
+                                timeout=LINK_LOST_S + 5), [r.json() for r in obs.on("event")]
+            took = time.monotonic() - t_silent
+            time.sleep(LINK_LOST_S)  # long enough for a link-lost timer to have run out
+            t_count = time.monotonic()
+            polls_silent = len(main.served(t_silent, t_count, kind="served"))
+            statuses = [r.json() for r in obs.on("status")]
+        finally:
+            stop_agent(agent)
+            obs.close()
+    (ev,) = _events(obs, "controller_block_failed", "raised")
+    assert [(b["block"], b["error"]) for b in ev["detail"]["blocks"]] == [
+        ("u2/discrete/10-10", "timeout")], ev
+    assert not _events(obs, "controller_link_lost", "raised")
+    assert statuses[-1].get("floor") == "3" and statuses[-1].get("overload") is None, statuses
+    rate = polls_silent / (t_count - t_silent)
+    figures("run silent unit 2", raised_after_s=round(took, 2), timer_s=LINK_LOST_S,
+            unit1_reads_per_s_before=round(rate_before, 1), unit1_reads_per_s=round(rate, 1))
+    assert LINK_LOST_S - 0.3 <= took <= LINK_LOST_S + 1.5
+    # a probe of unit 2 now and then costs a timeout; every poll waiting one would halve it
+    assert rate >= 0.6 * rate_before, "unit 1 is read less often while unit 2 is silent"
