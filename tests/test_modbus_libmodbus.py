@@ -526,11 +526,11 @@ def test_a_silent_auxiliary_unit_degrades_only_its_own_fields(
                    link_lost_s=1.0)
         try:
             before = await timed_polls(ctl, 1.0)
-            aux.silent(2)
+            bus.silent_units = frozenset({2})  # its transceiver dead: requests reach nobody
             t_silent = time.monotonic()
             during = await timed_polls(ctl, 3.0)
             h = ctl.health()
-            aux.silent(2, False)
+            bus.silent_units = frozenset()
             t_back = time.monotonic()
             _, back = await poll_until(ctl, lambda v: v is not None and "overload" in v, 3.0)
             return before, during, h, back, t_back - t_silent
@@ -545,7 +545,7 @@ def test_a_silent_auxiliary_unit_degrades_only_its_own_fields(
     assert h["state"] == "ok"
     base = statistics.median(t for t, _ in before)
     slow = statistics.median(t for t, _ in during)
-    probes = aux.served(kind="ignored")
+    probes = [e for e in bus.events if e.kind == "request_lost" and e.unit == 2]
     figures("silent unit 2", poll_median_before_s=round(base, 4),
             poll_median_during_s=round(slow, 4), polls_during=len(during),
             probes_of_unit2=len(probes), recovered_after_s=round(back, 3),
