@@ -303,17 +303,21 @@ class RtuFaultBus:
         port.last_rx = time.monotonic()
         on_bytes(port)
         if port.buf:
-            self._lt.loop.call_later(STALE_S, self._stale, port, port.last_rx, on_bytes)
+            self._lt.loop.call_later(STALE_S, self._stale, port, port.last_rx)
 
-    def _stale(self, port: _Port, seen: float, on_bytes: Callable[[_Port], None]) -> None:
+    def _stale(self, port: _Port, seen: float) -> None:
         if port.buf and port.last_rx == seen:
             data, port.buf = port.buf, b""
-            if port is self.agent:
-                self._note("noise", -1, data, "partial request passed on")
-                for p in set(self._slaves.values()):
-                    self._lines[p.master].send(data)
-            else:
-                self._to_agent(data, -1, "partial answer passed on")
+            self._pass_noise(port, data)
+
+    def _pass_noise(self, port: _Port, data: bytes) -> None:
+        """Bytes that make no frame go on as they came: to every slave, or to the agent."""
+        if port is self.agent:
+            self._note("noise", -1, data, "from the agent")
+            for p in set(self._slaves.values()):
+                self._lines[p.master].send(data)
+        else:
+            self._to_agent(data, -1, "noise")
 
     @staticmethod
     def _split(port: _Port, length: Callable[[bytes], int | None]) -> list[bytes]:
@@ -322,7 +326,7 @@ class RtuFaultBus:
             n = length(port.buf)
             if n is None or len(port.buf) < (n or 1):
                 break
-            if n == 0:  # not a frame start: pass the byte on as it came
+            if n == 0:  # not a frame start: one byte of noise
                 n = 1
             frames.append(port.buf[:n])
             port.buf = port.buf[n:]
@@ -330,6 +334,9 @@ class RtuFaultBus:
 
     def _from_agent(self, port: _Port) -> None:
         for frame in self._split(port, request_length):
+            if len(frame) == 1:
+                self._pass_noise(port, frame)
+                continue
             unit = frame[0]
             if self.echo:
                 self._lines[self.agent.master].send(frame)
@@ -348,6 +355,9 @@ class RtuFaultBus:
 
     def _from_slave(self, port: _Port) -> None:
         for frame in self._split(port, answer_length):
+            if len(frame) == 1:
+                self._pass_noise(port, frame)
+                continue
             unit = frame[0]
             if unit in self._off or self._slaves.get(unit) is not port:
                 self._note("answer_lost", unit, frame, "slave off")
