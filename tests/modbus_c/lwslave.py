@@ -39,7 +39,10 @@ class Served:
 def ensure_built() -> Path:
     """The slave binary, built by tests/modbus_c/build (scripts/setup runs it) when stale."""
     if not BINARY.exists() or BINARY.stat().st_mtime < SOURCE.stat().st_mtime:
-        subprocess.run([str(SOURCE.with_name("build"))], check=True, capture_output=True)
+        p = subprocess.run([str(SOURCE.with_name("build"))], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("the libmodbus test slave could not be built (scripts/setup "
+                               f"installs gcc, pkg-config and libmodbus-dev): {p.stderr}")
     return BINARY
 
 
