@@ -516,12 +516,12 @@ class ModbusBus:
         if until > -math.inf:
             self._owed.pop(shape, None)
         if line.buf:
-            self._drain(line.buf, "late")
+            self._drain(line.buf, late=True)
             line.buf.clear()
 
-    def _drain(self, data: bytes | bytearray, kind: str) -> None:
-        """Count bytes thrown away between transactions: frames among them are late
-        answers (or ``kind``), idle bytes are idle, the rest noise."""
+    def _drain(self, data: bytes | bytearray, *, late: bool) -> None:
+        """Count bytes thrown away: valid frames among them are late answers (between
+        transactions) or mismatched ones (in a response window), the rest idle or noise."""
         c = self.counters
         c.resyncs += 1
         rest = bytes(data)
@@ -534,7 +534,7 @@ class ModbusBus:
             if hit is None:
                 break
             c.drained_bytes += hit[1] - hit[0]
-            if kind == "late":
+            if late:
                 c.late_answers += 1
             else:
                 c.mismatched += 1
@@ -653,7 +653,7 @@ class ModbusBus:
                     return ReadResult(None, "crc")
                 c.framing_errors += 1
                 return ReadResult(None, "framing")
-        self._drain(buf, "mismatched")
+        self._drain(buf, late=False)
         buf.clear()
         return None
 
