@@ -27,10 +27,16 @@ Line hygiene, RTU:
 - before every request the line must have been quiet for ``quiet_s`` (3.5 character
   times, at least ``frame_gap_ms``); bytes found then are drained (``drained_bytes``,
   one ``resyncs`` per drain, valid frames among them ``late_answers``);
-- an attempt that timed out may still be answered: before a *different* request goes
-  out the line must have been silent for that request's timeout, so an answer up to
-  twice the timeout late is drained, never taken for the next answer. Retrying the
-  *same* request does not wait: a late answer to it carries the same registers;
+- an attempt that timed out may still be answered: that answer is *owed*. Only a
+  request whose answer has the same shape (unit, function, byte count) could take it
+  for its own, so only such a request waits, until a timeout after the last attempt or
+  answer of the owing read: an answer up to twice the timeout late is drained, never
+  taken for the next answer. Retries within the owing read do not wait (a late answer
+  to it is an answer to the same question, moments old). For ``SUSPECT_TIMEOUTS`` more,
+  same-shaped answers are watched for a second answer close behind (then neither is
+  trusted and the request is sent again), and a frame equal to an answer the owing read
+  took is counted as the late one. What is left: an answer later than twice the timeout
+  arriving while the true answer is itself late (two faults at once);
 - after an answer the line must stay quiet for ``quiet_s`` plus the answer's own length
   on the wire (a duplicate follows its original so): a repeat of the same frame is a
   duplicate (dropped), another answer makes it ambiguous (dropped, retried);
@@ -81,6 +87,11 @@ BUSY_BACKOFF_S = (0.05, 0.1, 0.2)
 QUIET_FLOOR_S = 0.002
 #: A garbled frame counts as over after this much silence at least.
 FRAME_END_FLOOR_S = 0.01
+#: After its late window an owed answer may still come, later than any slave should:
+#: same-shaped answers are watched for a second frame for this many timeouts more.
+SUSPECT_TIMEOUTS = 10
+#: ... for twice the usual answer time, and at least this long (a loaded host).
+SUSPECT_WATCH_S = 0.02
 #: A TCP peer that missed this many requests in a row is reconnected.
 _TCP_DEAD_AFTER = 2
 #: Modbus exception codes by number, for messages.
@@ -248,9 +259,20 @@ def _shape(req: ReadRequest) -> tuple[int, int, int]:
 
 @dataclass
 class _Owed:
+    """Answers still owed to timed-out attempts of ``req`` (one read: ``seq``)."""
+
     req: ReadRequest
-    count: int = 0
-    until: float = 0.0
+    seq: int
+    same: int = 0          # owed to attempts of read ``seq``
+    old: int = 0           # owed to earlier reads of this shape (stale data if taken)
+    until: float = 0.0     # same-shaped requests wait until then (the late window)
+    suspect: float = 0.0   # and watch their answers closely until then
+    #: answers the owing reads took: the owed one most likely repeats one of them
+    taken: set[bytes] = field(default_factory=set)
+
+    @property
+    def count(self) -> int:
+        return self.same + self.old
 
 
 # ------------------------------------------------------------------ the lines
@@ -376,6 +398,8 @@ class ModbusBus:
         #: of the answer (unit, function, byte count): [request, how many, until when].
         #: Only a later request of the same shape could take one for its own answer.
         self._owed: dict[tuple[int, int, int], _Owed] = {}
+        self._seq = 0                    # reads so far (an owed answer's read)
+        self._latency: float | None = None  # typical request-to-answer time (RTU)
         s = settings
         self._line: _SerialLine | _TcpLine
         if s.transport == "tcp":
@@ -454,6 +478,7 @@ class ModbusBus:
             busy = 0
             attempt = 0
             n_retries = self.settings.retries if retries is None else retries
+            self._seq += 1
             while attempt <= n_retries:
                 if not await self._ensure_connected():
                     result = ReadResult(None, "disconnected", attempts=attempt, tally=tally)
@@ -501,10 +526,10 @@ class ModbusBus:
         shape = _shape(req)
         owed = self._owed.get(shape)
         until = -math.inf
-        if owed is not None and now >= owed.until:
+        if owed is not None and now >= owed.suspect:
             del self._owed[shape]
-        elif owed is not None and owed.req != req:  # (a late answer to this very read is
-            until = owed.until                      # its answer too: no need to wait)
+        elif owed is not None and owed.seq != self._seq:  # (a late answer to an attempt of
+            until = owed.until                            # this very read is its answer)
         give_up = max(now, until) + max(4 * self.quiet_s, 0.2)  # a line that never stops
         while True:
             now = self._clock()
@@ -513,8 +538,6 @@ class ModbusBus:
             if left <= 0 or now >= give_up or line.broken:
                 break
             await line.wait(min(left, give_up - now))
-        if until > -math.inf:
-            self._owed.pop(shape, None)
         if line.buf:
             self._drain(line.buf, late=True)
             line.buf.clear()
@@ -534,10 +557,12 @@ class ModbusBus:
             if hit is None:
                 break
             c.drained_bytes += hit[1] - hit[0]
-            if late:
-                c.late_answers += 1
-            else:
-                c.mismatched += 1
+            frame = rest[hit[0]:hit[1]]
+            if not self._paid(frame):
+                if late:
+                    c.late_answers += 1
+                else:
+                    c.mismatched += 1
             rest = rest[hit[1]:]
 
     async def _rtu_attempt(self, req: ReadRequest) -> ReadResult:
@@ -558,22 +583,31 @@ class ModbusBus:
             self._last_frame_end = self._clock()
             if answer.error == "timeout":
                 owed = self._owed.get(_shape(req))
-                if owed is None or owed.req != req:
-                    owed = self._owed[_shape(req)] = _Owed(req)
-                owed.count += 1
+                if owed is None or owed.seq != self._seq:
+                    prev = owed
+                    owed = self._owed[_shape(req)] = _Owed(req, self._seq)
+                    if prev is not None:
+                        owed.old, owed.taken = prev.count, prev.taken
+                owed.same += 1
                 owed.until = self._clock() + timeout
+                owed.suspect = owed.until + SUSPECT_TIMEOUTS * timeout
             return answer
+        lat = self._clock() - t_sent
+        self._latency = lat if self._latency is None else 0.8 * self._latency + 0.2 * lat
         # the answer must stand alone: watch the line for one quiet interval
-        verdict = await self._after_answer(req, answer)
+        verdict = await self._after_answer(req, answer, timeout)
         self._last_frame_end = self._clock()
         if verdict:
             self.counters.framing_errors += 1
             return ReadResult(None, "framing")
         owed = self._owed.get(_shape(req))
-        if owed is not None and owed.req == req:
+        if owed is not None and owed.seq == self._seq:
             # the late answer or the retry's: the other one is still owed, and may come
             # up to a timeout from now
+            if len(owed.taken) < 8:  # (a slave late for good: a few are enough)
+                owed.taken.add(answer)
             owed.until = max(owed.until, self._clock() + timeout)
+            owed.suspect = max(owed.suspect, owed.until + SUSPECT_TIMEOUTS * timeout)
         self.counters.answers += 1
         result = decode_answer(req, answer[1:-2])
         if result.error == "exception":
@@ -613,6 +647,13 @@ class ModbusBus:
                     c.echoes += 1
                     continue
                 problem = answer_problem(req, frame[0], frame[1:-2], pdu)
+                owed = self._owed.get(_shape(req))
+                if (not problem and owed is not None and owed.seq != self._seq
+                        and frame in owed.taken and self._paid(frame)):
+                    # a repeat of an answer an earlier read took: the owed late one, not
+                    # this read's (were it this read's, the registers are unchanged and
+                    # the owed one, still to come, holds the same)
+                    continue
                 if problem:
                     c.drained_bytes += len(frame)
                     if not self._paid(frame):
@@ -667,15 +708,23 @@ class ModbusBus:
         c.timeouts += 1
         return ReadResult(None, "timeout")
 
-    async def _after_answer(self, req: ReadRequest, frame: bytes) -> bool:
+    async def _after_answer(self, req: ReadRequest, frame: bytes, timeout: float) -> bool:
         """Watch the line after the answer; True when what came next makes the answer
-        ambiguous (another valid answer of the same shape)."""
+        ambiguous (another valid answer of the same shape).
+
+        A duplicate follows its original by a gap and its own length on the wire. While
+        an answer of this shape is still owed past its late window, the one just taken
+        may be that stale answer and the true one still coming: the line is then
+        watched for twice the usual answer time as well."""
         line = self._line
         assert isinstance(line, _SerialLine)
         c = self.counters
-        # a duplicate follows its original by a gap and its own length on the wire
         end = line.last_rx
         window = self.quiet_s + len(frame) * self.char_s
+        owed = self._owed.get(_shape(req))
+        if owed is not None and (owed.seq != self._seq or owed.old) and \
+                self._latency is not None:
+            window = min(window + max(2 * self._latency, SUSPECT_WATCH_S), max(window, timeout))
         give_up = self._clock() + max(4 * window, 0.2)
         while True:
             now = self._clock()
@@ -700,10 +749,12 @@ class ModbusBus:
             got = rest[hit[0]:hit[1]]
             if got == frame:
                 c.duplicates += 1
-            elif self._paid(got, req):
-                pass  # the answer to the timed-out attempt of this same read
+            elif self._paid(got, self._seq):
+                pass  # the answer to a timed-out attempt of this read (and no older owed)
             elif not answer_problem(req, got[0], got[1:-2]):
-                c.mismatched += 1   # two different answers to one request: trust neither
+                # two answers of this shape to one request: one is stale, trust neither
+                if not self._paid(got):
+                    c.mismatched += 1
                 ambiguous = True
             else:
                 c.mismatched += 1
@@ -711,16 +762,19 @@ class ModbusBus:
         c.resyncs += 1
         return ambiguous
 
-    def _paid(self, frame: bytes, req: ReadRequest | None = None) -> bool:
-        """A valid frame of a shape still owed (``req``: owed by that read only) is a
+    def _paid(self, frame: bytes, seq: int | None = None) -> bool:
+        """A valid frame of a shape still owed (``seq``: owed to that read only) is a
         late answer: count it and owe one less."""
         pdu = frame[1:-2]
         shape = (frame[0], pdu[0], pdu[1] if len(pdu) > 2 else 0)
         owed = self._owed.get(shape)
-        if owed is None or (req is not None and owed.req != req):
+        if owed is None or (seq is not None and (owed.seq != seq or owed.old)):
             return False
         self.counters.late_answers += 1
-        owed.count -= 1
+        if owed.old:  # the oldest first: they were due first
+            owed.old -= 1
+        else:
+            owed.same -= 1
         if owed.count <= 0:
             del self._owed[shape]
         return True

@@ -127,10 +127,13 @@ async def _polls(pty_pair: PtyPair, n: int, setup: Callable[[ScriptedSlave], Non
 def test_late_answers_past_the_timeout_are_never_taken_for_the_next_block(
         pty_pair: PtyPair) -> None:
     """The issue's case: an answer 1.12 x the timeout late, and the slave answers the
-    retry as well; with two blocks of the same shape the late one would read as B."""
+    retry as well; with two blocks of the same shape the late one would read as B.
+    Answers up to 4 timeouts late too (past the late window: caught as a second answer
+    or as a repeat of an answer already taken)."""
     def setup(s: ScriptedSlave) -> None:
-        # every 5th request answered late, by 1.05 .. 1.9 timeouts (timeout 0.1 s)
-        s.late = {n: (0.105, 0.112, 0.15, 0.19)[(n // 5) % 4] for n in range(5, 400, 5)}
+        # every 5th request answered late, by 1.05 .. 4 timeouts (timeout 0.1 s)
+        delays = (0.105, 0.112, 0.15, 0.19, 0.25, 0.4)
+        s.late = {n: delays[(n // 5) % 6] for n in range(5, 400, 5)}
 
     async def main() -> None:
         bus, slave, good = await _polls(pty_pair, 40, setup)
