@@ -139,6 +139,9 @@ def ctl_link_view(pipeline_ctl: dict[str, Any] | None, driver: dict[str, Any] | 
     out = dict(pipeline_ctl)
     if driver:
         out.update(_some({k: driver[k] for k in CTL_LINK_KEYS if k in driver}))
+        if isinstance(out.get("blocks"), dict):  # per block: its non-zero counts only
+            out["blocks"] = {name: _some(b) if isinstance(b, dict) else b
+                             for name, b in out["blocks"].items()}
     return out
 
 
