@@ -121,6 +121,30 @@ def sensors_view(pipeline_health: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: What ``ctl_link`` carries of the link driver's health (platform-protocol.md).
+CTL_LINK_KEYS = ("connected", "polls", "polls_ok", "polls_partial", "polls_failed",
+                 "polls_skipped", "requests", "timeouts", "crc_errors", "framing_errors",
+                 "exceptions", "exception_codes", "busy_retries", "mismatched",
+                 "late_answers", "duplicates", "echoes", "idle_bytes", "drained_bytes",
+                 "resyncs", "reconnects", "peer_closed", "timeout_s", "decode_errors",
+                 "blocks_failing", "blocks", "units")
+
+
+def ctl_link_view(pipeline_ctl: dict[str, Any] | None, driver: dict[str, Any] | None
+                  ) -> dict[str, Any] | None:
+    """``ctl_link``: the pipeline's ``ok`` and ``last_valid_s`` with the link driver's
+    counts since the start (zeros left out), its failing blocks and backed-off units."""
+    if pipeline_ctl is None:
+        return None
+    out = dict(pipeline_ctl)
+    if driver:
+        out.update(_some({k: driver[k] for k in CTL_LINK_KEYS if k in driver}))
+        if isinstance(out.get("blocks"), dict):  # per block: its non-zero counts only
+            out["blocks"] = {name: _some(b) if isinstance(b, dict) else b
+                             for name, b in out["blocks"].items()}
+    return out
+
+
 def assess(body: dict[str, Any], stalled: list[str], write_errors: int) -> tuple[str, list[str]]:
     """(state, faults): fault when a loop stalls or the data directory refuses writes
     (``write_errors``: failed writes of the disk fault under way, 0 when there is none);
@@ -134,6 +158,9 @@ def assess(body: dict[str, Any], stalled: list[str], write_errors: int) -> tuple
     ctl = body.get("ctl_link")
     if isinstance(ctl, dict) and ctl.get("ok") is False:
         degraded.append("ctl_link_lost")
+    if isinstance(ctl, dict):
+        degraded += [f"ctl_block:{b.get('block')}" for b in ctl.get("blocks_failing") or []
+                     if isinstance(b, dict)]
     degraded += [f"sensor:{name}" for name in sensors.get("faulty", [])]
     accel = sensors.get("accel")
     if isinstance(accel, dict) and accel.get("ok") is False:

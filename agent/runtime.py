@@ -696,6 +696,9 @@ class Agent:
         assert self.pipeline is not None and self.uplink is not None
         t = self.source_now()
         outs = self.pipeline.advance(t)
+        ctl = getattr(self.source, "controller", None) if self.trace is None else None
+        if ctl is not None:
+            outs += self.pipeline.controller_blocks(t, ctl.block_faults())
         if outs:
             self.emit(outs)
         self._close_periods(t)
@@ -744,7 +747,8 @@ class Agent:
         body.update({
             "outbox": health_mod.outbox_view(ob), "link": self.uplink.link_health(),
             "config": self.config_health(),
-            "ctl_link": ph.get("controller"), "sensors": sensors,
+            "ctl_link": health_mod.ctl_link_view(ph.get("controller"), self._ctl_health()),
+            "sensors": sensors,
             "clock": self.timebase.health(), "power": dict(self._power)})
         if ob.get("cursor_save_failing") and "outbox cursors" not in self.disk.what:
             # the outbox saves its cursors on its own (acks): a failure there is the
@@ -759,6 +763,16 @@ class Agent:
                                           self.disk.count if self.disk.active else 0)
         body["state"], body["faults"] = state, faults
         return body
+
+    def _ctl_health(self) -> dict[str, Any] | None:
+        ctl = getattr(self.source, "controller", None) if self.trace is None else None
+        if ctl is None:
+            return None
+        try:
+            return ctl.health()
+        except Exception:  # health must go out whatever a driver does
+            log.exception("controller health failed")
+            return None
 
     def stalled(self) -> list[str]:
         now = time.monotonic()

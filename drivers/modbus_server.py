@@ -86,6 +86,9 @@ class ModbusSimServer:
         self.counters = ServerCounters()
         #: Units that hear requests but never answer (unplugged from the shared line).
         self.silent_units: set[int] = set()
+        #: Tables (function codes 1..4) answered with this exception until removed: a
+        #: register map whose addresses the controller does not have.
+        self.refused: dict[int, ExcCodes] = {}
         self.image: dict[tuple[int, int], dict[int, int]] = {}
         self._corrupt = 0
         self._truncate = 0
@@ -204,11 +207,14 @@ class ModbusSimServer:
         del address, count
         if set_values is not None:
             return ExcCodes.ILLEGAL_FUNCTION  # a controller's status map is read-only here
+        fn = _BLOCK_OF_FUNCTION.get(function_code)
+        if fn in self.refused:
+            self.counters.exceptions += 1
+            return self.refused[fn]
         if self._exceptions > 0:
             self._exceptions -= 1
             self.counters.exceptions += 1
             return self._exception_code
-        fn = _BLOCK_OF_FUNCTION.get(function_code)
         table = self.image.get((unit, fn or 0), {})
         n = len(registers) - 1  # pymodbus keeps a sentinel after the block
         for addr, value in table.items():

@@ -511,6 +511,13 @@ def _parse_field(name: str, spec: Mapping[str, Any], where: str, byte_order: str
         if bit is not None and width is not None and bit + width > nbits:
             problems.append(f"{where}.width: bit {bit} + width {width} exceeds the {nbits}-bit "
                             "value")
+    # raw keys (labels, enum, index_base) a register of this type can hold: a signed
+    # floor register numbers basements below zero
+    if ftype in ("s16", "s32"):
+        half = 1 << (16 * size - 1)
+        key_lo, key_hi = -half, half - 1
+    else:
+        key_lo, key_hi = 0, 0xFFFFFFFF
     scale = _number(spec, "scale", 1.0, where, problems, nonzero=True)
     offset = _number(spec, "offset", 0.0, where, problems)
     enum = default = labels = index_base = None
@@ -523,10 +530,12 @@ def _parse_field(name: str, spec: Mapping[str, Any], where: str, byte_order: str
             problems.append(f"{where}: give exactly one of index_base (raw value is the landing "
                             "index, counted from it) or labels (raw value -> label table)")
         if "index_base" in spec:
-            index_base = _int(spec, "index_base", 0, 0, 65535, where, problems)
+            index_base = _int(spec, "index_base", 0, max(key_lo, -65535), min(key_hi, 65535),
+                              where, problems)
         if "labels" in spec:
             labels = _int_keyed(spec["labels"], f"{where}.labels", problems,
-                                lambda v: isinstance(v, str) and v != "", "a non-empty string")
+                                lambda v: isinstance(v, str) and v != "", "a non-empty string",
+                                key_lo, key_hi)
     else:
         if "labels" in spec or "index_base" in spec:
             problems.append(f"{where}: labels/index_base belong to the floor field only")
@@ -537,7 +546,7 @@ def _parse_field(name: str, spec: Mapping[str, Any], where: str, byte_order: str
                 problems.append(f"{where}.enum: an enumeration needs an integer type, found "
                                 "float32")
             enum = _int_keyed(spec["enum"], f"{where}.enum", problems,
-                              lambda v: _in_domain(name, v), _domain_text(name))
+                              lambda v: _in_domain(name, v), _domain_text(name), key_lo, key_hi)
             if "default" in spec:
                 default = spec["default"]
                 if not _in_domain(name, default):
@@ -590,8 +599,8 @@ def _domain_text(name: str) -> str:
     return f"an integer {d.start}..{d.stop - 1}"
 
 
-def _int_keyed(table: Any, where: str, problems: list[str], ok: Any, expected: str
-               ) -> dict[int, Any] | None:
+def _int_keyed(table: Any, where: str, problems: list[str], ok: Any, expected: str,
+               lo: int = 0, hi: int = 0xFFFFFFFF) -> dict[int, Any] | None:
     if not isinstance(table, Mapping) or not table:
         problems.append(f"{where}: expected a non-empty table raw = value, found {table!r}")
         return None
@@ -602,8 +611,9 @@ def _int_keyed(table: Any, where: str, problems: list[str], ok: Any, expected: s
         except ValueError:
             problems.append(f"{where}.{k}: key must be a raw integer value, found {k!r}")
             continue
-        if not 0 <= raw <= 0xFFFFFFFF:
-            problems.append(f"{where}.{k}: raw value must be 0..4294967295, found {raw}")
+        if not lo <= raw <= hi:
+            problems.append(f"{where}.{k}: raw value must be {lo}..{hi} for this type, "
+                            f"found {raw}")
             continue
         if not ok(v):
             problems.append(f"{where}.{k}: expected {expected}, found {v!r}")

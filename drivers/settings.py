@@ -122,8 +122,17 @@ class ControllerSettings:
                                                  "max": 65535})
     unit_id: int = field(default=1, metadata={"doc": "Modbus unit (slave) id.", "min": 0,
                                               "max": 247})
-    timeout_s: float = field(default=0.5, metadata={"doc": "Per-request timeout.", "unit": "s",
-                                                    "gt": 0, "max": 60})
+    timeout_s: float = field(
+        default=0.5, metadata={"doc": "Per-request timeout; on RTU at least the time the "
+                               "request and its answer take on the wire plus turnaround_ms "
+                               "(slow baud rates, long blocks).", "unit": "s", "gt": 0,
+                               "max": 60},
+    )
+    turnaround_ms: float = field(
+        default=50.0, metadata={"doc": "Time the controller takes to start answering (RTU), "
+                                "added to the wire time of a request for its timeout.",
+                                "unit": "ms", "min": 0, "max": 5000},
+    )
     retries: int = field(default=2, metadata={"doc": "Retries of a failed request.", "min": 0,
                                                "max": 10})
     poll_interval_s: float = field(

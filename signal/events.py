@@ -56,6 +56,7 @@ CATALOGUE: dict[str, Code] = dict([
     _c("vibration_abnormal", WARNING),
     _c("controller_link_lost", FAULT, False),
     _c("sensor_fault", FAULT, False),
+    _c("controller_block_failed", FAULT, False),
     _c("sensor_disagreement", WARNING),
     _c("door_slow", WARNING),
     _c("leveling_drift", WARNING),

@@ -392,6 +392,17 @@ class Pipeline:
             self.stats.on_door(d)
         return out
 
+    def controller_blocks(self, t: float, failing: list[dict[str, Any]]
+                          ) -> list[dict[str, Any]]:
+        """``controller_block_failed`` from the link driver's verdict on its register
+        blocks (only the driver sees the bus; a trace holds the decoded values, so a
+        replay does not repeat this event): raised with ``failing`` as detail, cleared
+        when none fails."""
+        code = "controller_block_failed"
+        if failing:
+            return self.book.raise_(t, code, self.state.val["floor"], {"blocks": failing})
+        return self.book.clear(t, code)
+
     def self_test(self, t: float) -> list[dict[str, Any]]:
         """On-demand self test (downlink ``self_test``)."""
         return self.rules.self_test(t)

@@ -29,6 +29,7 @@ from modbus_helpers import (
     rtu_settings,
     run,
 )
+from pymodbus.constants import ExcCodes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -190,11 +191,13 @@ def test_garbage_and_truncated_frames_are_counted_and_survived(pty_pair: PtyPair
             await noise_task
             good = [r for r in results if r is not None]
             assert all(r == VALUES for r in good), "a garbled frame was decoded as data"
-            # deterministic faults: a bad CRC, then a frame cut in half
+            # deterministic faults: a bad CRC, then a frame cut in half: the first block
+            # (the discrete input) is lost, the other block still answers
+            no_overload = {k: x for k, x in VALUES.items() if k != "overload"}
             srv.corrupt_next(1)
-            assert await ctl.poll() is None
+            assert await ctl.poll() == no_overload
             srv.truncate_next(1)
-            assert await ctl.poll() is None
+            assert await ctl.poll() == no_overload
             await asyncio.sleep(0.05)
             _, _ = await poll_until(ctl, lambda v: v == VALUES, timeout=3.0)
             h = ctl.health()
@@ -296,14 +299,18 @@ def test_exception_responses_are_counted_and_lose_only_their_fields(pty_pair: Pt
         ctl = ModbusController(rtu_settings(pty_pair.a), example_map(), LANDINGS,
                                link_lost_s=1.0)
         try:
-            srv.exception_next(1)  # the plan reads the discrete input first
+            # the plan reads the discrete input first
+            srv.exception_next(1, ExcCodes.ILLEGAL_ADDRESS)
             v = await ctl.poll()
             assert v == {k: x for k, x in VALUES.items() if k != "overload"}
-            srv.exception_next(2)
+            srv.exception_next(2, ExcCodes.ILLEGAL_ADDRESS)
             assert await ctl.poll() is None  # both reads refused: no data at all
             h = ctl.health()
-            assert h["exceptions"] == 3 and h["exception_codes"] == {"6": 3}
-            assert h["decode_errors"] == 1 and "overload" in h["last_decode_error"]
+            assert h["exceptions"] == 3 and h["exception_codes"] == {"2": 3}
+            assert h["blocks"]["u1/discrete/10-10"]["exceptions"] == {"2": 2}
+            assert h["blocks"]["u1/holding/0-7"]["exceptions"] == {"2": 1}
+            assert h["decode_errors"] == 0  # a refused block is a block failure, not a value
+            assert h["polls_partial"] == 1
             assert h["timeouts"] == 0 and h["polls_skipped"] == 0  # it answered: no back-off
             assert await ctl.poll() == VALUES
         finally:

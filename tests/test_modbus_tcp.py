@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 import time
 
 import pytest
 from conftest import free_port
 from liftwatch.drivers.controller import ModbusController
+from liftwatch.drivers.modbus_bus import ModbusBus
 from liftwatch.drivers.modbus_server import ModbusSimServer
-from liftwatch.drivers.registermap import parse_register_map
+from liftwatch.drivers.registermap import ReadRequest, parse_register_map
 from modbus_helpers import (
     LANDINGS,
     VALUES,
@@ -155,7 +157,8 @@ def test_exception_answers_are_counted_by_code() -> None:
             assert v == {"mode": 3}  # vendor code 3 without the enum, fault refused
             h = c_wrong.health()
             assert h["exception_codes"] == {str(int(ExcCodes.ILLEGAL_ADDRESS)): 1}
-            assert h["decode_errors"] == 1 and "fault" in h["last_decode_error"]
+            assert h["decode_errors"] == 0  # a refused block is a block failure
+            assert h["blocks"]["u1/holding/300-300"]["exceptions"] == {"2": 1}
             srv.exception_next(4, ExcCodes.DEVICE_FAILURE)
             assert await c_wrong.poll() is None
             assert c_wrong.health()["exceptions"] == 3
@@ -226,4 +229,92 @@ def test_server_starts_as_a_lift_at_rest() -> None:
         finally:
             await ctl.close()
             await srv.stop()
+    run(main())
+
+
+def _mbap(tid: int, unit: int, fc: int, count: int, value: int) -> bytes:
+    body = bytes([fc, 2 * count]) + struct.pack(f">{count}H", *[value] * count)
+    return struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body
+
+
+class ScriptedPeer:
+    """A hand-made Modbus TCP peer: answers holding reads with ``value``; optionally closes
+    after every answer (some gateways do) or sends a stale answer (old transaction id,
+    other values) and a foreign one (wrong function) before the right one."""
+
+    def __init__(self, value: int, close_after: bool = False, stale_first: bool = False
+                 ) -> None:
+        self.value, self.close_after, self.stale_first = value, close_after, stale_first
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                     ) -> None:
+        self.connections += 1
+        try:
+            while True:
+                hdr = await reader.readexactly(7)
+                tid, _, length, unit = struct.unpack(">HHHB", hdr)
+                pdu = await reader.readexactly(length - 1)
+                _, count = struct.unpack(">HH", pdu[1:5])
+                if self.stale_first:
+                    # an older answer, then one that is not a holding read
+                    writer.write(_mbap((tid - 1) & 0xFFFF, unit, 3, count, 0xDEAD))
+                    writer.write(_mbap(tid, unit, 4, count, 0xBEEF))
+                writer.write(_mbap(tid, unit, 3, count, self.value))
+                await writer.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def test_peer_closing_after_every_answer_is_reconnected_at_once() -> None:
+    async def main() -> None:
+        peer = ScriptedPeer(0x1234, close_after=True)
+        await peer.start()
+        bus = ModbusBus(tcp_settings(peer.port, timeout_s=0.5))
+        req = ReadRequest(1, 3, 0, 4)
+        try:
+            slowest = 0.0
+            for _ in range(20):
+                t0 = time.monotonic()
+                assert (await bus.read(req)).values == [0x1234] * 4
+                slowest = max(slowest, time.monotonic() - t0)
+                await asyncio.sleep(0.01)
+            st = bus.stats()
+            assert slowest < 0.25  # never the 0.5 s timeout
+            assert st["timeouts"] == 0 and st["peer_closed"] >= 10
+            assert peer.connections >= 11 and st["reconnects"] == peer.connections - 1
+        finally:
+            await bus.close()
+            await peer.stop()
+    run(main())
+
+
+def test_stale_and_foreign_answers_are_discarded_by_transaction_id_and_function() -> None:
+    async def main() -> None:
+        peer = ScriptedPeer(0x0042, stale_first=True)
+        await peer.start()
+        bus = ModbusBus(tcp_settings(peer.port))
+        try:
+            for _ in range(5):
+                assert (await bus.read(ReadRequest(1, 3, 0, 2))).values == [0x42, 0x42]
+            st = bus.stats()
+            assert st["mismatched"] == 10 and st["answers"] == 5 and counts_balance(st)
+        finally:
+            await bus.close()
+            await peer.stop()
     run(main())

@@ -401,3 +401,20 @@ def test_encode_on_a_base_image_keeps_other_bits() -> None:
     assert first == m.encode(VALUES, unit=1, landings=LANDINGS)  # base not modified
     got = m.decode(blocks_from_image(m, second), unit=1, landings=LANDINGS)
     assert got == {**VALUES, "mode": 0}
+
+
+def test_signed_floor_register_takes_negative_labels_and_index_base() -> None:
+    """Basements numbered below zero in an s16 floor register (issue 22)."""
+    m = parse_register_map({"fields": {"floor": {
+        "table": "holding", "address": 0, "type": "s16",
+        "labels": {"-2": "B2", "-1": "B1", "1": "1"}}}})
+    image = m.encode({"floor": "B2"})
+    assert image[(1, 3)][0] == 0xFFFE
+    assert m.decode({m.read_plan()[0]: [0xFFFE]}) == {"floor": "B2"}
+    landings = ["B2", "B1", "1"]
+    m = parse_register_map({"fields": {"floor": {
+        "table": "holding", "address": 0, "type": "s16", "index_base": -2}}})
+    assert m.decode({m.read_plan()[0]: [0xFFFF]}, landings=landings) == {"floor": "B1"}
+    with pytest.raises(RegisterMapError, match=r"labels.-2: raw value must be 0\.\.4294967295"):
+        parse_register_map({"fields": {"floor": {"table": "holding", "address": 0,
+                                                 "labels": {"-2": "B2"}}}})

@@ -235,17 +235,99 @@ def serial_port_row(cfg: Any, dev: Path = Path("/dev")) -> Row | None:
 
 
 def controller_rows(cfg: Any, obs: Observed) -> list[Row]:
+    """The link, one row per register block of the map (a block that never gave data
+    FAILs with its likely cause: a link where only some registers answer is not a
+    working link), the line's error counts, the values read."""
     if not cfg.controller.enabled:
         return [Row("controller link", PASS, "none configured (sensors-only terminal)")]
     where = link_name(cfg)
     ctl_health = obs.health.get("controller", {})
+    blocks = _block_rows(ctl_health, cfg.controller.unit_id)
     if obs.ctl_answers == 0:
         return [Row("controller link", FAIL, f"{where}: no answer to {obs.ctl_polls} polls"
-                    + _link_why(ctl_health, obs.health.get("poll_errors", 0)))]
-    status = PASS if obs.ctl_answers == obs.ctl_polls else WARN
-    return [Row("controller link", status,
-                f"{where}: {obs.ctl_answers}/{obs.ctl_polls} polls answered"),
-            Row("controller values", PASS, fmt_ctl(obs.ctl_last))]
+                    + _link_why(ctl_health, obs.health.get("poll_errors", 0)))] + blocks
+    partial = ctl_health.get("polls_partial", 0)
+    status = PASS if obs.ctl_answers == obs.ctl_polls and not partial else WARN
+    detail = f"{where}: {obs.ctl_answers}/{obs.ctl_polls} polls answered"
+    if partial:
+        detail += f", {partial} of them incomplete (a block failed)"
+    return ([Row("controller link", status, detail)] + blocks
+            + [_line_row(ctl_health), Row("controller values", PASS, fmt_ctl(obs.ctl_last))])
+
+
+#: Likely cause of a block's Modbus exception, for the technician.
+_EXCEPTION_CAUSES = {
+    1: "the controller does not serve this table: check table/function in the register map",
+    2: "wrong register map, or address base (0/1-based: the map's addresses off by one), "
+       "or wrong unit id",
+    3: "the controller refuses this length: lower max_registers/max_gap in the map",
+    4: "the controller reports a device failure",
+    10: "the gateway has no path to this unit: check the unit id and the gateway",
+    11: "the gateway's RS-485 side does not answer: check the unit id and that wiring",
+}
+
+
+def _block_rows(h: dict[str, Any], main_unit: int) -> list[Row]:
+    """One row per register block: PASS when it gave data every time, FAIL with the
+    likely cause when it never did, WARN in between."""
+    from liftwatch.drivers.modbus_bus import EXCEPTION_NAMES
+
+    rows = []
+    for name, b in (h.get("blocks") or {}).items():
+        fields = ", ".join(b.get("fields") or [])
+        answers = int(b.get("answers", 0))
+        exc = {int(k): v for k, v in (b.get("exceptions") or {}).items()}
+        failures = (b.get("timeouts", 0) + sum(exc.values()) + b.get("crc_errors", 0)
+                    + b.get("framing_errors", 0) + b.get("skipped", 0))
+        label = f"controller block {name}"
+        if not failures:
+            rows.append(Row(label, PASS, f"{fields}: {answers}/{answers} answered"))
+            continue
+        if exc:
+            code = max(exc, key=exc.__getitem__)
+            why = (f"exception {code:02d} ({EXCEPTION_NAMES.get(code, 'unknown')}) in "
+                   f"{exc[code]} reads: {_EXCEPTION_CAUSES.get(code, 'see the vendor manual')}")
+        elif b.get("timeouts") or b.get("skipped"):
+            unit = int(name[1:].split("/", 1)[0]) if name.startswith("u") else main_unit
+            why = (f"unit {unit} does not answer: check its unit id and wiring"
+                   if unit != main_unit else "no answer: check wiring, baud rate, parity and "
+                   "unit id")
+        elif b.get("crc_errors"):
+            why = "answers with bad CRCs: check baud rate, parity, termination and grounding"
+        else:
+            why = "truncated or ambiguous answers: check termination and noise"
+        status = FAIL if answers == 0 else WARN
+        rows.append(Row(label, status, f"{fields}: {answers}/{answers + failures} answered; "
+                        f"{why}; these fields are unknown while it fails"))
+    return rows
+
+
+def _line_row(h: dict[str, Any]) -> Row:
+    """The line's own trouble: late or foreign answers, bad frames, noise."""
+    parts = []
+    for key, label in (("late_answers", "late answers drained"),
+                       ("mismatched", "foreign or ambiguous answers discarded"),
+                       ("duplicates", "duplicated frames"), ("crc_errors", "CRC errors"),
+                       ("framing_errors", "framing errors"), ("timeouts", "timeouts"),
+                       ("busy_retries", "busy (06) retries"), ("resyncs", "resyncs"),
+                       ("reconnects", "reconnects")):
+        if h.get(key):
+            parts.append(f"{h[key]} {label}")
+    notes = []
+    if h.get("idle_bytes"):
+        notes.append(f"{h['idle_bytes']} idle bytes skipped (transceiver turnaround)")
+    if h.get("echoes"):
+        notes.append(f"{h['echoes']} request echoes skipped (adapter echo)")
+    timeout = h.get("timeout_s")
+    if not parts:
+        return Row("controller line", PASS, "clean" + (f" ({'; '.join(notes)})" if notes
+                                                      else ""))
+    hint = ""
+    if h.get("late_answers"):
+        hint = f"; the controller answers after the timeout: raise timeout_s (now {timeout} s)"
+    elif h.get("crc_errors") or h.get("mismatched"):
+        hint = "; check termination, grounding and that no other master is on the line"
+    return Row("controller line", WARN, ", ".join(parts + notes) + hint)
 
 
 def _link_why(h: dict[str, Any], poll_errors: int) -> str:

@@ -47,6 +47,31 @@ DIRS = {0: "-", 1: "up", 2: "down"}
 CLEAR = "\x1b[H\x1b[2J"
 
 
+#: Link counters the monitor shows when they are not zero.
+LINK_COUNTERS = (("timeouts", "timeouts"), ("crc_errors", "CRC"), ("framing_errors", "framing"),
+                 ("exceptions", "exceptions"), ("busy_retries", "busy retries"),
+                 ("late_answers", "late"), ("mismatched", "discarded"),
+                 ("duplicates", "duplicates"), ("idle_bytes", "idle bytes"),
+                 ("resyncs", "resyncs"), ("reconnects", "reconnects"))
+
+
+def ctl_link_lines(h: dict[str, Any]) -> list[str]:
+    """The Modbus link's counters and failing blocks, when there is something to show."""
+    out = []
+    counts = [f"{label} {h[key]}" for key, label in LINK_COUNTERS if h.get(key)]
+    if counts:
+        out.append("link     " + ", ".join(counts))
+    for b in h.get("blocks_failing") or []:
+        what = (f"exception {b['exception']:02d}" if b.get("error") == "exception"
+                else b.get("error", "?"))
+        out.append(f"         FAILING {b['block']} ({', '.join(b.get('fields', []))}): "
+                   f"{what} for {b.get('since_s', 0):.0f} s")
+    for unit, u in (h.get("units") or {}).items():
+        if u.get("backoff_s"):
+            out.append(f"         unit {unit} silent, next try in {u['backoff_s']:.1f} s")
+    return out
+
+
 class View:
     """What the screen shows, updated from the source's records and the pipeline."""
 
@@ -131,6 +156,7 @@ class View:
         elif cfg.controller.enabled:
             lines.append(f"ctl      {fmt_ctl(self.ctl)}  ({self.ctl_polls - self.ctl_failed}/"
                          f"{self.ctl_polls} polls answered)")
+            lines += ctl_link_lines(health.get("controller") or {})
         else:
             lines.append("ctl      not linked (sensors-only terminal)")
         acc = health.get("accel")
