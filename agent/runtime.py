@@ -10,21 +10,9 @@ a UTC day of the source's clock has passed) and alarm repeats. Every ``event``,
 uplink may publish it; appends run on the outbox worker thread (shared with the
 uplink), so acquisition never waits on an fsync.
 
-A failing disk (ENOSPC, EIO, EROFS on the outbox, the alarm ledger or the event
-journal) is one fault (:mod:`liftwatch.agent.diskfault`): logged when it starts, summed
-up every 5 minutes, logged when it ends, and in ``health`` (``disk``, fault
-``disk_fault``) while it lasts. Every other duty of the tick goes on: detection,
-status, health, alarm repeats, and the uplink of what the outbox already holds. What
-cannot be written stays in memory and is written, in order, when the disk takes it
-again (tried every second): messages for the outbox (at most ``MAX_UNSTORED``; over
-that the oldest trips/health go first, then stats, then events; alarms are never
-dropped, and they are kept beyond the bound), the alarm ledger (its memory is the
-truth) and journal events (see :mod:`liftwatch.buffer.journal`). A message that could
-not be stored is published once straight away (QoS 1, alarms first) when the link is
-up, so an alarm or the health that reports the fault is not held back by the disk;
-once stored it goes out again from the outbox (a duplicate, same ``id``). Alarm
-repeats during a fault are published the same way and not kept (the ledger repeats
-them anyway). What is still in memory when the agent stops is lost, said in the log.
+Writing before sending, the alarm ledger and a failing disk (one reported fault; what
+cannot be written waits in memory, bounded, alarms never dropped) are
+:mod:`liftwatch.agent.storing`.
 
 Time: the pipeline runs on the source's clock (monotonic seconds live, trace seconds
 with ``--trace``); messages carry wall time and ``tq`` from the kernel's NTP state
@@ -40,27 +28,9 @@ writes what is left, drains the outbox for what remains of 5 s, publishes ``onli
 for up to ``--drain-s`` seconds. Whatever is not drained stays in the outbox for the
 next start.
 
-Commands: see :mod:`liftwatch.agent.commands`; this module is their host. A
-``config_set`` never writes the technician's file (read-only under the shipped unit):
-it is merged into the remote override ``<data_dir>/remote.toml`` that ``load_config``
-merges over the file. The whole resulting config is checked by the validator of
-``config check`` (safe ranges, the pipeline built once) before anything is written;
-then the previous override is kept and a ``config_set.pending`` marker written
-(:mod:`liftwatch.agent.override`), the change applied, and within ``confirm_s``
-(default 20 s) the uplink must have a broker session with no loop stalled. A change
-that fails at apply or is not healthy in time is rolled back at once; one still
-pending at the next start (the agent died meanwhile) is rolled back by ``run`` before
-the config is even loaded, and an override a start died with is set aside at the
-next start: no value can hold the agent in a crash loop. The remotely allowed keys
-(``remote`` in the settings) are timers, thresholds and reporting intervals:
-detection parameters are applied by rebuilding the pipeline with its learned
-baselines (its open events are forgotten, as after a reboot: a condition still
-present is raised again under a new id); uplink intervals take effect at once.
-SIGHUP reloads the file and the override the same way; a file that does not validate
-is refused and the running config kept. Every change of what detection and
-reporting run with (config_set, its rollback, SIGHUP, a start with other settings
-than the last run's) is reported as a ``detection_changed`` event and in
-``health.config``.
+Commands: see :mod:`liftwatch.agent.commands`; this module is their host.
+``config_set``, SIGHUP reloads, their rollback and the ``detection_changed`` report
+are :mod:`liftwatch.agent.remote_config`.
 
 Alarms (EN 81-28): an alarm-severity raise goes into the alarm ledger
 (``liftwatch.buffer.alarms``) and is sent again every ``alarm_repeat_s`` with its
@@ -75,9 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import gc
-import json
 import logging
 import os
 import secrets
@@ -90,45 +58,32 @@ from pathlib import Path
 from typing import Any
 
 from liftwatch.agent import health as health_mod
-from liftwatch.agent.commands import CommandError, CommandHandler, CommandInbox, Downlink
+from liftwatch.agent.commands import CommandHandler, CommandInbox, Downlink
 from liftwatch.agent.config import (
     ConfigError,
     TerminalConfig,
-    deep_merge,
-    dump_override,
-    flatten,
     load_config,
     load_credentials,
-    load_with_override,
-    nest,
-    remote_keys,
-    setting_changes,
-    tracked_settings,
-    weakened_settings,
 )
 from liftwatch.agent.diskfault import DiskFault, errno_name
-from liftwatch.agent.messages import MessageFactory, dumps, lane_of, next_boot, topic
+from liftwatch.agent.messages import MessageFactory, dumps, next_boot
 from liftwatch.agent.override import OverrideFiles, Recovery
+from liftwatch.agent.remote_config import RemoteConfig
 from liftwatch.agent.sdnotify import Notifier, watchdog_interval_s
+from liftwatch.agent.storing import Storing
 from liftwatch.agent.timebase import Timebase, sleep_on_grid
 from liftwatch.agent.tls import UplinkError
 from liftwatch.agent.uplink import Uplink
-from liftwatch.buffer.alarms import AlarmLedger, AlarmLedgerWriteError
-from liftwatch.buffer.atomic import atomic_write_bytes
+from liftwatch.buffer.alarms import AlarmLedger
 from liftwatch.buffer.baselines import BaselineStore
 from liftwatch.buffer.cmdids import CommandIdStore
-from liftwatch.buffer.journal import JournalWriteError
 from liftwatch.buffer.outbox import (
-    DROP_ORDER,
     Outbox,
     OutboxError,
-    OutboxWriteError,
-    queue_of,
 )
 from liftwatch.drivers.threadname import name_native_thread
 from liftwatch.drivers.trace import TraceError
 from liftwatch.signal.pipeline import Pipeline
-from liftwatch.signal.settings import change_record
 
 log = logging.getLogger(__name__)
 
@@ -146,23 +101,11 @@ LIVE_SILENCE_S = 0.5
 STALL_S = 5.0
 #: outputs waiting for the outbox before acquisition is made to wait (and counted)
 MAX_UNWRITTEN = 5000
-#: messages kept in memory while the disk refuses them (about 300 bytes each)
-MAX_UNSTORED = 10_000
 HEALTH_CHANGE_MIN_S = 10.0
 #: the health state (faults, stalled loops) is assessed this often between health
 #: messages, each time with a hop to the outbox thread for its figures; a change is
 #: sent at once (at most every HEALTH_CHANGE_MIN_S)
 HEALTH_CHECK_S = 5.0
-#: the settings last reported to the platform (detection_changed), in the data directory
-REPORTED_SETTINGS = "reported_settings.json"
-#: problems named in a refused config_set's reply (every key of one patch, in practice)
-MAX_ISSUES = 12
-#: a config_set that changes detection restarts its timers (the pipeline is rebuilt): at
-#: most one such change this often, so that changes cannot keep an entrapment or
-#: alarm-press timer from running out; as long as the longest alarm timer's maximum
-DETECTION_CHANGE_MIN_S = 300.0
-#: write errors that are the disk's fault (reported as a disk fault), not a refusal
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT})
 #: set to 1 to let ``run`` start as root without ``--allow-root`` (test rigs, CI)
 ALLOW_ROOT_ENV = "LIFTWATCH_ALLOW_ROOT"
 ROOT_REFUSED = (
@@ -222,7 +165,7 @@ def _trace_start_ms(start: str) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
-class Agent:
+class Agent(Storing, RemoteConfig):
     """The running agent: wires config, source, pipeline, outbox, uplink and commands."""
 
     def __init__(self, cfg: TerminalConfig, *, trace: Path | None = None, speed: float = 1.0,
@@ -403,242 +346,6 @@ class Agent:
         return self.timebase.wall_ms()
 
     # ------------------------------------------------------------------ outputs
-    def _queue(self, kind: str, msg: dict[str, Any]) -> None:
-        if self.report is not None:
-            self.report.queued(kind, msg)
-        self._unwritten.append((lane_of(kind, msg), topic(self.prefix, self.lift_id, kind),
-                                dumps(msg)))
-
-    def emit(self, outs: list[dict[str, Any]]) -> None:
-        """Pipeline outputs → messages → the write queue (written by ``_write``)."""
-        for rec in outs:
-            typ = rec.get("type")
-            if self.factory.replay and typ == "event":  # the journal and ledger keep it
-                rec = self.factory.mark_replayed(rec)
-            if typ == "event":
-                self._queue("event", self.factory.event(rec))
-                if rec.get("sev") == "alarm" and rec.get("state") == "raised":
-                    self._new_alarms.append(rec)
-                if self.journal is not None:
-                    try:
-                        self.journal.add(rec, defer=self.disk.active)
-                    except JournalWriteError as exc:  # kept in memory by the journal
-                        self.disk.failed("event journal", exc)
-                    except Exception as exc:
-                        log.warning("event journal: %s", exc)
-            elif typ == "trip":
-                self._queue("trip", self.factory.trip(rec))
-            # door cycles are counted in stats; they are not messages of their own
-
-    async def _write(self, force: bool = False) -> None:
-        """Append everything queued in one group commit; keep it for a retry on error.
-
-        New alarms go into the alarm ledger first, then the outbox, then are marked
-        sent: a crash in between leaves them in the ledger as never sent, so they go
-        out right after the restart (an alarm is never left silent). During a disk
-        fault this is tried once a second (``DiskFault.retry_due``) unless ``force`` or
-        a new alarm waits: the ledger's memory must hold an alarm before it is
-        published (straight away, by ``_keep_unstored``), or the platform's immediate
-        ack of it would be refused and the alarm repeated for ever."""
-        if self._writing or not (self._unwritten or self._new_alarms or self.disk.active):
-            return
-        if not (force or self._new_alarms or self.disk.retry_due()):
-            return
-        self._writing = True
-        batch, self._unwritten = self._unwritten, []
-        alarms, self._new_alarms = self._new_alarms, []
-        self._alarms_storing = alarms
-        loop = asyncio.get_running_loop()
-        store = loop.run_in_executor(self.executor, self._store, batch, alarms)
-        cancelled = False
-        try:
-            # The batch left memory when the store began: a cancel (the run ending while
-            # the outbox thread stores) must not drop it, nor let the final write and the
-            # drain run before it is in the outbox. So the store is seen through.
-            while not store.done():
-                try:
-                    await asyncio.shield(store)
-                except asyncio.CancelledError:
-                    cancelled = True
-            stored, failures, caught_up = store.result()
-        except (OutboxError, OSError) as exc:  # not a write error: closed, bad argument
-            self.write_errors += 1
-            self._unwritten = batch + self._unwritten
-            self._new_alarms = alarms + self._new_alarms
-            log.error("outbox: %d message(s) not stored yet (%s); retrying", len(batch), exc)
-            if cancelled:
-                raise asyncio.CancelledError from None
-            return
-        finally:
-            self._writing = False
-            self._alarms_storing = []
-        if not stored:
-            self._unwritten = batch + self._unwritten
-        else:
-            for _lane, _topic, payload in batch:
-                self._published_unstored.discard(id(payload))
-        for part, exc, path in failures:
-            self.write_errors += 1
-            self.disk.failed(part, exc, path)
-        if self.disk.active and not failures:
-            self.disk.recovered(caught_up)
-        if stored and batch and self.uplink is not None:
-            self.uplink.wake()
-        if cancelled:
-            raise asyncio.CancelledError
-
-    def _store(self, batch: list[tuple[str, str, bytes]], alarms: list[dict[str, Any]]
-               ) -> tuple[bool, list[tuple[str, Exception, Any]], str]:
-        """On the outbox thread: ledger (new alarms), outbox (all), ledger (sent); then
-        whatever an earlier disk fault left unwritten (ledger, journal, outbox cursors).
-
-        Returns (batch stored, the writes that failed as (part, error, path), what was
-        caught up): write errors are the caller's to report, as one disk fault."""
-        failures: list[tuple[str, Exception, Any]] = []
-        done: list[str] = []
-        ledger_failed = False
-        t_event = topic(self.prefix, self.lift_id, "event")
-        for rec in alarms:
-            try:
-                self.ledger.add(str(rec["id"]), t_event, json.dumps(rec).encode(), time.time())
-            except AlarmLedgerWriteError as exc:  # kept in memory; saved with a later write
-                if not ledger_failed:
-                    ledger_failed = True
-                    failures.append(("alarm ledger", exc, self.ledger.path))
-            except (OSError, ValueError, KeyError) as exc:
-                log.error("alarm ledger: alarm %s not kept: %s", rec.get("id"), exc)
-        stored = True
-        if batch:
-            try:
-                self.outbox.append_many(batch)
-            except OutboxWriteError as exc:
-                stored = False
-                failures.append(("outbox", exc, self.outbox.directory))
-            else:
-                if self.disk.active:
-                    done.append(f"{len(batch)} message(s) kept in memory stored in the outbox")
-        # marked sent also when not stored: the runtime publishes it straight away, and
-        # the ledger's repeats must keep their pace
-        now = time.time()
-        for rec in alarms:
-            try:
-                self.ledger.mark_sent(str(rec["id"]), now)
-            except AlarmLedgerWriteError as exc:
-                if not ledger_failed:
-                    ledger_failed = True
-                    failures.append(("alarm ledger", exc, self.ledger.path))
-            except (OSError, ValueError, KeyError) as exc:
-                log.error("alarm ledger: %s", exc)
-        if self.ledger.unsaved and not ledger_failed:
-            try:
-                self.ledger.sync()
-                done.append("alarm ledger saved")
-            except AlarmLedgerWriteError as exc:
-                failures.append(("alarm ledger", exc, self.ledger.path))
-        journal = self.journal
-        if journal is not None and journal.pending:
-            try:
-                n = journal.sync()
-                done.append(f"{n} journal event(s) written")
-            except JournalWriteError as exc:
-                failures.append(("event journal", exc, exc.filename))
-        if self.disk.active and self.outbox.stats().get("cursor_save_failing"):
-            self.outbox.flush()
-            if self.outbox.stats().get("cursor_save_failing"):
-                failures.append(("outbox cursors", OSError(0, "cursor save failed"),
-                                 self.outbox.directory / "cursors.json"))
-        return stored, failures, "; ".join(done)
-
-    def _keep_unstored(self) -> None:
-        """During a disk fault: bound what waits in memory, publish what was not yet
-        published (alarms first) when the link is up, and sum up the fault's log."""
-        self.disk.summary()
-        unwritten = self._unwritten
-        if len(unwritten) > MAX_UNSTORED:
-            self._drop_unstored(len(unwritten) - MAX_UNSTORED)
-        uplink = self.uplink
-        if uplink is None or not uplink.connected:
-            return
-        sent = self._published_unstored
-        if len(sent) >= len(self._unwritten):
-            return
-        # an alarm goes out only once the ledger's memory holds it (see _write): its ack
-        # may come back at once
-        lanes = ("event", "record") if self._new_alarms or self._alarms_storing \
-            else ("alarm", "event", "record")
-        for lane in lanes:
-            for m_lane, m_topic, payload in self._unwritten:
-                if m_lane != lane or id(payload) in sent:
-                    continue
-                if not uplink.publish_unstored(m_topic, payload):
-                    return
-                sent.add(id(payload))
-
-    def _drop_unstored(self, n: int) -> None:
-        """Drop the ``n`` oldest kept messages, trips/health first, then stats, then
-        events; alarms never (they stay beyond the bound). Counted and reported."""
-        drop: set[int] = set()
-        for queue in DROP_ORDER:  # the outbox's own order and queues
-            for i, (lane, t, _p) in enumerate(self._unwritten):
-                if len(drop) >= n:
-                    break
-                if queue_of(lane, t) == queue:
-                    drop.add(i)
-        if not drop:
-            return
-        kept: list[tuple[str, str, bytes]] = []
-        for i, item in enumerate(self._unwritten):
-            if i in drop:
-                self._published_unstored.discard(id(item[2]))
-            else:
-                kept.append(item)
-        self._unwritten = kept
-        if self.unstored_dropped == 0:
-            log.error("disk fault: more than %d messages wait for the disk; the oldest are "
-                      "dropped (trips and health first, then stats, then events; alarms "
-                      "never), counted in health", MAX_UNSTORED)
-        self.unstored_dropped += len(drop)
-
-    async def _repeat_alarms(self) -> None:
-        """EN 81-28: every unacknowledged alarm again every ``alarm_repeat_s``, with its
-        repeat count, in the alarm lane (ahead of any backlog), also after a restart.
-        During a disk fault a repeat is published straight away and not kept."""
-        if not self.ledger.pending:  # nothing to repeat: no hop to the outbox thread
-            return
-        loop = asyncio.get_running_loop()
-        due = await loop.run_in_executor(self.executor, self.ledger.due, time.time(),
-                                         self.cfg.detection.alarm_repeat_s)
-        sent: list[str] = []
-        direct = self.disk.active
-        for entry in due:
-            try:
-                rec = json.loads(entry.payload)
-                msg = self.factory.event(rec, repeat=max(entry.repeat, 1))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("alarm %s in the ledger unusable (%s): dropped from repeats",
-                          entry.eid, exc)
-                try:
-                    await loop.run_in_executor(self.executor, self.ledger.ack, entry.eid)
-                except AlarmLedgerWriteError as werr:  # gone from memory; saved later
-                    self.disk.failed("alarm ledger", werr, self.ledger.path)
-                continue
-            if direct:
-                if self.uplink is None or not self.uplink.publish_unstored(
-                        topic(self.prefix, self.lift_id, "event"), dumps(msg)):
-                    continue  # offline: due again at the next check, once the link is up
-            else:
-                self._queue("event", msg)
-            sent.append(entry.eid)
-        if not sent:
-            return
-        if not direct:
-            await self._write()
-        now = time.time()
-        for eid in sent:
-            try:
-                await loop.run_in_executor(self.executor, self.ledger.mark_sent, eid, now)
-            except AlarmLedgerWriteError as exc:  # the repeat counted in memory
-                self.disk.failed("alarm ledger", exc, self.ledger.path)
 
     # ------------------------------------------------------------------ loops
     async def _acquire(self) -> None:
@@ -831,244 +538,6 @@ class Agent:
         self.emit(outs)
         await self._write()
         return {"events": [r.get("id") for r in outs if r.get("type") == "event"]}
-
-    def config_get(self) -> dict[str, Any]:
-        return self.cfg.redacted()
-
-    async def config_set(self, patch: dict[str, Any], cmd_id: str | None = None
-                         ) -> dict[str, Any]:
-        """Validate, write the override, apply, confirm healthy or roll back (module doc).
-
-        The technician's file is never written: the patch is merged into the remote
-        override (``<data_dir>/remote.toml``), and the whole config the agent would run
-        with is checked by the same validator as ``config check`` (ranges, cross-checks,
-        the pipeline built once) before anything is written."""
-        allowed = remote_keys()
-        keys = list(flatten(patch))
-        refused = [k for k in keys if k not in allowed]
-        if refused:
-            raise CommandError(f"not changeable remotely: {', '.join(sorted(refused)[:10])}")
-        current = nest({k: new for k, (_old, new) in self.cfg.override.items()})
-        wanted = deep_merge(current, patch)
-        try:
-            candidate = load_with_override(self.cfg.path, wanted, data_dir=self.data_dir)
-        except ConfigError as exc:
-            issues = exc.issues[:MAX_ISSUES]
-            more = len(exc.issues) - len(issues)
-            raise CommandError("refused, nothing changed: " + "; ".join(
-                f"{i.key}: expected {i.expected}, found {i.found}" for i in issues)
-                + (f"; and {more} more" if more > 0 else "")) from None
-        rebuilds = candidate.detection != self.cfg.detection or candidate.lift != self.cfg.lift
-        wait = self._last_remote_rebuild + DETECTION_CHANGE_MIN_S - time.monotonic()
-        if rebuilds and wait > 0:
-            raise CommandError(
-                f"refused, nothing changed: the detection settings were changed less than "
-                f"{DETECTION_CHANGE_MIN_S:.0f} s ago (each change restarts the detection "
-                f"timers, so at most one change per {DETECTION_CHANGE_MIN_S:.0f} s); "
-                f"send it again in {wait:.0f} s")
-        files = self.overrides
-        try:
-            files.begin(dump_override(wanted), cmd_id)
-        except OSError as exc:  # each write is atomic: the running override is as it was
-            if exc.errno in DISK_ERRNOS:
-                self.disk.failed("remote config file", exc, exc.filename or files.path)
-            raise CommandError(f"the remote config file {files.path} cannot be written "
-                               f"({errno_name(exc)}); nothing changed") from None
-        old_cfg = self.cfg
-        try:
-            new_cfg = load_config(self.cfg.path, data_dir=self.data_dir)
-            if new_cfg.override_issues:  # changed on disk meanwhile, or not what was written
-                raise ConfigError(new_cfg.override_issues)
-            if rebuilds:
-                self._last_remote_rebuild = time.monotonic()
-            self._apply(new_cfg, "config_set", cmd_id)
-            healthy, why = await self._confirm_healthy(self.confirm_s)
-        except Exception as exc:  # whatever fails at apply is rolled back, never kept
-            log.exception("config_set %s failed at apply", cmd_id)
-            first = (str(exc).splitlines() or [""])[0]
-            healthy, why = False, f"{type(exc).__name__}: {first[:200]}"
-        if not healthy:
-            try:
-                files.restore()
-            except OSError as exc:  # the marker stays: the next start restores it
-                self.disk.failed("remote config file", exc, files.path)
-                self._apply_quietly(old_cfg, "rollback", cmd_id)
-                raise CommandError(f"not healthy ({why}), and the previous remote config "
-                                   f"cannot be written back ({errno_name(exc)}): it is "
-                                   "restored at the next start") from None
-            self._apply_quietly(old_cfg, "rollback", cmd_id)
-            log.error("config_set %s rolled back: %s", cmd_id, why)
-            raise CommandError(f"rolled back to the previous config: {why}")
-        files.confirm()
-        log.info("config_set %s applied: %s", cmd_id, ", ".join(keys))
-        return {"applied": sorted(keys), "override": str(files.path)}
-
-    def _apply_quietly(self, cfg: TerminalConfig, source: str, cmd_id: str | None) -> None:
-        """Roll back to a config that ran before; a failure here is logged, not raised
-        (the caller is already answering a failure)."""
-        try:
-            self._apply(cfg, source, cmd_id)
-        except Exception:
-            log.exception("rollback to the previous config failed")
-
-    def _apply(self, new_cfg: TerminalConfig, source: str = "sighup",
-               cmd_id: str | None = None) -> None:
-        """Take a reloaded config into use (remote keys only can differ) and report what
-        changed in detection and reporting (``detection_changed``). The new pipeline is
-        built before anything is swapped: a failure leaves the running one in place."""
-        old = self.cfg
-        pipeline = None
-        if self.pipeline is not None and (new_cfg.detection != old.detection
-                                          or new_cfg.lift != old.lift):
-            pipeline = self._make_pipeline(new_cfg, self.pipeline.baselines_state())
-        self.cfg = new_cfg
-        if self.uplink is not None:
-            self.uplink.settings = new_cfg.uplink
-        if pipeline is not None:
-            assert self.pipeline is not None
-            t = self.source_now()
-            old_pipeline, self.pipeline = self.pipeline, pipeline
-            self.emit(old_pipeline.finish(t))
-            self.emit(self._seed(pipeline, old_pipeline, t))
-        self._report_settings(source, cmd_id)
-
-    @staticmethod
-    def _seed(new: Pipeline, old: Pipeline, t: float) -> list[dict[str, Any]]:
-        """Give a rebuilt pipeline the input levels the old one last saw, as a start
-        reads every input: digital inputs are recorded only when they change, so without
-        this a car already stopped with a passenger inside would look empty to it."""
-        st, outs = old.state, []
-        if st.di:
-            outs += new.feed(t, "di", dict(st.di))
-        if st.ctl is not None:
-            outs += new.feed(t, "ctl", dict(st.ctl))
-        if st.pwr is not None:
-            outs += new.feed(t, "pwr", dict(st.pwr))
-        return outs
-
-    def _report_settings(self, source: str, cmd_id: str | None = None,
-                         notes: list[str] | None = None) -> None:
-        """Compare the settings in use with those last reported (kept across restarts in
-        the data directory); a difference is a ``detection_changed`` event and the
-        ``config.last_change`` of health."""
-        now = tracked_settings(self.cfg)
-        before = self._reported.get("settings")
-        changes = setting_changes(before, now) if isinstance(before, dict) else []
-        if changes or notes:
-            weakens = any(c["weakens"] for c in changes)
-            detail: dict[str, Any] = {"source": source, "cmd": cmd_id, "changes": changes,
-                                      "weakens": weakens}
-            if notes:
-                detail["notes"] = notes
-            self._change_seq += 1
-            if self.pipeline is not None:
-                self.emit([change_record(self.source_now(), f"{self.boot}-cfg{self._change_seq}",
-                                         detail)])
-            self._reported["last_change"] = {
-                "ts": self.timebase.wall_ms(), "source": source, "cmd": cmd_id,
-                "keys": [c["key"] for c in changes], "weakens": weakens}
-            (log.warning if weakens else log.info)(
-                "detection_changed (%s%s): %s", source, f" {cmd_id}" if cmd_id else "",
-                ", ".join(f"{c['key']} {c['old']} -> {c['new']}" for c in changes) or
-                "; ".join(notes or []))
-        if changes or notes or not isinstance(before, dict):
-            self._reported["settings"] = now
-            try:
-                atomic_write_bytes(self.data_dir / REPORTED_SETTINGS,
-                                   json.dumps(self._reported, default=str).encode())
-            except OSError as exc:  # reported now; at worst reported again next start
-                log.warning("%s not saved: %s", REPORTED_SETTINGS, errno_name(exc))
-
-    def _load_reported(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.data_dir / REPORTED_SETTINGS).read_bytes())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def _report_start(self) -> None:
-        """At start: settings other than the last run's (the file edited meanwhile, a
-        rollback or an override set aside) are a ``detection_changed`` of source
-        ``start``, with what the rollback did in ``notes``."""
-        notes = [f"remote config {r.action.replace('_', ' ')}"
-                 + (f" (config_set {r.cmd})" if r.cmd else "") + f": {r.why}"
-                 for r in self.recovered]
-        notes += self._set_aside_bad_override(self.cfg)
-        cmd = next((r.cmd for r in self.recovered if r.cmd), None)
-        self._report_settings("start", cmd, notes)
-
-    def config_health(self) -> dict[str, Any]:
-        """``health.config``: the remote changes in force, the settings weaker than their
-        defaults, and the last change reported."""
-        out: dict[str, Any] = {
-            "remote": {k: new for k, (_old, new) in sorted(self.cfg.override.items())},
-            "weakened": weakened_settings(self.cfg)}
-        last = self._reported.get("last_change")
-        if isinstance(last, dict):
-            out["last_change"] = last
-        return out
-
-    def _on_sighup(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.reload())
-        self._reload_task = task  # keep a reference until it is done
-
-    async def reload(self) -> bool:
-        """SIGHUP: read the config file and the remote override again; a file that does
-        not validate is refused and the running config kept; an override that does not
-        is set aside (reported) and the file applies alone. Timers, thresholds and
-        intervals apply at once; anything else (broker, TLS, wiring, storage) at the next
-        start, said in the log."""
-        try:
-            new = load_config(self.cfg.path, data_dir=self.data_dir)
-        except ConfigError as exc:
-            log.error("SIGHUP: %s is not valid, keeping the running config: %s",
-                      self.cfg.path, "; ".join(str(i) for i in exc.issues[:5]))
-            return False
-        notes = self._set_aside_bad_override(new)
-        later = [sec for sec in ("terminal", "inputs", "accel", "controller", "storage")
-                 if new.raw.get(sec) != self.cfg.raw.get(sec)]
-        live_uplink = {k.split(".", 1)[1] for k in remote_keys() if k.startswith("uplink.")}
-        later += [f"uplink.{k}" for k, v in new.raw.get("uplink", {}).items()
-                  if k not in live_uplink and v != self.cfg.raw.get("uplink", {}).get(k)]
-        if later:
-            log.warning("SIGHUP: changes to %s take effect at the next start",
-                        ", ".join(later))
-        try:
-            self._apply(new, "sighup")
-        except Exception:
-            log.exception("SIGHUP: the new config cannot be applied; keeping the running one")
-            return False
-        if notes:
-            self._report_settings("sighup", notes=notes)
-        log.info("SIGHUP: config %s reloaded", self.cfg.path)
-        return True
-
-    def _set_aside_bad_override(self, cfg: TerminalConfig) -> list[str]:
-        """An override the loader refused: moved aside (never blocks a start), logged;
-        the notes for the ``detection_changed`` event."""
-        if not cfg.override_issues:
-            return []
-        why = "; ".join(str(i) for i in cfg.override_issues[:3])
-        log.error("remote config %s refused and set aside as %s: %s", self.overrides.path,
-                  self.overrides.rejected.name, why)
-        try:
-            self.overrides.set_aside()
-        except OSError as exc:
-            log.error("remote config %s not set aside: %s", self.overrides.path, exc)
-        return [f"remote config set aside: {why}"[:500]]
-
-    async def _confirm_healthy(self, within: float) -> tuple[bool, str]:
-        deadline = time.monotonic() + within
-        why = "no broker session"
-        while True:
-            stalled = self.stalled()
-            connected = self.uplink is not None and self.uplink.connected
-            if connected and not stalled:
-                return True, ""
-            why = f"loops stalled: {', '.join(stalled)}" if stalled else "no broker session"
-            if time.monotonic() >= deadline:
-                return False, why
-            await asyncio.sleep(0.2)
 
     # ------------------------------------------------------------------ run
     async def run(self) -> int:

@@ -28,7 +28,8 @@ from liftwatch.agent.commands import CommandError
 from liftwatch.agent.config import load_config
 from liftwatch.agent.diskfault import DiskFault
 from liftwatch.agent.messages import MessageFactory, dumps, lane_of
-from liftwatch.agent.runtime import MAX_UNSTORED, Agent
+from liftwatch.agent.runtime import Agent
+from liftwatch.agent.storing import MAX_UNSTORED
 from liftwatch.agent.timebase import Timebase
 from liftwatch.buffer.alarms import AlarmLedger, AlarmLedgerWriteError
 from liftwatch.buffer.journal import EventJournal, JournalWriteError
@@ -409,7 +410,7 @@ def test_an_alarm_acked_the_moment_it_arrives_during_a_disk_fault_stops_repeatin
     AckingObserver.acked = {}
     obs = AckingObserver(broker.port)
     proc = subprocess.Popen(liftwatch("run", "--config", str(cfg), "--trace", str(trace),
-                                      "--speed", "8", "--drain-s", "3"),
+                                      "--other-lift", "--speed", "8", "--drain-s", "3"),
                             stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     running = threading.Event()

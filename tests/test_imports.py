@@ -24,8 +24,8 @@ THIRD_PARTY = {
     "buffer": {"tinydb"},
 }
 #: the daemon's internals: the technician's tools never import them
-DAEMON = {"runtime", "uplink", "commands", "health", "diskfault", "sdnotify", "messages",
-          "reconnect", "override"}
+DAEMON = {"runtime", "storing", "remote_config", "uplink", "commands", "health", "diskfault",
+          "sdnotify", "messages", "reconnect", "override"}
 
 
 def modules() -> list[tuple[str, str, Path]]:
