@@ -70,6 +70,7 @@ class LiftState:
         self.since: dict[str, float] = dict.fromkeys(self.FUSED, t0)
         self.val["moving"] = False
         self.last_dir = 0                 # direction of the last run: 1 up, 2 down
+        self.ctl_mode_last: int | None = None   # the controller's last known mode
         #: evidence of how the car left the door zone (None while in it): _on_zone_change
         self.zone_exit: dict[str, Any] | None = None
         self.floor_at_stop: str | None = None
@@ -98,6 +99,8 @@ class LiftState:
             return
         self.ctl = data
         self.ctl_t = t
+        if data.get("mode") is not None:
+            self.ctl_mode_last = int(data["mode"])
         self.ctl_valid_run += 1
 
     def on_pwr(self, t: float, data: dict[str, Any]) -> None:
@@ -242,6 +245,12 @@ class LiftState:
             sen_mode = MODE_INSPECTION if self.di["inspection"] else MODE_NORMAL
         ctl_mode = None if self.ctl is None else self.ctl.get("mode")
         ctl_mode = None if ctl_mode is None else int(ctl_mode)
+        if ctl_mode is None and self.ctl is not None and "mode" not in self.ctl:
+            # the poll came without the mode (its register block failed: the driver
+            # leaves a failed block's fields out): the last mode the controller gave
+            # stands, as over a lost link; a lift in inspection does not turn "normal"
+            # because one block stopped answering
+            ctl_mode = self.ctl_mode_last
         if (det.trust_mode == "controller" and not fresh and ctl_mode is not None
                 and sen_mode != MODE_INSPECTION):
             # link lost: the last mode the controller gave stands (a lift in maintenance

@@ -231,3 +231,23 @@ def test_random_and_garbage_input_never_crashes_and_keeps_event_invariants() -> 
         p.health()
 
     check()
+
+
+def test_a_failed_mode_block_keeps_the_last_mode_for_suppression() -> None:
+    """The controller's mode block stops answering during inspection (the driver leaves
+    a failed block's fields out of the poll): fault rules stay suppressed, as over a
+    lost link, instead of a technician's inspection run raising faults."""
+    lift = SynthLift(sources="controller")
+    p = make(lift)
+    ctl = {"mode": 1, "run": 0, "dir": 0, "floor": "1", "door": 5, "zone": 1, "speed": 0.0,
+           "safety": 0, "lock": 0, "overload": 0, "fault": 0}
+    p.feed(0.0, "ctl", dict(ctl))
+    p.feed(0.2, "ctl", {**ctl, "mode": 2})          # inspection
+    out = []
+    t = 0.4
+    while t < 10.0:                                  # mode block failing, safety open
+        out += p.feed(t, "ctl", {k: v for k, v in {**ctl, "safety": 1}.items() if k != "mode"})
+        t += 0.2
+    out += p.advance(t)
+    assert not raised(out, "safety_circuit_open")
+    assert p.status()["mode"] == 2
