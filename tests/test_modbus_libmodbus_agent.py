@@ -66,7 +66,7 @@ link_lost_s = {LINK_LOST_S}
 broker = "127.0.0.1"
 port = {mqtt_port}
 tls = false
-health_s = 1.0
+health_s = 30.0
 reconnect_min_s = 0.2
 reconnect_max_s = 1.0
 
@@ -159,7 +159,9 @@ def test_run_raises_the_block_fault_within_its_timer_and_reports_counters(
         blocks = ev["detail"]["blocks"]
         assert [(b["block"], b["exception"]) for b in blocks] == [(MAIN_BLOCK, 2)], ev
         assert not _events(obs, "controller_link_lost", "raised")  # the link is not lost
-        # the counters reach the platform in the health message
+        # the counters reach the platform in the health message (the platform asks for
+        # one now: health_s is at least 30 s)
+        obs.publish(f"lift/{LIFT_ID}/cmd", b'{"id":"snap-1","op":"snapshot"}')
         assert obs.wait_for(lambda _: any(
             any(b.get("block") == MAIN_BLOCK for b in
                 (r.json().get("ctl_link") or {}).get("blocks_failing") or [])
