@@ -528,21 +528,20 @@ def test_a_silent_auxiliary_unit_degrades_only_its_own_fields(
         try:
             before = await timed_polls(ctl, 1.0)
             bus.silent_units = frozenset({2})  # its transceiver dead: requests reach nobody
-            t_silent = time.monotonic()
             during = await timed_polls(ctl, 3.0)
             h = ctl.health()
             bus.silent_units = frozenset()
-            t_back = time.monotonic()
             _, back = await poll_until(ctl, lambda v: v is not None and "overload" in v, 3.0)
-            return before, during, h, back, t_back - t_silent
+            return before, during, h, back
         finally:
             await ctl.close()
-    before, during, h, back, _ = run(main())
+    before, during, h, back = run(main())
     assert all(v == want for _, v in before)
     unit1 = {k: want[k] for k in ("run", "floor", "door")}
-    # unit 1's fields every poll, unit 2's never (unknown, not stale), the link not lost
+    # unit 1's fields every poll from the first, unit 2's never (unknown, not stale), the
+    # link not lost
     assert all(v is not None and {k: v[k] for k in unit1 if k in v} == unit1
-               and "overload" not in v for _, v in during[3:]), during
+               and "overload" not in v for _, v in during), during
     assert h["state"] == "ok"
     base = statistics.median(t for t, _ in before)
     slow = statistics.median(t for t, _ in during)
