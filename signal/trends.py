@@ -262,8 +262,10 @@ class Trends:
         return out
 
     def condition(self) -> dict[str, Any]:
-        """Each figure's level against its reference (the ``condition`` message body)."""
-        return {"figures": {k: tr.condition(family(k)) for k, tr in sorted(self.tracks.items())},
+        """Each figure's level against its reference (the ``condition`` message body);
+        figures that never had a counted day (a landing pair seldom run) are left out."""
+        return {"figures": {k: tr.condition(family(k)) for k, tr in sorted(self.tracks.items())
+                            if tr.days},
                 "restarts": self.restarts}
 
     def state(self) -> dict[str, Any]:
