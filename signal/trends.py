@@ -67,8 +67,8 @@ FAMILIES: dict[str, Figure] = {
     "door_open_s": Figure("door_open_trend", 0.2),
     "door_close_s": Figure("door_close_trend", 0.2),
     "reopen_rate": Figure("reopen_trend", 0.1, "mean"),
-    "vib_z": Figure("vibration_trend", 0.05),
-    "vib_xy": Figure("vibration_trend", 0.05),
+    "vib_z": Figure("vibration_trend", 0.02),
+    "vib_xy": Figure("vibration_trend", 0.02),
     "a_max": Figure("acceleration_trend", 0.05),
     "d_max": Figure("acceleration_trend", 0.05),
     "level_mm": Figure("leveling_trend", 3.0),
@@ -112,14 +112,15 @@ class Track:
         sd_ewma = sd * math.sqrt(LAMBDA / (2.0 - LAMBDA))
         return max(REL_RISE * abs(ref), fig.abs_rise, K_SIGMA * sd_ewma)
 
-    def add(self, value: float, learn: bool) -> None:
+    def add(self, value: float, learn: bool, gated: bool = True) -> None:
         """A value of today; ``learn=False`` (an anomaly warning open) keeps it out of the
-        reference days, and so does the gate (an outlier of the running baseline)."""
+        reference days, and so does the gate (an outlier of the running baseline; not
+        for counts such as reopens, mostly 0, where every 1 would be an "outlier")."""
         if not self.ready():
             if not learn:
                 return
             b = self.gate
-            if b.ready():
+            if gated and b.ready():
                 med, sd = b.centre_spread()
                 if abs(value - med) > GATE_K * sd:
                     return
@@ -193,7 +194,8 @@ class Trends:
     def _add(self, key: str, value: Any, learn: bool) -> None:
         if isinstance(value, int | float) and not isinstance(value, bool) \
                 and math.isfinite(value):
-            self.tracks.setdefault(key, Track()).add(float(value), learn)
+            self.tracks.setdefault(key, Track()).add(float(value), learn,
+                                                     family(key).daily == "median")
 
     def on_door(self, rec: dict[str, Any], learn: bool = True) -> None:
         floor = rec.get("floor")

@@ -136,3 +136,17 @@ def test_condition_gives_each_figure_against_its_reference() -> None:
     assert 0.9 < c["ratio"] < 1.1 and c["limit"] > c["ref"]
     assert {"vib_z", "vib_xy", "a_max", "d_max", "level_mm", "reopen_rate",
             "run_s@1>5"} <= set(figs)
+
+
+def test_reopens_count_in_the_reference_and_a_rising_reopen_rate_is_raised() -> None:
+    """Reopens are mostly 0: the outlier gate must not keep every 1 out of the reference
+    (a reference of 0 made an ordinary 15 % reopen rate a trend; found by bench_wear)."""
+    def day(rate_of: Any) -> Any:
+        def fill(r: random.Random, d: int, t: Trends) -> None:
+            for _ in range(150):
+                t.on_door(_door(3.0 + r.gauss(0, 0.1), reopens=int(r.random() < rate_of(d))))
+        return fill
+    assert _run_days(40, day(lambda d: 0.15), 11) == []
+    ev = _run_days(40, day(lambda d: 0.15 if d < 20 else 0.4), 12)
+    assert [(a, c) for _d, a, c in ev] == [("raise", "reopen_trend")]
+    assert 21 <= ev[0][0] <= 24
