@@ -150,3 +150,29 @@ def test_reopens_count_in_the_reference_and_a_rising_reopen_rate_is_raised() -> 
     ev = _run_days(40, day(lambda d: 0.15 if d < 20 else 0.4), 12)
     assert [(a, c) for _d, a, c in ev] == [("raise", "reopen_trend")]
     assert 21 <= ev[0][0] <= 24
+
+
+def test_the_pipeline_feeds_its_door_and_trip_records_and_closes_days() -> None:
+    """The wiring: a controller lift's door cycles and trips reach the trends through the
+    pipeline's own record path, and advance() closes the day."""
+    from synthlift import SynthLift, run_records
+
+    lift = SynthLift(sources="both")
+    lift.idle(2)
+    for _ in range(3):
+        lift.door_cycle(open_s=3.0, dwell_s=2.0, close_s=3.2).idle(1)
+    lift.trip("2").idle(2).door_cycle(open_s=3.0, dwell_s=2.0, close_s=3.2).idle(2)
+    h = lift.header()
+    p = Pipeline(LiftParams(landings=h.lift["landings"],
+                            landing_heights_m=h.lift["landing_heights_m"]),
+                 DetectionParams(), accel_fs=None, lsb_per_g=None,
+                 controller_present=True)
+    out = run_records(lift.records(), h, lift.t, pipeline=p)
+    n_doors = len([o for o in out if o["type"] == "door"])
+    assert n_doors == 4
+    tracks = p.trends.tracks
+    assert len(tracks["door_close_s"].today) == 4 and len(tracks["door_close_s@2"].today) == 1
+    assert any(k.startswith("run_s@") for k in tracks)
+    assert p.trends.day_start is not None
+    p.advance(p.trends.day_start + DAY_S + 1.0)
+    assert tracks["door_close_s"].today == []     # the day closed (too few values to count)
