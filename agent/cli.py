@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "outbox": (TOOLS + "outbox", "what is waiting to be sent"),
     "events": (TOOLS + "events", "the event journal"),
     "plot": (TOOLS + "plot", "plot a trip's ride quality to a PNG or JPEG"),
+    "maintenance": (TOOLS + "maintenance", "wear figures against their references; "
+                    "--done after a maintenance visit"),
     "demo": (TOOLS + "demo", "simulated lift, agent and platform view on this machine "
              "(runs the source repository's demo)"),
 }

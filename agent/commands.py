@@ -61,7 +61,7 @@ DROP_LOG_S = 60.0
 #: how much of an oversized payload is read for its id: the longest id JSON-escaped
 #: (6 characters a \uXXXX escape), its key, and a few short keys before it
 ID_SCAN = 8 * MAX_ID + 256
-OPS = ("ack", "snapshot", "self_test", "config_get", "config_set")
+OPS = ("ack", "snapshot", "self_test", "config_get", "config_set", "maintenance_done")
 
 
 class CommandError(ValueError):
@@ -91,6 +91,8 @@ class CommandHost(Protocol):
     def config_get(self) -> Any: ...
 
     def config_set(self, patch: dict[str, Any], cmd_id: str | None = None) -> Any: ...
+
+    def maintenance_done(self) -> Any: ...
 
 
 def printable(text: str, limit: int = 300) -> str:
@@ -141,7 +143,7 @@ def _set_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 _ARGS = {"ack": _ack_args, "snapshot": _no_args, "self_test": _no_args,
-         "config_get": _no_args, "config_set": _set_args}
+         "config_get": _no_args, "config_set": _set_args, "maintenance_done": _no_args}
 
 
 def _reject_constant(name: str) -> Any:
@@ -330,6 +332,8 @@ class CommandHandler:
             return await _call(h.self_test)
         if cmd.op == "config_get":
             return await _call(h.config_get)
+        if cmd.op == "maintenance_done":
+            return await _call(h.maintenance_done)
         return await _call(h.config_set, cmd.args["patch"], cmd.id)
 
 

@@ -40,10 +40,11 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 #: message kinds that have a JSON body and a schema file
-KINDS = ("status", "event", "trip", "stats", "health", "cmd_reply")
+KINDS = ("status", "event", "trip", "stats", "condition", "health", "cmd_reply")
 #: topic suffix of each kind
 TOPICS = {"online": "online", "status": "status", "event": "event", "trip": "trip",
-          "stats": "stats", "health": "health", "cmd": "cmd", "cmd_reply": "cmd/reply",
+          "stats": "stats", "condition": "condition", "health": "health", "cmd": "cmd",
+          "cmd_reply": "cmd/reply",
           "replay_online": "replay/online"}
 STATUS_FIELDS = ("mode", "run", "dir", "floor", "door", "zone", "person", "speed", "safety",
                  "lock", "overload", "src")
@@ -310,6 +311,15 @@ class MessageFactory:
                 msg[k] = body[k]
         return msg
 
+    def condition(self, body: dict[str, Any], start_ms: int, end_ms: int,
+                  mono: float | None = None) -> dict[str, Any]:
+        """``condition`` (daily, with the day's stats) from ``Trends.condition()``: each
+        wear figure's level against its reference."""
+        msg = self.envelope(mono)
+        msg.update({"from": int(start_ms), "to": int(end_ms),
+                    "restarts": body.get("restarts", 0), "figures": body.get("figures", {})})
+        return msg
+
     def health(self, body: dict[str, Any], mono: float | None = None) -> dict[str, Any]:
         """``health``: the body is assembled by :mod:`liftwatch.agent.health`."""
         msg = self.envelope(mono)
@@ -339,6 +349,6 @@ def lane_of(kind: str, msg: dict[str, Any]) -> str:
     """Outbox lane (alarm, event, record) of a message: alarm-severity events overtake."""
     if kind == "event":
         return "alarm" if msg.get("sev") == "alarm" else "event"
-    if kind in ("trip", "stats", "health"):
+    if kind in ("trip", "stats", "condition", "health"):
         return "record"
     raise ValueError(f"{kind} messages do not go through the outbox")

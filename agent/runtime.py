@@ -75,7 +75,7 @@ from liftwatch.agent.timebase import Timebase, sleep_on_grid
 from liftwatch.agent.tls import UplinkError
 from liftwatch.agent.uplink import Uplink
 from liftwatch.buffer.alarms import AlarmLedger
-from liftwatch.buffer.baselines import BaselineStore
+from liftwatch.buffer.baselines import BaselineStore, take_maintenance_mark
 from liftwatch.buffer.cmdids import CommandIdStore
 from liftwatch.buffer.outbox import (
     Outbox,
@@ -414,6 +414,10 @@ class Agent(Storing, RemoteConfig):
         if now - self._last_repeat_check >= 1.0:
             self._last_repeat_check = now
             await self._repeat_alarms()
+            if take_maintenance_mark(self.data_dir):   # liftwatch maintenance --done
+                log.warning("maintenance visit noted by the technician: wear references "
+                            "restart")
+                await self.maintenance_done()
         st = self.pipeline.status()
         key = status_change_key(st)
         if key != self._last_status_key or now - self._last_status_sent >= \
@@ -439,7 +443,26 @@ class Agent(Storing, RemoteConfig):
             if now_ms >= boundary:
                 body = self.pipeline.stats.close_period(period, start, boundary)
                 self._queue("stats", self.factory.stats(body))
+                if period == "day":
+                    self._close_day(start, boundary)
                 self._period_start[period] = boundary
+
+    def _close_day(self, start_ms: int, end_ms: int) -> None:
+        """With the day's stats: the ``condition`` message (wear figures against their
+        references), and the learned state saved, so a power cut loses at most a day."""
+        assert self.pipeline is not None
+        self._queue("condition", self.factory.condition(self.pipeline.trends.condition(),
+                                                        start_ms, end_ms))
+        self._save_baselines()
+
+    def _save_baselines(self) -> None:
+        assert self.pipeline is not None
+        try:
+            self.baselines.save(self.pipeline.baselines_state())
+        except OSError as exc:
+            self.disk.failed("learned baselines", exc, self.baselines.path)
+        except (TypeError, ValueError) as exc:
+            log.warning("learned baselines not saved: %s", exc)
 
     async def health_body(self) -> dict[str, Any]:
         assert self.pipeline is not None and self.uplink is not None
@@ -539,6 +562,19 @@ class Agent(Storing, RemoteConfig):
         await self._write()
         return {"events": [r.get("id") for r in outs if r.get("type") == "event"]}
 
+    async def maintenance_done(self) -> dict[str, Any]:
+        """A maintenance visit restored the lift: the wear references (signal/trends.py)
+        are learned again, open trend warnings cleared; saved at once, so a restart does
+        not bring the old references back."""
+        assert self.pipeline is not None
+        n = len(self.pipeline.trends.tracks)
+        outs = self.pipeline.maintenance_done(self.source_now())
+        self.emit(outs)
+        await self._write()
+        self._save_baselines()
+        return {"figures_restarted": n,
+                "cleared": [r["code"] for r in outs if r.get("type") == "event"]}
+
     # ------------------------------------------------------------------ run
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -633,12 +669,7 @@ class Agent(Storing, RemoteConfig):
 
     def _close(self) -> None:
         if self.pipeline is not None:
-            try:
-                self.baselines.save(self.pipeline.baselines_state())
-            except OSError as exc:
-                self.disk.failed("learned baselines", exc, self.baselines.path)
-            except (TypeError, ValueError) as exc:
-                log.warning("learned baselines not saved: %s", exc)
+            self._save_baselines()
         with contextlib.suppress(Exception):
             self.baselines.close()
         if self.commands.ids is not None:

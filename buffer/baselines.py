@@ -12,10 +12,17 @@ over; the reason is kept in ``problem`` for the health message.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
-from liftwatch.buffer.atomic import AtomicJSONStorage, CorruptFileError, quarantine_file
+from liftwatch.buffer.atomic import (
+    AtomicJSONStorage,
+    CorruptFileError,
+    atomic_write_bytes,
+    quarantine_file,
+)
 from tinydb import Query, TinyDB
 
 log = logging.getLogger(__name__)
@@ -62,3 +69,31 @@ class BaselineStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+#: A maintenance visit noted by the technician (``liftwatch maintenance --done``) while
+#: the agent may be running: a marker in the data directory that the agent takes (and
+#: deletes) at its next tick or start. A marker, not an edit of ``baselines.db``: the
+#: running agent owns that file and would overwrite the edit at its next save.
+MAINTENANCE_MARKER = "maintenance_done"
+
+
+def mark_maintenance(data_dir: str | Path, note: bytes = b"") -> Path:
+    """Leave the maintenance marker (durable when this returns); its path."""
+    d = Path(data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / MAINTENANCE_MARKER
+    atomic_write_bytes(path, note)
+    return path
+
+
+def take_maintenance_mark(data_dir: str | Path) -> bool:
+    """True once per marker left by :func:`mark_maintenance` (it is removed). A symlink
+    in its place is removed and not taken (nothing in the data directory is followed)."""
+    path = Path(data_dir) / MAINTENANCE_MARKER
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    path.unlink(missing_ok=True)
+    return stat.S_ISREG(st.st_mode)

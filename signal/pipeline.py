@@ -28,6 +28,7 @@ from liftwatch.signal.events import EventBook
 from liftwatch.signal.settings import DetectionParams, LiftParams
 from liftwatch.signal.state import DOOR_CLOSED_STATES, LiftState
 from liftwatch.signal.stats import Stats
+from liftwatch.signal.trends import DAY_S, Trends
 from liftwatch.signal.trips import TripTracker
 
 #: di inputs that have a controller counterpart: a stuck input is one that never
@@ -80,6 +81,8 @@ class Pipeline:
                                controller_present=controller_present,
                                has_accel=bool(accel_fs), baselines=self.baselines)
         self.stats = Stats(self.book)
+        stored = baselines.get("trends") if isinstance(baselines, dict) else None
+        self.trends = Trends(stored if isinstance(stored, dict) else None)
         self._started = False
         self._t = 0.0
         self._last_ctl: dict[str, Any] | None = None
@@ -132,6 +135,8 @@ class Pipeline:
         if t > self._t:
             out += self.advance(t)
         self._t = t
+        if self.trends.day_start is None or t - self.trends.day_start >= DAY_S:
+            out += self._trend_events(t, self.trends.tick(t))
         if kind == "acc":
             return out + self._on_acc(t, data)
         if kind == "di":
@@ -285,9 +290,39 @@ class Pipeline:
         if t < self._t:
             return []
         self._t = t
+        out: list[dict[str, Any]] = []
+        if self.trends.day_start is None or t - self.trends.day_start >= DAY_S:
+            out += self._trend_events(t, self.trends.tick(t))
         if t >= self._deadline():
-            return self._step(t)
-        return []
+            out += self._step(t)
+        return out
+
+    def _trend_events(self, t: float, reqs: list[tuple[str, str, dict[str, Any]]]
+                      ) -> list[dict[str, Any]]:
+        """The wear-trend module's verdicts (signal/trends.py) through the EventBook."""
+        out: list[dict[str, Any]] = []
+        for action, code, detail in reqs:
+            if action == "raise":
+                out += self.book.raise_(t, code, None, detail)
+            else:
+                out += self.book.clear(t, code, None, detail or None)
+        return out
+
+    def _feed_trends_trip(self, rec: dict[str, Any]) -> None:
+        if self.rules.suppressed():
+            return      # inspection / fire service runs are not the lift's service
+        self.trends.on_trip(rec, self._stop_err if rec.get("level") is not False else None,
+                            learn_vib=not self.book.is_open("vibration_abnormal"),
+                            learn_level=not self.book.is_open("leveling_drift"))
+
+    def _feed_trends_door(self, rec: dict[str, Any]) -> None:
+        if not self.rules.suppressed():
+            self.trends.on_door(rec, learn=not self.book.is_open("door_slow"))
+
+    def maintenance_done(self, t: float) -> list[dict[str, Any]]:
+        """A maintenance visit restored the lift: the wear references are learned again
+        (downlink ``maintenance_done``, ``liftwatch maintenance --done``)."""
+        return self._trend_events(t, self.trends.restart())
 
     def _step(self, t: float) -> list[dict[str, Any]]:
         st = self.state
@@ -323,10 +358,12 @@ class Pipeline:
             out.append(trip_rec)
             self.stats.on_trip(trip_rec)
             out += self.rules.on_trip(t, trip_rec, self._stop_err, self._stop_unc)
+            self._feed_trends_trip(trip_rec)
         for rec in door_recs:
             out.append(rec)
             self.stats.on_door(rec)
             out += self.rules.on_door(t, rec)
+            self._feed_trends_door(rec)
         return out
 
     def _settle_trip(self) -> dict[str, Any]:
@@ -382,6 +419,7 @@ class Pipeline:
             out.append(rec)
             self.stats.on_trip(rec)
             out += self.rules.on_trip(t, rec, self._stop_err, self._stop_unc)
+            self._feed_trends_trip(rec)
         rec = self.trips.stop(t, st.val["floor"], st.last_dir, st.val["in_zone"],
                               complete=False)
         if rec is not None:
@@ -409,7 +447,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ views
     def baselines_state(self) -> dict[str, Any]:
-        return self.baselines.state()
+        """The learned state kept across restarts: baselines and wear references."""
+        return {**self.baselines.state(), "trends": self.trends.state()}
 
     @property
     def stop_error_mm(self) -> tuple[float | None, float | None]:

@@ -164,7 +164,7 @@ malformed = st.one_of(
     st.builds(lambda i, e: _obj(id=i, op="ack", args={"eid": e}), cmd_id,
               st.text(min_size=1, max_size=30)),  # no such alarm
     st.builds(lambda i, op, a: _obj(id=i, op=op, args=a), cmd_id,
-              st.sampled_from(["snapshot", "self_test", "config_get"]),
+              st.sampled_from(["snapshot", "self_test", "config_get", "maintenance_done"]),
               st.dictionaries(st.text(min_size=1, max_size=8), json_any, min_size=1,
                               max_size=3)),
     st.builds(lambda i, p: _obj(id=i, op="config_set", args={"patch": p}), cmd_id,

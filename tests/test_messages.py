@@ -64,6 +64,14 @@ def ev(state: str = "raised", **kw: Any) -> dict[str, Any]:
     rec.update(kw)
     return rec
 
+#: a day's condition: one learned figure, one in trend, one still learning
+CONDITION = {"restarts": 1, "figures": {
+    "door_close_s": {"state": "trend", "ref_days": 7, "n": 180, "day": 3.6, "ref": 3.0,
+                     "level": 3.55, "ratio": 1.183, "limit": 3.45},
+    "vib_z": {"state": "normal", "ref_days": 7, "n": 250, "day": 0.25, "ref": 0.25,
+              "level": 0.25, "ratio": 1.0, "limit": 0.3},
+    "door_close_s@3": {"state": "learning", "ref_days": 2, "n": 12}}}
+
 
 def test_every_message_kind_validates_against_its_schema() -> None:
     f = make()
@@ -74,6 +82,7 @@ def test_every_message_kind_validates_against_its_schema() -> None:
         "event": f.event(ev()),
         "trip": f.trip(TRIP),
         "stats": f.stats(STATS),
+        "condition": f.condition(CONDITION, 1795478340000, 1795564740000),
         "health": f.health(HEALTH),
         "cmd_reply": f.cmd_reply("c1", True, {"eid": "e7"}),
     }

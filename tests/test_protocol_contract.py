@@ -90,7 +90,7 @@ def test_a_pipelines_status_has_every_documented_field(controller: bool) -> None
         assert msg["lock"] is None and msg["overload"] is None and msg["safety"] is None
 
 
-@pytest.mark.parametrize("kind", ["event", "stats"])
+@pytest.mark.parametrize("kind", ["event", "stats", "condition"])
 def test_the_event_and_stats_field_lists_are_their_schemas(kind: str) -> None:
     fields = paragraph_fields(kind)
     props = set(schema(kind)["properties"]) - {*ENVELOPE, "replay"}

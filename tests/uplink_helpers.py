@@ -109,7 +109,7 @@ def validate(kind: str, obj: dict[str, Any]) -> None:
 def kind_of_topic(topic: str) -> str | None:
     suffix = topic.split("/", 2)[2]
     return {"status": "status", "event": "event", "trip": "trip", "stats": "stats",
-            "health": "health", "cmd/reply": "cmd_reply"}.get(suffix)
+            "condition": "condition", "health": "health", "cmd/reply": "cmd_reply"}.get(suffix)
 
 
 def _openssl(*args: str, cwd: Path) -> None:
