@@ -1,0 +1,21 @@
+"""bench/run_all.py runs every benchmark in bench/, or names it with the reason it does not."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def test_run_all_runs_every_benchmark_or_says_why_not() -> None:
+    spec = importlib.util.spec_from_file_location("run_all", BENCH / "run_all.py")
+    assert spec is not None and spec.loader is not None
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    run = {p.name for p in run_all.benchmarks()}
+    scripts = {p.name for p in BENCH.glob("*.py")}
+    assert scripts == run | set(run_all.NOT_RUN), \
+        f"neither run nor named in NOT_RUN: {sorted(scripts - run - set(run_all.NOT_RUN))}"
+    assert not run & set(run_all.NOT_RUN)
+    assert set(run_all.NEEDS_ROOT) <= run
