@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -19,3 +20,13 @@ def test_run_all_runs_every_benchmark_or_says_why_not() -> None:
         f"neither run nor named in NOT_RUN: {sorted(scripts - run - set(run_all.NOT_RUN))}"
     assert not run & set(run_all.NOT_RUN)
     assert set(run_all.NEEDS_ROOT) <= run
+
+
+def test_benchmarks_take_their_inputs_from_the_repository() -> None:
+    """A benchmark found its trace in a folder beside the clone (``REPO.parent``), so on a
+    newcomer's clone it failed with FileNotFoundError."""
+    for script in sorted(BENCH.glob("*.py")):
+        text = script.read_text(encoding="utf-8")
+        assert "REPO.parent /" not in text, f"{script.name} reaches outside the repository"
+        for name in re.findall(r'"traces" / "([^"]+)"', text):
+            assert (BENCH.parent / "hil_tests" / "traces" / name).is_file(), (script.name, name)
