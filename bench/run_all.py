@@ -1,7 +1,7 @@
 """Run every benchmark in bench/ one after the other, with its defaults, and print their
 figures (an hour or more: bench_footprint alone runs the agent for 10 minutes).
 
-    .venv/bin/python bench/run_all.py
+    .venv/bin/python bench/run_all.py [--list]
 
 Every ``bench_*.py`` is run; what is not, and why, is in :data:`NOT_RUN` and
 :data:`NEEDS_ROOT` and printed (``tests/test_bench_run_all.py`` keeps this list whole).
@@ -9,6 +9,7 @@ Every ``bench_*.py`` is run; what is not, and why, is in :data:`NOT_RUN` and
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -33,6 +34,17 @@ def benchmarks() -> list[Path]:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--list", action="store_true",
+                    help="list what would run (and what would not, and why) and run nothing")
+    args = ap.parse_args()
+    if args.list:
+        for script in benchmarks():
+            root = f" (needs root: {NEEDS_ROOT[script.name]})" if script.name in NEEDS_ROOT else ""
+            print(f"{script.name}{root}")
+        for name, why in NOT_RUN.items():
+            print(f"not run: {name} ({why})")
+        return 0
     failed, skipped = [], []
     for name, why in NOT_RUN.items():
         print(f"not run: {name} ({why})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -30,3 +32,13 @@ def test_benchmarks_take_their_inputs_from_the_repository() -> None:
         assert "REPO.parent /" not in text, f"{script.name} reaches outside the repository"
         for name in re.findall(r'"traces" / "([^"]+)"', text):
             assert (BENCH.parent / "hil_tests" / "traces" / name).is_file(), (script.name, name)
+
+
+def test_run_all_help_and_list_run_nothing() -> None:
+    """``run_all.py --help`` once started every benchmark (an hour, 750 MB of memory)."""
+    for flag in ("--help", "--list"):
+        out = subprocess.run([sys.executable, str(BENCH / "run_all.py"), flag],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert "=====" not in out.stdout, out.stdout
+    assert "bench_fleet.py" in out.stdout and "not run: fleet_sim.py" in out.stdout
