@@ -46,9 +46,11 @@ def _between(pair: Any) -> str | None:
 
 def clock_text(s: float) -> str:
     """Story time as mm:ss.s; what arrives before the story starts (the terminal's online
-    message) is negative and reads -00:00.4, not -1:59.6 (floor division of a negative)."""
-    sign = "-" if s < 0 else ""
-    minutes, seconds = divmod(round(abs(s), 1), 60)
+    message, a few ms early) reads 00:00.0 or -00:00.4, not -1:60.0 (floor division of a
+    negative)."""
+    t = round(s, 1)
+    sign = "-" if t < 0 else ""
+    minutes, seconds = divmod(abs(t), 60)
     return f"{sign}{int(minutes):02d}:{seconds:04.1f}"
 
 
