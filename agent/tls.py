@@ -11,6 +11,10 @@ import ssl
 
 from liftwatch.agent.settings import UplinkSettings
 
+#: what the technician does about an unusable TLS file
+FIX = ("install the platform operator's file there (deploy/INSTALL.md, step 3) or point the "
+       "config at it")
+
 
 class UplinkError(RuntimeError):
     """The uplink cannot be set up as configured (bad TLS files, bad settings)."""
@@ -25,7 +29,7 @@ def make_tls_context(settings: UplinkSettings) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
                                          cafile=settings.ca_file or None)
     except (OSError, ssl.SSLError) as exc:
-        raise UplinkError(f"uplink.ca_file {settings.ca_file!r} unusable: {exc}") from None
+        raise UplinkError(f"uplink.ca_file {settings.ca_file!r} unusable: {exc}; {FIX}") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -37,5 +41,5 @@ def make_tls_context(settings: UplinkSettings) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             # The message of load_cert_chain names no secret; the key path is not logged.
             raise UplinkError(f"client certificate {settings.cert_file!r} or its key "
-                              f"unusable: {getattr(exc, 'reason', None) or exc}") from None
+                              f"unusable: {getattr(exc, 'reason', None) or exc}; {FIX}") from None
     return ctx

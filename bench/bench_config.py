@@ -52,8 +52,9 @@ def main() -> int:
                     args.process_runs)
     direct = _wall([sys.executable, "-m", "liftwatch.agent.tools.config_cmd", "check", *files],
                    args.process_runs)
-    print(f"liftwatch config check (3 files) {via_cli * 1e3:6.0f} ms wall, fresh process")
-    print(f"config_cli alone (3 files)       {direct * 1e3:6.0f} ms wall, fresh process")
+    n = f"({len(files)} files)"
+    print(f"liftwatch config check {n} {via_cli * 1e3:6.0f} ms wall, fresh process")
+    print(f"tools.config_cmd alone {n} {direct * 1e3:6.0f} ms wall, fresh process")
     return 0
 
 

@@ -30,7 +30,7 @@ from mosquitto import Broker  # noqa: E402
 from test_runtime_trace import CUT_START, cut_trace  # noqa: E402
 from uplink_helpers import Observer, write_config  # noqa: E402
 
-TRACE = REPO.parent / "shared" / "traces" / "entrapment_between_floors.jsonl.gz"
+TRACE = REPO / "hil_tests" / "traces" / "entrapment_between_floors.jsonl.gz"
 
 
 def main() -> int:

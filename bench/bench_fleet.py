@@ -199,10 +199,15 @@ def sim_runs(n: int, law: Law, outage_s: float, seeds: int) -> list[dict[str, fl
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--procs", type=int, default=10)
-    ap.add_argument("--outage-s", type=float, default=30.0)
-    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--n", type=int, default=1000,
+                    help="real uplink stacks (terminals), default 1000")
+    ap.add_argument("--procs", type=int, default=10,
+                    help=f"processes they share, at most {PER_PROCESS} terminals each "
+                    "(default 10)")
+    ap.add_argument("--outage-s", type=float, default=30.0,
+                    help="seconds the broker stays down (default 30)")
+    ap.add_argument("--seeds", type=int, default=20,
+                    help="simulation runs averaged for the comparison (default 20)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     if -(-args.n // args.procs) > PER_PROCESS:

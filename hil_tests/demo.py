@@ -44,6 +44,16 @@ def _between(pair: Any) -> str | None:
         else None
 
 
+def clock_text(s: float) -> str:
+    """Story time as mm:ss.s; what arrives before the story starts (the terminal's online
+    message, a few ms early) reads 00:00.0 or -00:00.4, not -1:60.0 (floor division of a
+    negative)."""
+    t = round(s, 1)
+    sign = "-" if t < 0 else ""
+    minutes, seconds = divmod(abs(t), 60)
+    return f"{sign}{int(minutes):02d}:{seconds:04.1f}"
+
+
 def trip_text(p: dict[str, Any]) -> str:
     """A trip message as the operator reads it: where from and to (a stop between floors
     and the relevel from there said so), then its figures; an emergency stop's figures
@@ -112,8 +122,7 @@ class ConsoleView:
         self.between: list[str] | None = None  # where the last trip stopped, if between
 
     def _clock(self, a: Arrival) -> str:
-        s = a.t - self.t0
-        return f"{int(s // 60):02d}:{s % 60:04.1f}"
+        return clock_text(a.t - self.t0)
 
     def line(self, text: str) -> None:
         if self.live:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from demo import command_text, live_line, trip_text
+from demo import clock_text, command_text, live_line, trip_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -99,3 +99,14 @@ def test_the_console_reads_a_stall_the_rescue_and_the_acknowledgement() -> None:
     stopped = {**moving, "run": 0, "dir": 0, "speed": 0.0, "zone": 0, "floor": "4"}
     assert "stopped outside a door zone, between 4 and 5" in live_line(stopped, ["4", "5"])
     assert "m/s" not in live_line(stopped)
+
+
+def test_the_story_clock_reads_times_before_the_start_as_negative() -> None:
+    """The terminal's online message arrives just before the story starts: 00:00.0 or
+    -00:00.2, not -1:59.8 (the demo printed "-1:60.0 terminal online")."""
+    assert clock_text(-0.04) == "00:00.0"
+    assert clock_text(-0.2) == "-00:00.2"
+    assert clock_text(-61.5) == "-01:01.5"
+    assert clock_text(0.0) == "00:00.0"
+    assert clock_text(59.96) == "01:00.0"
+    assert clock_text(82.2) == "01:22.2"

@@ -20,8 +20,9 @@ from liftwatch.agent.live_source import BACKENDS, LiveSource
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="terminal config file (TOML)")
     p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="override the config: real hardware, or every input simulated "
-                   "(HIL rig, tests)")
+                   help="override the config: real hardware, or every device simulated "
+                   "(inputs, accelerometer, controller), driven by a rig or test through "
+                   "the feed socket (--sim-dir)")
     p.add_argument("--sim-dir", default=None, metavar="DIR",
                    help="directory of the simulation feed socket (default: the config's "
                    "sim_feed)")
