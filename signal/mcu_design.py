@@ -1,0 +1,204 @@
+"""Coefficient words of the MCU profile (``mcu``), derived from ``filter_design``'s filters.
+
+Why a second set of words: the Pi's chain (``chain``) multiplies Q30 words by Q24/Q29
+signals into 64-bit accumulators; on a 32-bit MicroPython every such product is a heap
+big int. The MCU profile keeps every product and sum below 2**30 (a small int):
+
+* every coefficient is one 15-bit word ``w`` with its own fraction bits ``f``
+  (``|w| < 2**15``, CMSIS postShift per word), multiplied by a signal ``|x| < 2**29`` with
+  ``mcu.mul``: two 15 x 15-bit partial products, exactly ``round_half_up(w * x / 2**f)``;
+* the IIR sections are the trapezoidal (TPT) state-variable filter, the bilinear
+  transform of the analog SVF: its coefficients are ``g = tan(pi f0 / fs)`` and ``1/Q``
+  terms, small where the poles sit near z = 1 (0.4 Hz at 200 Hz: g = 0.0063), so 15-bit
+  words place those poles to ~1e-4 relative (a direct-form a1 = -1.982 would need 30 bits);
+* the decimator is a half-band FIR (every other tap zero) with its taps folded in pairs.
+
+``generate_source()`` writes ``mcu_coeffs.py`` (committed; a test regenerates it) for the
+sensor of the example traces (400 Hz, 256 LSB/g); ``profile(fs_in, lsb_per_g)`` gives the
+words for any other sensor.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from liftwatch.signal import filter_design as fd
+
+FS_OUT = 200
+WORD_LIMIT = 1 << 15  # a coefficient word and a 15-bit half of a signal multiply below 2**30
+FRAC_MAX = 44         # mcu.mul's rounding constant 2**(f-16) stays below 2**28
+SIG_FRAC = 22         # internal signal format: Q22 g (1 g = 2**22), range +-32 g
+SIG_LIMIT = (1 << 27) - 1   # +-32 g in Q22 g: every section output is clamped here
+STATE_LIMIT = (1 << 28) - 1  # SVF states (overshoot room): clamped here
+ROT_FRAC = 13        # rotation words: Q13 (1.0 = 8192): 3 products of 2**13 x 2**15 < 2**30
+ROT_SHIFT = 11       # rotated counts kept in Q2 counts (sum >> 11)
+W_GAIN_BITS = 5      # Wk/Wd run 5 bits finer after their high-pass (Q27 g, +-1 g)
+OUT_FRAC = 24        # outputs in Q24 g, as the chain's
+HALFBAND_ATTEN_DB = 80.0
+PROFILE_FS_IN = 400
+PROFILE_LSB_PER_G = 256.0  # the example traces' sensor (hil_tests/traces headers)
+COEFFS_FILE = Path(__file__).with_name("mcu_coeffs.py")
+
+
+def word(c: float) -> list[int]:
+    """``[w, f]``: the most fraction bits f (1..FRAC_MAX) with ``|round(c 2**f)| < 2**15``."""
+    if c == 0.0:
+        return [0, 16]
+    f = FRAC_MAX
+    while f > 1 and abs(round(c * 2.0**f)) >= WORD_LIMIT:
+        f -= 1
+    w = int(round(c * 2.0**f))
+    if abs(w) >= WORD_LIMIT:
+        raise ValueError(f"coefficient {c!r} does not fit a 15-bit word")
+    return [w, f]
+
+
+def word_value(w: list[int]) -> float:
+    return w[0] / 2.0**w[1]
+
+
+def halfband_taps(fs_in: int) -> list[float]:
+    """Kaiser-windowed half-band low-pass for fs_in -> fs_in/2, unity DC gain.
+
+    Cutoff at fs_in/4: the taps at even distance from the centre are exactly zero, so
+    only the centre (1/2) and the odd-distance pairs multiply. Passband 0..80 Hz,
+    stopband from fs_in/2 - 80 Hz at 80 dB (Kaiser's formulas), length 4k+3.
+    """
+    f_pass = fd.DECIM_PASS_HZ
+    f_stop = fs_in / 2.0 - f_pass
+    if f_stop <= f_pass:
+        raise ValueError(f"input rate {fs_in!r} Hz too low for the 80 Hz band")
+    dw = 2.0 * math.pi * (f_stop - f_pass) / fs_in
+    n = int(math.ceil((HALFBAND_ATTEN_DB - 8.0) / (2.285 * dw))) + 1
+    while n % 4 != 3:
+        n += 1
+    beta = 0.1102 * (HALFBAND_ATTEN_DB - 8.7)
+    mid = (n - 1) // 2
+    taps = []
+    for i in range(n):
+        t = i - mid
+        s = 0.5 if t == 0 else (0.0 if t % 2 == 0 else math.sin(math.pi * t / 2.0) / (math.pi * t))
+        r = 2.0 * t / (n - 1)
+        taps.append(s * fd._bessel_i0(beta * math.sqrt(max(0.0, 1.0 - r * r)))
+                    / fd._bessel_i0(beta))
+    total = sum(taps)
+    return [v / total for v in taps]
+
+
+def svf(f0: float, q: float, m0: float, m1: float, m2: float, fs: float,
+        shift: int = 0) -> dict:
+    """One TPT state-variable section: analog ``(m0 s'^2 + m1 s' + m2) / (s'^2 + s'/q + 1)``
+    with ``s' = s / (2 pi f0)``, bilinear with prewarp at f0 (as ``filter_design``).
+
+    Simper's form: ``v3 = v0 - ic2; v1 = a1 ic1 + a2 v3; v2 = ic2 + a2 ic1 + a3 v3``;
+    high = v0 - k v1 - v2, band = v1, low = v2. The output ``m0 high + m1 band + m2 low``
+    is computed as ``M0 (v0 - v2) + M1 v1 + M2 v2`` (``M0 = m0``, ``M1 = m1 - k m0``,
+    ``M2 = m2``): gravity (in v0 and v2) cancels before any multiply. ``a1`` is stored as
+    ``A1 = 1 - a1`` (small when the poles are near z = 1).
+    """
+    g = math.tan(math.pi * f0 / fs)
+    k = 1.0 / q
+    a1 = 1.0 / (1.0 + g * (g + k))
+    a2 = g * a1
+    a3 = g * a2
+    return {"f0": f0, "q": q, "m": [m0, m1, m2], "shift": shift,
+            "float": [1.0 - a1, a2, a3, m0, m1 - k * m0, m2]}
+
+
+def lowpass_svf(fs: float) -> list[dict]:
+    """The 10 Hz 4th-order Butterworth of ``filter_design.lowpass_accel_sos`` as SVFs."""
+    order = fd.LP_ACCEL_ORDER
+    return [svf(fd.LP_ACCEL_HZ, 1.0 / (2.0 * math.cos(math.pi * (2 * i + 1) / (2 * order))),
+                0.0, 0.0, 1.0, fs) for i in range(order // 2)]
+
+
+def iso2631_svf(weighting: str, fs: float, gain_bits: int) -> list[dict]:
+    """``filter_design.iso2631_sos`` as SVFs; the high-pass scales its output 2**gain_bits."""
+    f3, f4, q4, f5, q5, f6, q6 = fd.ISO2631[weighting]
+    q_bw = 1.0 / math.sqrt(2.0)
+    rows = [svf(fd.BAND_LOW_HZ, q_bw, 1.0, 0.0, 0.0, fs, gain_bits),
+            svf(fd.band_high_hz(fs), q_bw, 0.0, 0.0, 1.0, fs),
+            svf(f4, q4, 0.0, f4 / f3, 1.0, fs)]  # a-v transition: 1 + s/w3
+    if f5 is not None:
+        r = f6 / f5  # upward step: (w5/w6)^2 (1 + s/(Q5 w5) + s^2/w5^2), in s' = s/w6
+        g = 1.0 / (r * r)
+        rows.append(svf(f6, q6, g * r * r, g * r / q5, g, fs))
+    return rows
+
+
+def section_words(sec: dict) -> list[int]:
+    """``[A1, fA1, A2, fA2, A3, fA3, M0, fM0, M1, fM1, M2, fM2, shift]``: mcu's layout."""
+    out: list[int] = []
+    for c in sec["float"]:
+        out += word(c)
+    return out + [sec["shift"]]
+
+
+IDENTITY = [0, 16, 0, 16, 0, 16, 1 << 14, 14, 0, 16, 1 << 14, 14, 0]  # y = v0 exactly
+
+
+def profile(fs_in: int = PROFILE_FS_IN, lsb_per_g: float = PROFILE_LSB_PER_G) -> dict:
+    """Every word of the MCU profile for a sensor (fs_in must be 2 x 200 Hz)."""
+    if fs_in != 2 * FS_OUT:
+        raise ValueError(f"the MCU profile decimates by 2 to {FS_OUT} Hz: fs_in must be "
+                         f"{2 * FS_OUT}, got {fs_in!r}")
+    if not 1.0 <= lsb_per_g <= 1e6:
+        raise ValueError(f"lsb_per_g must be in [1, 1e6], got {lsb_per_g!r}")
+    fs = float(FS_OUT)
+    # Q2 counts in, Q22 g out: the unit change rides on the taps (as in the chain).
+    gain = 2.0**SIG_FRAC / (lsb_per_g * 2.0**(ROT_FRAC - ROT_SHIFT))
+    taps = halfband_taps(fs_in)
+    mid = (len(taps) - 1) // 2
+    pairs = [word(taps[mid - d] * gain) for d in range(1, mid + 1, 2)]
+    # Rotated input clamp: |x| * gain <= 2**27 (32 g), so each term and the sum fit.
+    x_limit = min((1 << 18), int(SIG_LIMIT / gain))
+    lp = lowpass_svf(fs)
+    wk = iso2631_svf("Wk", fs, W_GAIN_BITS)
+    wd = iso2631_svf("Wd", fs, W_GAIN_BITS)
+    return {
+        "FS_IN": fs_in, "FS_OUT": FS_OUT, "LSB_PER_G": lsb_per_g,
+        "ROT_FRAC": ROT_FRAC, "ROT_SHIFT": ROT_SHIFT, "X_LIMIT": x_limit,
+        "HB_CENTER": word(0.5 * gain), "HB_PAIRS": pairs, "HB_LEN": len(taps),
+        "SIG_LIMIT": SIG_LIMIT, "STATE_LIMIT": STATE_LIMIT,
+        "LP": [section_words(s) for s in lp],
+        "WK": [section_words(s) for s in wk],
+        "WD": [section_words(s) for s in wd],
+        "A_SHIFT": OUT_FRAC - SIG_FRAC, "W_SHIFT": SIG_FRAC + W_GAIN_BITS - OUT_FRAC,
+        "_float": {"taps": taps, "gain": gain, "lp": lp, "wk": wk, "wd": wd},
+    }
+
+
+def generate_source(fs_in: int = PROFILE_FS_IN, lsb_per_g: float = PROFILE_LSB_PER_G) -> str:
+    """The text of ``mcu_coeffs.py``: plain literals MicroPython loads as they are."""
+    p = profile(fs_in, lsb_per_g)
+    lines = [
+        '"""Coefficient words of the MCU profile: GENERATED by',
+        "``python -m liftwatch.signal.mcu_design`` from filter_design (do not edit).",
+        "",
+        f"Sensor: {fs_in} Hz, {lsb_per_g!r} LSB/g. Words are ``[w, f]`` (value w / 2**f,",
+        "|w| < 2**15);",
+        "a section is ``[A1, fA1, A2, fA2, A3, fA3, M0, fM0, M1, fM1, M2, fM2, shift]``.",
+        '"""',
+        "",
+    ]
+    for key, val in p.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(val, list) and val and isinstance(val[0], list):
+            lines.append(f"{key} = [")
+            lines += [f"    {row!r}," for row in val]
+            lines.append("]")
+        else:
+            lines.append(f"{key} = {val!r}")
+    return "\n".join(lines) + "\n"
+
+
+def coeffs_dict(module: object) -> dict:
+    """The profile's words as the dict ``mcu.FrontEnd`` takes, from ``mcu_coeffs``."""
+    return {k: getattr(module, k) for k in dir(module) if k.isupper()}
+
+
+if __name__ == "__main__":
+    COEFFS_FILE.write_text(generate_source())
+    print(f"wrote {COEFFS_FILE}")
