@@ -32,7 +32,6 @@ SIG_FRAC = 22         # internal signal format: Q22 g (1 g = 2**22), range +-32 
 SIG_LIMIT = (1 << 27) - 1   # +-32 g in Q22 g: every section output is clamped here
 STATE_LIMIT = (1 << 28) - 1  # SVF states (overshoot room): clamped here
 ROT_FRAC = 13        # rotation words: Q13 (1.0 = 8192): 3 products of 2**13 x 2**15 < 2**30
-ROT_SHIFT = 11       # rotated counts kept in Q2 counts (sum >> 11)
 W_GAIN_BITS = 5      # Wk/Wd run 5 bits finer after their high-pass (Q27 g, +-1 g)
 OUT_FRAC = 24        # outputs in Q24 g, as the chain's
 HALFBAND_ATTEN_DB = 80.0
@@ -146,19 +145,25 @@ def profile(fs_in: int = PROFILE_FS_IN, lsb_per_g: float = PROFILE_LSB_PER_G) ->
     if not 1.0 <= lsb_per_g <= 1e6:
         raise ValueError(f"lsb_per_g must be in [1, 1e6], got {lsb_per_g!r}")
     fs = float(FS_OUT)
-    # Q2 counts in, Q22 g out: the unit change rides on the taps (as in the chain).
-    gain = 2.0**SIG_FRAC / (lsb_per_g * 2.0**(ROT_FRAC - ROT_SHIFT))
+    # Rotated counts keep as many of the rotation's fraction bits as fit: 32 g (the
+    # signal range) must stay below 2**28 so that a folded pair of samples is below 2**29.
+    rot_shift = 1
+    while 32.0 * lsb_per_g * 2.0**(ROT_FRAC - rot_shift) >= 2.0**28:
+        rot_shift += 1
+    # Q(13 - rot_shift) counts in, Q22 g out: the unit change rides on the taps (as in
+    # the chain).
+    gain = 2.0**SIG_FRAC / (lsb_per_g * 2.0**(ROT_FRAC - rot_shift))
     taps = halfband_taps(fs_in)
     mid = (len(taps) - 1) // 2
     pairs = [word(taps[mid - d] * gain) for d in range(1, mid + 1, 2)]
     # Rotated input clamp: |x| * gain <= 2**27 (32 g), so each term and the sum fit.
-    x_limit = min((1 << 18), int(SIG_LIMIT / gain))
+    x_limit = min((1 << 28) - 1, int(SIG_LIMIT / gain))
     lp = lowpass_svf(fs)
     wk = iso2631_svf("Wk", fs, W_GAIN_BITS)
     wd = iso2631_svf("Wd", fs, W_GAIN_BITS)
     return {
         "FS_IN": fs_in, "FS_OUT": FS_OUT, "LSB_PER_G": lsb_per_g,
-        "ROT_FRAC": ROT_FRAC, "ROT_SHIFT": ROT_SHIFT, "X_LIMIT": x_limit,
+        "ROT_FRAC": ROT_FRAC, "ROT_SHIFT": rot_shift, "X_LIMIT": x_limit,
         "HB_CENTER": word(0.5 * gain), "HB_PAIRS": pairs, "HB_LEN": len(taps),
         "SIG_LIMIT": SIG_LIMIT, "STATE_LIMIT": STATE_LIMIT,
         "LP": [section_words(s) for s in lp],
@@ -202,3 +207,33 @@ def coeffs_dict(module: object) -> dict:
 if __name__ == "__main__":
     COEFFS_FILE.write_text(generate_source())
     print(f"wrote {COEFFS_FILE}")
+
+
+def float_reference(rows: object, rotation: list[list[float]] | None = None,
+                    fs_in: int = PROFILE_FS_IN,
+                    lsb_per_g: float = PROFILE_LSB_PER_G) -> dict[str, object]:
+    """The profile's filters in float64 (scipy, a test/bench dependency), outputs in g.
+
+    The float design it is held to: the unquantised half-band taps and the SOS rows of
+    ``filter_design`` (not the SVF form: an error in the SVF derivation shows here too),
+    started settled on the first sample as the profile is.
+    """
+    import numpy as np
+    from scipy import signal as sps
+
+    raw = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    rot = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
+    g = raw @ rot.T / lsb_per_g
+    taps = np.asarray(halfband_taps(fs_in))
+    padded = np.concatenate([np.repeat(g[:1], len(taps) - 1, axis=0), g])
+    dec = np.stack([np.convolve(padded[:, a], taps, mode="valid")[::2] for a in range(3)], 1)
+    fs = float(FS_OUT)
+
+    def run(sos: list[list[float]], x: np.ndarray) -> np.ndarray:
+        s = np.asarray(sos)
+        return sps.sosfilt(s, x, zi=sps.sosfilt_zi(s) * x[0])[0]
+
+    return {"a_z": run(fd.lowpass_accel_sos(fs), dec[:, 2]),
+            "w_z": run(fd.iso2631_sos("Wk", fs), dec[:, 2]),
+            "w_x": run(fd.iso2631_sos("Wd", fs), dec[:, 0]),
+            "w_y": run(fd.iso2631_sos("Wd", fs), dec[:, 1])}
