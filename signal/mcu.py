@@ -19,66 +19,35 @@ split into two partial products below 2**30, result exactly ``round_half_up(w x 
 (the numpy twin computes that with one int64 product: the same integer).
 """
 
-SEC_LEN = 13  # words per section: A1 fA1 A2 fA2 A3 fA3 M0 fM0 M1 fM1 M2 fM2 shift
+SEC_LEN = 12  # words per section in mcu_coeffs: kind shift A1 fA1 A2 fA2 A3 fA3 X1 fX1 X2 fX2
+LOW = 0
+HIGH = 1
+BAND_LOW = 2
+STEP = 3
 
 
 def mul(w, x, f):
     """``round_half_up(w * x / 2**f)`` from two 15-bit partial products (|w| < 2**15,
-    |x| < 2**29, 1 <= f <= 44): hi = w (x >> 15) and lo = w (x & 0x7fff), each < 2**30.
-    Floor division nests (floor(floor(a / b) / c) = floor(a / (b c))), so it is exact."""
-    hi = w * (x >> 15)
-    lo = w * (x & 32767)
-    if f >= 16:
-        return (hi + (lo >> 15) + (1 << (f - 16))) >> (f - 15)
-    return (hi << (15 - f)) + ((lo + (1 << (f - 1))) >> f)
+    |x| < 2**29, 15 <= f <= 44): hi = w (x >> 15) and lo = w (x & 0x7fff), each < 2**30.
+    Floor division nests (floor(floor(a / b) / c) = floor(a / (b c))), so it is exact.
+    The hot loop inlines it with ``split(w, f)``'s constants."""
+    w, r1, r2, s = split(w, f)
+    return (w * (x >> 15) + ((w * (x & 32767) + r1) >> 15) + r2) >> s
 
 
-def clamp(v, lim):
-    if v > lim:
-        return lim
-    if v < -lim:
-        return -lim
-    return v
+def split(w, f):
+    """``[w, r1, r2, s]`` of the inlined multiply ``(w hi + ((w lo + r1) >> 15) + r2) >> s``:
+    f = 15 rounds at the low product (r1 = 2**14), f > 15 after it (r2 = 2**(f - 16))."""
+    if f < 15 or f > 44:
+        raise ValueError("multiply fraction bits must be 15..44")
+    if f == 15:
+        return [w, 1 << 14, 0, 0]
+    return [w, 0, 1 << (f - 16), f - 15]
 
 
 def rotation_q13(q14):
     """The chain's Q14 rotation rows (``chain.rotation_q14``) as Q13 words (round half up)."""
     return [[(v + 1) >> 1 for v in row] for row in q14]
-
-
-def section_step(c, o, st, s, v0, slim):
-    """One TPT state-variable section (words at c[o:o+13], states st[s], st[s+1]).
-
-    Returns the output: ``M0 (v0 - v2) + M1 v1 + M2 v2``, clamped to +-(SIG_LIMIT >> shift)
-    and shifted left by ``shift`` (the Wk/Wd high-pass's gain bits)."""
-    ic1 = st[s]
-    ic2 = st[s + 1]
-    v3 = v0 - ic2
-    v1 = ic1 - mul(c[o], ic1, c[o + 1]) + mul(c[o + 2], v3, c[o + 3])
-    if v1 > slim:
-        v1 = slim
-    elif v1 < -slim:
-        v1 = -slim
-    v2 = ic2 + mul(c[o + 2], ic1, c[o + 3]) + mul(c[o + 4], v3, c[o + 5])
-    if v2 > slim:
-        v2 = slim
-    elif v2 < -slim:
-        v2 = -slim
-    t = v1 + v1 - ic1
-    if t > slim:
-        t = slim
-    elif t < -slim:
-        t = -slim
-    st[s] = t
-    t = v2 + v2 - ic2
-    if t > slim:
-        t = slim
-    elif t < -slim:
-        t = -slim
-    st[s + 1] = t
-    y = mul(c[o + 6], v0 - v2, c[o + 7]) + mul(c[o + 8], v1, c[o + 9]) \
-        + mul(c[o + 10], v2, c[o + 11])
-    return y
 
 
 class FrontEnd:
@@ -104,133 +73,216 @@ class FrontEnd:
         self.stlim = coeffs["STATE_LIMIT"]
         self.a_shift = coeffs["A_SHIFT"]
         self.w_shift = coeffs["W_SHIFT"]
+        self.fir_shift = coeffs["FIR_SHIFT"]
         self.n = coeffs["HB_LEN"]
         self.mid = (self.n - 1) // 2
-        hb = [coeffs["HB_CENTER"][0], coeffs["HB_CENTER"][1]]
+        # half-band: centre then the pairs at distance 1, 3, 5, ..., each split()
+        hb = split(coeffs["HB_CENTER"][0], coeffs["HB_CENTER"][1])
         for p in coeffs["HB_PAIRS"]:
-            hb.append(p[0])
-            hb.append(p[1])
+            hb += split(p[0], p[1])
         self.hb = hb
         self.npairs = len(coeffs["HB_PAIRS"])
         self.buf = [[0] * (2 * self.n) for _ in range(3)]
         self.pos = 0
         self.phase = 0
-        # Filter channels a_z, w_z, w_x, w_y: flat words and states, axis z, z, x, y.
+        # Filter channels a_z, w_z, w_x, w_y (axes z, z, x, y); per section 22 ints:
+        # kind, shift, then A1, A2, A3, X1, X2 each as split()'s [w, r1, r2, s].
         self.chan_axis = [2, 2, 0, 1]
         self.words = []
+        self.nsec = []
         for key in ("LP", "WK", "WD", "WD"):
             flat = []
             for sec in coeffs[key]:
-                for v in sec:
-                    flat.append(v)
+                flat.append(sec[0])
+                flat.append(sec[1])
+                for i in range(2, SEC_LEN, 2):
+                    flat += split(sec[i], sec[i + 1])
             self.words.append(flat)
-        self.nsec = [len(coeffs[k]) for k in ("LP", "WK", "WD", "WD")]
+            self.nsec.append(len(coeffs[key]))
         self.state = [[0] * (2 * n) for n in self.nsec]
         self.dec = [0, 0, 0]
         self.out = [0, 0, 0, 0]
         self.started = 0
 
     def _settle(self, r):
-        """Start every filter as if rotated sample r had been the input forever."""
+        """Start every filter as if rotated sample r had been the input forever: the
+        decimator's history holds r; in each section v1 = ic1 = 0 and v2 = ic2 = its
+        input, the SVF's exact fixed point, and its output is then that of ``_run``."""
+        n = self.n
         for a in range(3):
             b = self.buf[a]
-            for i in range(2 * self.n):
+            for i in range(2 * n):
                 b[i] = r[a]
-        for a in range(3):
-            self.dec[a] = self._fir(a)
-        for ch in range(4):
-            v = self.dec[self.chan_axis[ch]]
-            c = self.words[ch]
-            st = self.state[ch]
-            for k in range(self.nsec[ch]):
-                # constant input v: v1 = ic1 = 0, v2 = ic2 = v is the SVF's exact fixed point
-                st[2 * k] = 0
-                st[2 * k + 1] = v
-                v = self._finish(c, k * SEC_LEN, mul(c[k * SEC_LEN + 10], v,
-                                                     c[k * SEC_LEN + 11]))
-
-    def _finish(self, c, o, y):
-        sh = c[o + 12]
-        lim = self.slim >> sh
-        if y > lim:
-            y = lim
-        elif y < -lim:
-            y = -lim
-        return y << sh
-
-    def _fir(self, a):
-        """Half-band output (Q22 g) of axis a for the newest sample in its buffer."""
-        b = self.buf[a]
-        hb = self.hb
-        centre = self.pos + self.n - self.mid
-        acc = mul(hb[0], b[centre], hb[1])
-        d = 1
-        for k in range(self.npairs):
-            acc += mul(hb[2 + 2 * k], b[centre - d] + b[centre + d], hb[3 + 2 * k])
-            d += 2
-        lim = self.slim
-        if acc > lim:
-            return lim
-        if acc < -lim:
-            return -lim
-        return acc
+        self.pos = n - 1
 
     def push(self, x, y, z):
         """One 400 Hz sample of raw counts (|count| <= 32768). Returns 1 when ``out`` holds
         a new 200 Hz output, else 0."""
         m = self.rot
         sh = self.rot_shift
-        half = 1 << (sh - 1)
+        half = (1 << sh) >> 1
         lim = self.xlim
-        r0 = clamp((m[0] * x + m[1] * y + m[2] * z + half) >> sh, lim)
-        r1 = clamp((m[3] * x + m[4] * y + m[5] * z + half) >> sh, lim)
-        r2 = clamp((m[6] * x + m[7] * y + m[8] * z + half) >> sh, lim)
+        dec = self.dec
+        for a in range(3):
+            v = (m[3 * a] * x + m[3 * a + 1] * y + m[3 * a + 2] * z + half) >> sh
+            if v > lim:
+                v = lim
+            elif v < -lim:
+                v = -lim
+            dec[a] = v
         n = self.n
         if not self.started:
             self.started = 1
-            self.pos = n - 1
-            self.dec[0] = r0
-            self.dec[1] = r1
-            self.dec[2] = r2
-            self._settle(self.dec)
-            self.pos = n - 1
+            self._settle(dec)
+            p = self.pos
         else:
             p = self.pos + 1
             if p == n:
                 p = 0
             self.pos = p
-            b = self.buf[0]
-            b[p] = r0
-            b[p + n] = r0
-            b = self.buf[1]
-            b[p] = r1
-            b[p + n] = r1
-            b = self.buf[2]
-            b[p] = r2
-            b[p + n] = r2
+            for a in range(3):
+                b = self.buf[a]
+                b[p] = dec[a]
+                b[p + n] = dec[a]
         ph = self.phase
         self.phase = 1 - ph
         if ph:
             return 0
+        # half-band decimator (Q22 g): centre word, then folded pairs
+        hb = self.hb
+        slim = self.slim
+        fs = self.fir_shift
+        centre = p + n - self.mid
+        for a in range(3):
+            b = self.buf[a]
+            v = b[centre]
+            acc = (hb[0] * (v >> 15) + ((hb[0] * (v & 32767) + hb[1]) >> 15) + hb[2]) >> hb[3]
+            o = 4
+            for d in range(1, 2 * self.npairs, 2):
+                v = b[centre - d] + b[centre + d]
+                w = hb[o]
+                acc += (w * (v >> 15) + ((w * (v & 32767) + hb[o + 1]) >> 15)
+                        + hb[o + 2]) >> hb[o + 3]
+                o += 4
+            if fs >= 0:
+                lim = slim >> fs
+                if acc > lim:
+                    acc = lim
+                elif acc < -lim:
+                    acc = -lim
+                dec[a] = acc << fs
+            else:
+                acc = (acc + (1 << (-fs - 1))) >> -fs
+                if acc > slim:
+                    acc = slim
+                elif acc < -slim:
+                    acc = -slim
+                dec[a] = acc
+        if self.started == 1:
+            self.started = 2
+            self._settle_sections()
+        self._run()
+        return 1
+
+    def _settle_sections(self):
+        for ch in range(4):
+            st = self.state[ch]
+            v = self.dec[self.chan_axis[ch]]
+            c = self.words[ch]
+            o = 0
+            for k in range(self.nsec[ch]):
+                st[2 * k] = 0
+                st[2 * k + 1] = v
+                kind = c[o]
+                if kind == STEP:
+                    w = c[o + 18]
+                    v = (w * (v >> 15) + ((w * (v & 32767) + c[o + 19]) >> 15)
+                         + c[o + 20]) >> c[o + 21]
+                elif kind == HIGH:
+                    v = 0
+                lim = self.slim >> c[o + 1]
+                if v > lim:
+                    v = lim
+                elif v < -lim:
+                    v = -lim
+                v = v << c[o + 1]
+                o += 22
+        # the sections' outputs follow from these states in _run
+
+    def _run(self):
+        """The state-variable sections of the four channels on the decimated sample."""
         dec = self.dec
-        dec[0] = self._fir(0)
-        dec[1] = self._fir(1)
-        dec[2] = self._fir(2)
         out = self.out
         slim = self.stlim
+        sig = self.slim
         for ch in range(4):
-            v = dec[self.chan_axis[ch]]
+            v0 = dec[self.chan_axis[ch]]
             c = self.words[ch]
             st = self.state[ch]
             o = 0
-            for k in range(self.nsec[ch]):
-                v = self._finish(c, o, section_step(c, o, st, k + k, v, slim))
-                o += SEC_LEN
-            out[ch] = v
+            s = 0
+            for _k in range(self.nsec[ch]):
+                ic1 = st[s]
+                ic2 = st[s + 1]
+                v3 = v0 - ic2
+                w = c[o + 2]
+                v1 = ic1 - ((w * (ic1 >> 15) + ((w * (ic1 & 32767) + c[o + 3]) >> 15)
+                             + c[o + 4]) >> c[o + 5])
+                w = c[o + 6]
+                v1 += (w * (v3 >> 15) + ((w * (v3 & 32767) + c[o + 7]) >> 15)
+                       + c[o + 8]) >> c[o + 9]
+                if v1 > slim:
+                    v1 = slim
+                elif v1 < -slim:
+                    v1 = -slim
+                v2 = ic2 + ((w * (ic1 >> 15) + ((w * (ic1 & 32767) + c[o + 7]) >> 15)
+                             + c[o + 8]) >> c[o + 9])
+                w = c[o + 10]
+                v2 += (w * (v3 >> 15) + ((w * (v3 & 32767) + c[o + 11]) >> 15)
+                       + c[o + 12]) >> c[o + 13]
+                if v2 > slim:
+                    v2 = slim
+                elif v2 < -slim:
+                    v2 = -slim
+                t = v1 + v1 - ic1
+                if t > slim:
+                    t = slim
+                elif t < -slim:
+                    t = -slim
+                st[s] = t
+                t = v2 + v2 - ic2
+                if t > slim:
+                    t = slim
+                elif t < -slim:
+                    t = -slim
+                st[s + 1] = t
+                kind = c[o]
+                if kind == LOW:
+                    v0 = v2
+                elif kind == BAND_LOW:
+                    v0 = v1 + v2
+                else:
+                    w = c[o + 14]
+                    t = (w * (v1 >> 15) + ((w * (v1 & 32767) + c[o + 15]) >> 15)
+                         + c[o + 16]) >> c[o + 17]
+                    if kind == HIGH:
+                        v0 = v0 - v2 - v1 - t
+                    else:
+                        w = c[o + 18]
+                        v0 = v0 - v2 + t + ((w * (v2 >> 15) + ((w * (v2 & 32767) + c[o + 19])
+                                                                >> 15) + c[o + 20]) >> c[o + 21])
+                lim = sig >> c[o + 1]
+                if v0 > lim:
+                    v0 = lim
+                elif v0 < -lim:
+                    v0 = -lim
+                v0 = v0 << c[o + 1]
+                o += 22
+                s += 2
+            out[ch] = v0
         out[0] = out[0] << self.a_shift
         ws = self.w_shift
         wh = 1 << (ws - 1)
         out[1] = (out[1] + wh) >> ws
         out[2] = (out[2] + wh) >> ws
         out[3] = (out[3] + wh) >> ws
-        return 1

@@ -126,15 +126,44 @@ def iso2631_svf(weighting: str, fs: float, gain_bits: int) -> list[dict]:
     return rows
 
 
+# Section kinds: which output mix ``M0 (v0 - v2) + M1 v1 + M2 v2`` a section has, so that
+# the exact 0 and 1 factors cost no multiply and every multiplied word is below 1 (f >= 15).
+LOW = 0        # M = (0, 0, 1):       y = v2
+HIGH = 1       # M = (1, -k, 0):      y = (v0 - v2) - v1 - X1 v1, X1 = k - 1
+BAND_LOW = 2   # M = (0, 1, 1):       y = v1 + v2
+STEP = 3       # M = (1, M1, M2):     y = (v0 - v2) + X1 v1 + X2 v2
+IDENTITY = [LOW, 0, 0, 16, 0, 16, 0, 16, 0, 16, 0, 16]  # the twin's padding (see _settle)
+
+
+def section_kind(m: list[float]) -> tuple[int, float, float]:
+    """The kind of an output mix and its two multiplied factors X1, X2."""
+    m0, m1, m2 = m
+
+    def one(v: float) -> bool:
+        return abs(v - 1.0) < 1e-12
+
+    if m0 == 0.0 and m1 == 0.0 and one(m2):
+        return LOW, 0.0, 0.0
+    if one(m0) and m2 == 0.0 and -2.0 < m1 <= -1.0:
+        return HIGH, -m1 - 1.0, 0.0
+    if m0 == 0.0 and one(m1) and one(m2):
+        return BAND_LOW, 0.0, 0.0
+    if one(m0) and abs(m1) < 1.0 and abs(m2) < 1.0:
+        return STEP, m1, m2
+    raise ValueError(f"no section kind for the output mix {m!r}")
+
+
 def section_words(sec: dict) -> list[int]:
-    """``[A1, fA1, A2, fA2, A3, fA3, M0, fM0, M1, fM1, M2, fM2, shift]``: mcu's layout."""
-    out: list[int] = []
-    for c in sec["float"]:
-        out += word(c)
-    return out + [sec["shift"]]
-
-
-IDENTITY = [0, 16, 0, 16, 0, 16, 1 << 14, 14, 0, 16, 1 << 14, 14, 0]  # y = v0 exactly
+    """``[kind, shift, A1, fA1, A2, fA2, A3, fA3, X1, fX1, X2, fX2]``: mcu's layout."""
+    a1m, a2, a3, m0, m1, m2 = sec["float"]
+    kind, x1, x2 = section_kind([m0, m1, m2])
+    out = [kind, sec["shift"]]
+    for c in (a1m, a2, a3, x1, x2):
+        w = word(c)
+        if w[1] < 15:
+            raise ValueError(f"coefficient {c!r} >= 1: mcu's multiply takes f >= 15")
+        out += w
+    return out
 
 
 def profile(fs_in: int = PROFILE_FS_IN, lsb_per_g: float = PROFILE_LSB_PER_G) -> dict:
@@ -147,15 +176,21 @@ def profile(fs_in: int = PROFILE_FS_IN, lsb_per_g: float = PROFILE_LSB_PER_G) ->
     fs = float(FS_OUT)
     # Rotated counts keep as many of the rotation's fraction bits as fit: 32 g (the
     # signal range) must stay below 2**28 so that a folded pair of samples is below 2**29.
-    rot_shift = 1
+    rot_shift = 0
     while 32.0 * lsb_per_g * 2.0**(ROT_FRAC - rot_shift) >= 2.0**28:
         rot_shift += 1
-    # Q(13 - rot_shift) counts in, Q22 g out: the unit change rides on the taps (as in
-    # the chain).
+    # Q(13 - rot_shift) counts in, Q22 g out: the unit change is gain = g1 2**fir_shift,
+    # g1 in [1, 2) riding on the taps (each then below 1: f >= 15) and 2**fir_shift a
+    # shift of the FIR's sum (left when positive, rounded right when negative).
     gain = 2.0**SIG_FRAC / (lsb_per_g * 2.0**(ROT_FRAC - rot_shift))
+    fir_shift = math.floor(math.log2(gain))
+    g1 = gain / 2.0**fir_shift
     taps = halfband_taps(fs_in)
     mid = (len(taps) - 1) // 2
-    pairs = [word(taps[mid - d] * gain) for d in range(1, mid + 1, 2)]
+    pairs = [word(taps[mid - d] * g1) for d in range(1, mid + 1, 2)]
+    for w in pairs + [word(0.5 * g1)]:
+        if w[1] < 15:
+            raise ValueError("a half-band word >= 1: mcu's multiply takes f >= 15")
     # Rotated input clamp: |x| * gain <= 2**27 (32 g), so each term and the sum fit.
     x_limit = min((1 << 28) - 1, int(SIG_LIMIT / gain))
     lp = lowpass_svf(fs)
@@ -164,7 +199,8 @@ def profile(fs_in: int = PROFILE_FS_IN, lsb_per_g: float = PROFILE_LSB_PER_G) ->
     return {
         "FS_IN": fs_in, "FS_OUT": FS_OUT, "LSB_PER_G": lsb_per_g,
         "ROT_FRAC": ROT_FRAC, "ROT_SHIFT": rot_shift, "X_LIMIT": x_limit,
-        "HB_CENTER": word(0.5 * gain), "HB_PAIRS": pairs, "HB_LEN": len(taps),
+        "HB_CENTER": word(0.5 * g1), "HB_PAIRS": pairs, "HB_LEN": len(taps),
+        "FIR_SHIFT": fir_shift,
         "SIG_LIMIT": SIG_LIMIT, "STATE_LIMIT": STATE_LIMIT,
         "LP": [section_words(s) for s in lp],
         "WK": [section_words(s) for s in wk],
@@ -183,7 +219,8 @@ def generate_source(fs_in: int = PROFILE_FS_IN, lsb_per_g: float = PROFILE_LSB_P
         "",
         f"Sensor: {fs_in} Hz, {lsb_per_g!r} LSB/g. Words are ``[w, f]`` (value w / 2**f,",
         "|w| < 2**15);",
-        "a section is ``[A1, fA1, A2, fA2, A3, fA3, M0, fM0, M1, fM1, M2, fM2, shift]``.",
+        "a section is ``[kind, shift, A1, fA1, A2, fA2, A3, fA3, X1, fX1, X2, fX2]``",
+        "(kinds: mcu_design.LOW, HIGH, BAND_LOW, STEP).",
         '"""',
         "",
     ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from liftwatch.signal import mcu_design
 
-SEC_LEN = 13
+SEC_LEN = 12
 CHAN_AXIS = [2, 2, 0, 1]  # a_z, w_z, w_x, w_y take z, z, x, y
 
 
@@ -42,11 +42,14 @@ class FrontEndNumpy:
         self.cw, self.cf = coeffs["HB_CENTER"]
         nsec = 4
         words = np.zeros((nsec, SEC_LEN, 4), dtype=np.int64)
+        active = np.zeros((nsec, 4), dtype=bool)  # sections a channel has (others pass)
         for ch, key in enumerate(("LP", "WK", "WD", "WD")):
             secs = list(coeffs[key]) + [mcu_design.IDENTITY] * (nsec - len(coeffs[key]))
             for k, sec in enumerate(secs):
                 words[k, :, ch] = sec
+                active[k, ch] = k < len(coeffs[key])
         self.words = words
+        self.active = active
         self.state = np.zeros((nsec, 2, 4), dtype=np.int64)
         self.hist: np.ndarray | None = None  # last n - 1 rotated samples
         self.count = 0
@@ -60,8 +63,9 @@ class FrontEndNumpy:
         """The scalar ``mul``'s integer; records its partial products' peaks."""
         hi = w * (x >> 15)
         lo = w * (x & 32767)
-        wide = np.where(f >= 16, hi + (lo >> 15) + np.left_shift(1, np.maximum(f - 16, 0)),
-                        np.left_shift(hi, np.maximum(15 - f, 0)))
+        r1 = np.where(f == 15, 1 << 14, 0)
+        r2 = np.where(f >= 16, np.left_shift(1, np.maximum(f - 16, 0)), 0)
+        wide = hi + ((lo + r1) >> 15) + r2
         self._peak("mul", hi)
         self._peak("mul", lo)
         self._peak("mul", wide)
@@ -73,7 +77,7 @@ class FrontEndNumpy:
         sh = c["ROT_SHIFT"]
         acc = raw @ self.rot.T
         self._peak("rotate", acc)
-        r = np.clip((acc + (1 << (sh - 1))) >> sh, -c["X_LIMIT"], c["X_LIMIT"])
+        r = np.clip((acc + ((1 << sh) >> 1)) >> sh, -c["X_LIMIT"], c["X_LIMIT"])
         if not len(r):
             return np.zeros((0, 4), dtype=np.int64)
         first = self.hist is None
@@ -86,13 +90,18 @@ class FrontEndNumpy:
         idx = np.arange(start, len(r), 2) + (self.n - 1)  # positions in x of the newest
         self.count += len(r)
         centre = idx - self.mid
-        dec = _round_mul(self.cw, x[centre], self.cf)
+        dec = self._mul(np.int64(self.cw), x[centre], np.int64(self.cf))
         for k in range(len(self.pw)):
             d = 2 * k + 1
             s = x[centre - d] + x[centre + d]
             dec = dec + self._mul(np.int64(self.pw[k]), s, np.int64(self.pf[k]))
             self._peak("fir", dec)
-        dec = np.clip(dec, -c["SIG_LIMIT"], c["SIG_LIMIT"])
+        fs = c["FIR_SHIFT"]
+        if fs >= 0:
+            lim = c["SIG_LIMIT"] >> fs
+            dec = np.clip(dec, -lim, lim) << fs
+        else:
+            dec = np.clip((dec + (1 << (-fs - 1))) >> -fs, -c["SIG_LIMIT"], c["SIG_LIMIT"])
         if first:
             self._settle(dec[0])
         return self._sections(dec[:, CHAN_AXIS])
@@ -107,7 +116,10 @@ class FrontEndNumpy:
             w = self.words[k]
             self.state[k, 0] = 0
             self.state[k, 1] = v
-            v = self._finish(_round_mul(w[10], v, w[11]), w[12])
+            kind = w[0]
+            y = np.select([kind == mcu_design.HIGH, kind == mcu_design.STEP],
+                          [np.zeros_like(v), _round_mul(w[10], v, w[11])], v)
+            v = np.where(self.active[k], self._finish(y, w[1]), v)
 
     def _sections(self, v_in: np.ndarray) -> np.ndarray:
         c = self.c
@@ -115,28 +127,31 @@ class FrontEndNumpy:
         out = np.empty_like(v_in)
         words, st = self.words, self.state
         m = self._mul
+        kinds = [(w[0] == mcu_design.HIGH, w[0] == mcu_design.BAND_LOW,
+                  w[0] == mcu_design.STEP) for w in words]
         for i in range(len(v_in)):
             v0 = v_in[i]
             for k in range(words.shape[0]):
                 w = words[k]
                 ic1, ic2 = st[k, 0], st[k, 1]
                 v3 = v0 - ic2
-                v1 = ic1 - m(w[0], ic1, w[1]) + m(w[2], v3, w[3])
-                v2 = ic2 + m(w[2], ic1, w[3]) + m(w[4], v3, w[5])
+                v1 = ic1 - m(w[2], ic1, w[3]) + m(w[4], v3, w[5])
+                v2 = ic2 + m(w[4], ic1, w[5]) + m(w[6], v3, w[7])
                 t1 = 2 * np.clip(v1, -slim, slim) - ic1
                 t2 = 2 * np.clip(v2, -slim, slim) - ic2
-                for a in (v3, v1, v2, t1, t2):
-                    self._peak("section", a)
                 v1 = np.clip(v1, -slim, slim)
                 v2 = np.clip(v2, -slim, slim)
-                st[k, 0] = np.clip(t1, -slim, slim)
-                st[k, 1] = np.clip(t2, -slim, slim)
-                p1 = m(w[6], v0 - v2, w[7])
-                p2 = p1 + m(w[8], v1, w[9])
-                y = p2 + m(w[10], v2, w[11])
-                for a in (v0 - v2, p2, y):
-                    self._peak("section", a)
-                v0 = self._finish(y, w[12])
+                act = self.active[k]
+                st[k, 0] = np.where(act, np.clip(t1, -slim, slim), st[k, 0])
+                st[k, 1] = np.where(act, np.clip(t2, -slim, slim), st[k, 1])
+                x1 = m(w[8], v1, w[9])
+                x2 = m(w[10], v2, w[11])
+                is_high, is_bl, is_step = kinds[k]
+                y = np.select([is_high, is_bl, is_step],
+                              [v0 - v2 - v1 - x1, v1 + v2, v0 - v2 + x1 + x2], v2)
+                for a in (v3, t1, t2, y, v0 - v2 - v1, v0 - v2 + x1):
+                    self._peak("section", np.where(act, a, 0))
+                v0 = np.where(act, self._finish(y, w[1]), v0)
             out[i] = v0
         out[:, 0] <<= c["A_SHIFT"]
         ws = c["W_SHIFT"]

@@ -86,7 +86,7 @@ def test_mul_is_the_rounded_product() -> None:
     """The 15-bit split equals round_half_up(w x / 2**f) at the edges of its range."""
     for w in (-(1 << 15) + 1, -12345, -1, 0, 1, 777, (1 << 15) - 1):
         for x in (-(1 << 29) + 1, -(1 << 28) - 3, -32769, -1, 0, 1, 32767, (1 << 29) - 1):
-            for f in (1, 9, 15, 16, 17, 30, 44):
+            for f in (15, 16, 17, 30, 44):
                 if abs(w * x) >> f >= 1 << 29:
                     continue  # beyond the documented result range
                 assert mcu.mul(w, x, f) == (w * x + (1 << (f - 1))) >> f, (w, x, f)
