@@ -109,3 +109,29 @@ def test_profile_code_is_the_micropython_subset(tmp_path: Path) -> None:
                               str(tmp_path / (src.stem + ".mpy")), str(src)],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
+
+
+def test_half_band_words_keep_80_db_stopband() -> None:
+    """The quantised half-band (words, not floats) still stops 120..200 Hz by 80 dB, so
+    nothing aliases into the 0..80 Hz band, and passes 0..80 Hz within 2e-4."""
+    n, mid = COEFFS["HB_LEN"], (COEFFS["HB_LEN"] - 1) // 2
+    taps = [0.0] * n
+    taps[mid] = COEFFS["HB_CENTER"][0] / 2.0 ** COEFFS["HB_CENTER"][1]
+    for k, (w, f) in enumerate(COEFFS["HB_PAIRS"]):
+        taps[mid - 2 * k - 1] = taps[mid + 2 * k + 1] = w / 2.0**f
+    dc = sum(taps)
+    taps = [t / dc for t in taps]
+    assert mcu_design.stopband_db(taps, 400.0, 120.0) >= 80.0
+    f = np.linspace(0.0, 80.0, 161)
+    h = np.abs(np.exp(-2j * np.pi * np.outer(f, np.arange(n)) / 400.0) @ np.asarray(taps))
+    assert np.abs(h - 1.0).max() < 2e-4
+
+
+def test_profile_refuses_what_it_cannot_run() -> None:
+    for fs_in, lsb in ((800, 256.0), (400, 0.5)):
+        try:
+            mcu_design.profile(fs_in, lsb)
+        except ValueError as exc:
+            assert "fs_in" in str(exc) or "lsb_per_g" in str(exc)
+        else:
+            raise AssertionError(f"profile({fs_in}, {lsb}) accepted")
