@@ -54,9 +54,8 @@ B0 = gc.mem_alloc()
 PROFILE_MAIN = '''
 def main():
     # locals only: a new global under heap_lock would grow the globals dict
-    fe = FrontEnd(COEFFS, ROT)
-    gc.collect()
-    heap = gc.mem_alloc() - B0
+    fe = FE
+    heap = HEAP
     data = [int(v) for v in DATA.split(",")]
     n = len(data) // 3
     push = fe.push
@@ -150,7 +149,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         (t / "pre.py").write_text(PROFILE_RUN)
-        (t / "words.py").write_text(f"COEFFS = {COEFFS!r}\nROT = {rot13!r}\n")
+        # the heap the profile holds: mcu's code, the words, one front-end (before the data)
+        (t / "words.py").write_text(f"COEFFS = {COEFFS!r}\nROT = {rot13!r}\n"
+                                    "FE = FrontEnd(COEFFS, ROT)\ngc.collect()\n"
+                                    "HEAP = gc.mem_alloc() - B0\n")
         (t / "main.py").write_text(f"DATA = {data!r}\n" + PROFILE_MAIN)
         out = run_node([t / "pre.py", Path(mcu.__file__), t / "words.py", t / "main.py"])
         us, n, heap, err = out.split("PROFILE")[1].split()[:4]

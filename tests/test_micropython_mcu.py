@@ -132,6 +132,7 @@ def test_mcu_profile_on_micropython_equals_numpy_twin(tmp_path: Path) -> None:
         assert g["err"] == "none", f"{tag}: {g['err']} after {g['pushed']} samples"
         assert g["pushed"] == len(rows)
         assert 0 < g["heap"] <= HEAP_LIMIT, f"{tag}: heap {g['heap']} B"
+        print(f"{tag}: profile heap {g['heap']} B")
         twin = mcu_numpy.FrontEndNumpy(coeffs, r)
         want = np.concatenate([twin.process(rows[:777]), twin.process(rows[777:])])
         mp_out = np.asarray(g["outs"], dtype=np.int64)
