@@ -144,7 +144,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = trace_rows(7200, args.rows)
     rot14 = chain.rotation_q14(TILT)
-    rot13 = mcu.rotation_q13(rot14)
+    rot13 = rot14  # the profile takes the chain's Q14 rotation
     data = ",".join(map(str, rows.ravel().tolist()))
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)

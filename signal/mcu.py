@@ -45,43 +45,47 @@ def split(w, f):
     return [w, 0, 1 << (f - 16), f - 15]
 
 
-def rotation_q13(q14):
-    """The chain's Q14 rotation rows (``chain.rotation_q14``) as Q13 words (round half up)."""
-    return [[(v + 1) >> 1 for v in row] for row in q14]
+def rotation_words(q14, gain):
+    """The chain's Q14 rotation rows (``chain.rotation_q14``, 1.0 = 16384) times the gain
+    word ``[w, f]`` (``ROT_GAIN``): 9 words ``[w, f]``, |w| <= |gain w| < 2**15."""
+    gw = gain[0]
+    out = []
+    for row in q14:
+        for m in row:
+            if m > 16384 or m < -16384:
+                raise ValueError("rotation entries must be Q14 within [-1, 1]")
+            out.append([(m * gw + 8192) >> 14, gain[1]])
+    return out
 
 
 class FrontEnd:
     """The whole front-end for one sensor: ``push(x, y, z)`` per 400 Hz sample.
 
     ``coeffs`` is the dict of ``mcu_coeffs``' names (``mcu_design.coeffs_dict``),
-    ``rot`` 3 rows of 3 Q13 words (None: identity). Every list is made here; ``push``
-    allocates nothing. After a push that returns 1, ``out`` holds a_z, w_z, w_x, w_y
-    (Q24 g) of the output for that input (inputs 0, 2, 4, ... counted from the first).
+    ``rot`` the chain's Q14 rotation rows (None: identity). Every list is made here;
+    ``push`` allocates nothing. After a push that returns 1, ``out`` holds a_z, w_z, w_x,
+    w_y (Q24 g) of the output for that input (inputs 0, 2, 4, ... counted from the first).
     """
 
     def __init__(self, coeffs, rot=None):
         if rot is None:
-            rot = [[8192, 0, 0], [0, 8192, 0], [0, 0, 8192]]
-        self.rot = [rot[0][0], rot[0][1], rot[0][2], rot[1][0], rot[1][1], rot[1][2],
-                    rot[2][0], rot[2][1], rot[2][2]]
-        for v in self.rot:
-            if v > 8192 or v < -8192:
-                raise ValueError("rotation words must be Q13 within [-1, 1]")
+            rot = [[16384, 0, 0], [0, 16384, 0], [0, 0, 16384]]
+        rw = []
+        for w in rotation_words(rot, coeffs["ROT_GAIN"]):
+            rw += split(w[0], w[1])
+        self.rw = rw
         self.rot_shift = coeffs["ROT_SHIFT"]
         self.xlim = coeffs["X_LIMIT"]
         self.slim = coeffs["SIG_LIMIT"]
         self.stlim = coeffs["STATE_LIMIT"]
         self.a_shift = coeffs["A_SHIFT"]
         self.w_shift = coeffs["W_SHIFT"]
-        self.fir_shift = coeffs["FIR_SHIFT"]
+        self.hb = list(coeffs["HB_WORDS"])
+        self.hb_shift = coeffs["HB_SHIFT"]
+        self.hb_centre = coeffs["HB_CENTRE_SHIFT"]
+        self.hb_bias = coeffs["HB_BIAS"]
         self.n = coeffs["HB_LEN"]
         self.mid = (self.n - 1) // 2
-        # half-band: centre then the pairs at distance 1, 3, 5, ..., each split()
-        hb = split(coeffs["HB_CENTER"][0], coeffs["HB_CENTER"][1])
-        for p in coeffs["HB_PAIRS"]:
-            hb += split(p[0], p[1])
-        self.hb = hb
-        self.npairs = len(coeffs["HB_PAIRS"])
         self.buf = [[0] * (2 * self.n) for _ in range(3)]
         self.pos = 0
         self.phase = 0
@@ -102,84 +106,96 @@ class FrontEnd:
             self.nsec.append(len(coeffs[key]))
             self.sections.append([flat[22 * k:22 * k + 22] for k in range(len(coeffs[key]))])
         self.state = [[0] * (2 * n) for n in self.nsec]
+        self.xd = [0, 0, 0]
         self.dec = [0, 0, 0]
         self.out = [0, 0, 0, 0]
         self.started = 0
 
-    def _settle(self, r):
-        """Start every filter as if rotated sample r had been the input forever: the
-        decimator's history holds r; in each section v1 = ic1 = 0 and v2 = ic2 = its
-        input, the SVF's exact fixed point, and its output is then that of ``_run``."""
-        n = self.n
-        for a in range(3):
-            b = self.buf[a]
-            for i in range(2 * n):
-                b[i] = r[a]
-        self.pos = n - 1
-
     def push(self, x, y, z):
-        """One 400 Hz sample of raw counts (|count| <= 32768). Returns 1 when ``out`` holds
-        a new 200 Hz output, else 0."""
-        m = self.rot
-        sh = self.rot_shift
-        half = (1 << sh) >> 1
-        lim = self.xlim
-        dec = self.dec
-        for a in range(3):
-            v = (m[3 * a] * x + m[3 * a + 1] * y + m[3 * a + 2] * z + half) >> sh
-            if v > lim:
-                v = lim
-            elif v < -lim:
-                v = -lim
-            dec[a] = v
+        """One 400 Hz sample of raw counts (|count| <= 32768, as 16-bit registers give).
+        Returns 1 when ``out`` holds a new 200 Hz output, else 0."""
         n = self.n
         if not self.started:
+            # settled start: the decimator's history holds this sample
             self.started = 1
-            self._settle(dec)
-            p = self.pos
+            p = n - 1
+            self.pos = p
+            for i in range(2 * n):
+                self.buf[0][i] = x
+                self.buf[1][i] = y
+                self.buf[2][i] = z
         else:
             p = self.pos + 1
             if p == n:
                 p = 0
             self.pos = p
-            for a in range(3):
-                b = self.buf[a]
-                b[p] = dec[a]
-                b[p + n] = dec[a]
+            b = self.buf[0]
+            b[p] = x
+            b[p + n] = x
+            b = self.buf[1]
+            b[p] = y
+            b[p + n] = y
+            b = self.buf[2]
+            b[p] = z
+            b[p + n] = z
         ph = self.phase
         self.phase = 1 - ph
         if ph:
             return 0
-        # half-band decimator (Q22 g): centre word, then folded pairs
+        # half-band decimator on the raw counts: Q16 words x counts < 2**30, each product
+        # >> 3 (HB_BIAS restores their mean), centre 1/2 exact: Q13 counts
         hb = self.hb
-        slim = self.slim
-        fs = self.fir_shift
+        sh = self.hb_shift
+        lim = self.xlim
         centre = p + n - self.mid
+        xd = self.xd
         for a in range(3):
             b = self.buf[a]
-            v = b[centre]
-            acc = (hb[0] * (v >> 15) + ((hb[0] * (v & 32767) + hb[1]) >> 15) + hb[2]) >> hb[3]
-            o = 4
-            for d in range(1, 2 * self.npairs, 2):
-                v = b[centre - d] + b[centre + d]
-                w = hb[o]
-                acc += (w * (v >> 15) + ((w * (v & 32767) + hb[o + 1]) >> 15)
-                        + hb[o + 2]) >> hb[o + 3]
-                o += 4
-            if fs >= 0:
-                lim = slim >> fs
-                if acc > lim:
-                    acc = lim
-                elif acc < -lim:
-                    acc = -lim
-                dec[a] = acc << fs
+            acc = (b[centre] << self.hb_centre) + self.hb_bias
+            i = centre - 1
+            j = centre + 1
+            for w in hb:
+                acc += ((w * b[i]) >> sh) + ((w * b[j]) >> sh)
+                i -= 2
+                j += 2
+            if acc > lim:
+                acc = lim
+            elif acc < -lim:
+                acc = -lim
+            xd[a] = acc
+        # rotation and unit gain: Q13 counts -> Q22 g (three split multiplies per axis)
+        r = self.rw
+        x0 = xd[0]
+        x1 = xd[1]
+        x2 = xd[2]
+        rs = self.rot_shift
+        slim = self.slim
+        dec = self.dec
+        o = 0
+        for a in range(3):
+            w = r[o]
+            v = (w * (x0 >> 15) + ((w * (x0 & 32767) + r[o + 1]) >> 15) + r[o + 2]) >> r[o + 3]
+            w = r[o + 4]
+            v += (w * (x1 >> 15) + ((w * (x1 & 32767) + r[o + 5]) >> 15) + r[o + 6]) \
+                >> r[o + 7]
+            w = r[o + 8]
+            v += (w * (x2 >> 15) + ((w * (x2 & 32767) + r[o + 9]) >> 15) + r[o + 10]) \
+                >> r[o + 11]
+            if rs >= 0:
+                lim = slim >> rs
+                if v > lim:
+                    v = lim
+                elif v < -lim:
+                    v = -lim
+                dec[a] = v << rs
             else:
-                acc = (acc + (1 << (-fs - 1))) >> -fs
-                if acc > slim:
-                    acc = slim
-                elif acc < -slim:
-                    acc = -slim
-                dec[a] = acc
+                v = (v + (1 << (-rs - 1))) >> -rs
+                if v > slim:
+                    v = slim
+                elif v < -slim:
+                    v = -slim
+                dec[a] = v
+            o += 12
         if self.started == 1:
             self.started = 2
             self._settle_sections()

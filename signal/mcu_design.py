@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import cmath
 import math
+import textwrap
 from pathlib import Path
 
 from liftwatch.signal import filter_design as fd
@@ -32,7 +33,9 @@ FRAC_MAX = 44         # mcu.mul's rounding constant 2**(f-16) stays below 2**28
 SIG_FRAC = 22         # internal signal format: Q22 g (1 g = 2**22), range +-32 g
 SIG_LIMIT = (1 << 27) - 1   # +-32 g in Q22 g: every section output is clamped here
 STATE_LIMIT = (1 << 28) - 1  # SVF states (overshoot room): clamped here
-ROT_FRAC = 13        # rotation words: Q13 (1.0 = 8192): 3 products of 2**13 x 2**15 < 2**30
+HB_FRAC = 16         # half-band words: Q16 (a word x a raw count < 2**30)
+HB_SHIFT = 3         # each half-band product >> 3: the decimated counts are Q13
+DEC_FRAC = HB_FRAC - HB_SHIFT
 W_GAIN_BITS = 5      # Wk/Wd run 5 bits finer after their high-pass (Q27 g, +-1 g)
 OUT_FRAC = 24        # outputs in Q24 g, as the chain's
 HALFBAND_ATTEN_DB = 80.0
@@ -64,7 +67,7 @@ def halfband_taps(fs_in: int) -> list[float]:
     Cutoff at fs_in/4: the taps at even distance from the centre are exactly zero, so
     only the centre (1/2) and the odd-distance pairs multiply. Passband 0..80 Hz,
     stopband from fs_in/2 - 80 Hz at >= 80 dB: length 4k+3 from Kaiser's formula, grown
-    until the measured attenuation reaches 80 dB (the formula falls ~1 dB short here).
+    until the attenuation of the quantised words (``halfband_words``) reaches 80 dB.
     """
     f_pass = fd.DECIM_PASS_HZ
     f_stop = fs_in / 2.0 - f_pass
@@ -76,9 +79,29 @@ def halfband_taps(fs_in: int) -> list[float]:
     beta = 0.1102 * (HALFBAND_ATTEN_DB - 8.7)
     while True:
         taps = _kaiser_halfband(n, beta)
-        if stopband_db(taps, fs_in, f_stop) >= HALFBAND_ATTEN_DB:
+        if stopband_db(words_as_taps(halfband_words(taps)), fs_in, f_stop) \
+                >= HALFBAND_ATTEN_DB:
             return taps
         n += 4
+
+
+def halfband_words(taps: list[float]) -> list[int]:
+    """The pair taps (distance 1, 3, 5, ..) as Q16 words (the centre is 1/2 = 2**15),
+    the largest adjusted so that the words sum to exactly 1 (gravity passes exactly)."""
+    mid = (len(taps) - 1) // 2
+    words = [int(round(taps[mid - d] * 2.0**HB_FRAC)) for d in range(1, mid + 1, 2)]
+    words[0] += (1 << (HB_FRAC - 2)) - sum(words)
+    return words
+
+
+def words_as_taps(words: list[int]) -> list[float]:
+    """The FIR the half-band words make (for checking their response)."""
+    mid = 2 * len(words) - 1
+    taps = [0.0] * (2 * mid + 1)
+    taps[mid] = 0.5
+    for k, w in enumerate(words):
+        taps[mid - 2 * k - 1] = taps[mid + 2 * k + 1] = w / 2.0**HB_FRAC
+    return taps
 
 
 def _kaiser_halfband(n: int, beta: float) -> list[float]:
@@ -193,33 +216,27 @@ def profile(fs_in: int = PROFILE_FS_IN, lsb_per_g: float = PROFILE_LSB_PER_G) ->
     if not 1.0 <= lsb_per_g <= 1e6:
         raise ValueError(f"lsb_per_g must be in [1, 1e6], got {lsb_per_g!r}")
     fs = float(FS_OUT)
-    # Rotated counts keep as many of the rotation's fraction bits as fit: 32 g (the
-    # signal range) must stay below 2**28 so that a folded pair of samples is below 2**29.
-    rot_shift = 0
-    while 32.0 * lsb_per_g * 2.0**(ROT_FRAC - rot_shift) >= 2.0**28:
-        rot_shift += 1
-    # Q(13 - rot_shift) counts in, Q22 g out: the unit change is gain = g1 2**fir_shift,
-    # g1 in [1, 2) riding on the taps (each then below 1: f >= 15) and 2**fir_shift a
-    # shift of the FIR's sum (left when positive, rounded right when negative).
-    gain = 2.0**SIG_FRAC / (lsb_per_g * 2.0**(ROT_FRAC - rot_shift))
-    fir_shift = math.floor(math.log2(gain))
-    g1 = gain / 2.0**fir_shift
     taps = halfband_taps(fs_in)
-    mid = (len(taps) - 1) // 2
-    pairs = [word(taps[mid - d] * g1) for d in range(1, mid + 1, 2)]
-    for w in pairs + [word(0.5 * g1)]:
-        if w[1] < 15:
-            raise ValueError("a half-band word >= 1: mcu's multiply takes f >= 15")
-    # Rotated input clamp: |x| * gain <= 2**27 (32 g), so each term and the sum fit.
+    hb = halfband_words(taps)
+    # Q13 counts in (decimated), Q22 g out: gain = g1 2**rot_shift, g1 in [0.5, 1) riding
+    # on the rotation words (each then below 1: f >= 15), 2**rot_shift a shift of the
+    # rotated sum (left when positive, rounded right when negative).
+    gain = 2.0**SIG_FRAC / (lsb_per_g * 2.0**DEC_FRAC)
+    rot_shift = math.floor(math.log2(gain)) + 1
+    g1 = word(gain / 2.0**rot_shift)
+    if g1[1] < 15:
+        raise ValueError("the rotation's gain word must be below 1")
+    # Decimated counts clamp: 32 g and below 2**28, so three rotation terms sum < 2**30.
     x_limit = min((1 << 28) - 1, int(SIG_LIMIT / gain))
     lp = lowpass_svf(fs)
     wk = iso2631_svf("Wk", fs, W_GAIN_BITS)
     wd = iso2631_svf("Wd", fs, W_GAIN_BITS)
     return {
         "FS_IN": fs_in, "FS_OUT": FS_OUT, "LSB_PER_G": lsb_per_g,
-        "ROT_FRAC": ROT_FRAC, "ROT_SHIFT": rot_shift, "X_LIMIT": x_limit,
-        "HB_CENTER": word(0.5 * g1), "HB_PAIRS": pairs, "HB_LEN": len(taps),
-        "FIR_SHIFT": fir_shift,
+        "HB_WORDS": hb, "HB_LEN": len(taps), "HB_SHIFT": HB_SHIFT,
+        "HB_CENTRE_SHIFT": HB_FRAC - 1 - HB_SHIFT,
+        "HB_BIAS": (2 * len(hb) * ((1 << HB_SHIFT) - 1)) >> (HB_SHIFT + 1),
+        "X_LIMIT": x_limit, "ROT_GAIN": g1, "ROT_SHIFT": rot_shift,
         "SIG_LIMIT": SIG_LIMIT, "STATE_LIMIT": STATE_LIMIT,
         "LP": [section_words(s) for s in lp],
         "WK": [section_words(s) for s in wk],
@@ -249,6 +266,11 @@ def generate_source(fs_in: int = PROFILE_FS_IN, lsb_per_g: float = PROFILE_LSB_P
         if isinstance(val, list) and val and isinstance(val[0], list):
             lines.append(f"{key} = [")
             lines += [f"    {row!r}," for row in val]
+            lines.append("]")
+        elif len(f"{key} = {val!r}") > 96:
+            lines.append(f"{key} = [")
+            lines += ["    " + line.strip() for line in
+                      textwrap.wrap(", ".join(map(repr, val)) + ",", 90)]
             lines.append("]")
         else:
             lines.append(f"{key} = {val!r}")

@@ -13,7 +13,7 @@ before clamping, partial products): the bench prints it, a test holds it below 2
 from __future__ import annotations
 
 import numpy as np
-from liftwatch.signal import mcu_design
+from liftwatch.signal import mcu, mcu_design
 
 SEC_LEN = 12
 CHAN_AXIS = [2, 2, 0, 1]  # a_z, w_z, w_x, w_y take z, z, x, y
@@ -30,16 +30,13 @@ class FrontEndNumpy:
 
     def __init__(self, coeffs: dict, rot: list[list[int]] | None = None) -> None:
         if rot is None:
-            rot = [[8192, 0, 0], [0, 8192, 0], [0, 0, 8192]]
-        self.rot = np.asarray(rot, dtype=np.int64)
-        if np.abs(self.rot).max() > 8192:
-            raise ValueError("rotation words must be Q13 within [-1, 1]")
+            rot = [[16384, 0, 0], [0, 16384, 0], [0, 0, 16384]]
+        rw = np.asarray(mcu.rotation_words(rot, coeffs["ROT_GAIN"]), dtype=np.int64)
+        self.rw, self.rf = rw[:, 0].reshape(3, 3), rw[:, 1].reshape(3, 3)
         self.c = coeffs
         self.n = coeffs["HB_LEN"]
         self.mid = (self.n - 1) // 2
-        pairs = np.asarray(coeffs["HB_PAIRS"], dtype=np.int64)
-        self.pw, self.pf = pairs[:, 0], pairs[:, 1]
-        self.cw, self.cf = coeffs["HB_CENTER"]
+        self.hb = np.asarray(coeffs["HB_WORDS"], dtype=np.int64)
         nsec = 4
         words = np.zeros((nsec, SEC_LEN, 4), dtype=np.int64)
         active = np.zeros((nsec, 4), dtype=bool)  # sections a channel has (others pass)
@@ -74,34 +71,42 @@ class FrontEndNumpy:
     def process(self, block: object) -> np.ndarray:
         raw = np.asarray(block, dtype=np.int64).reshape(-1, 3)
         c = self.c
-        sh = c["ROT_SHIFT"]
-        acc = raw @ self.rot.T
-        self._peak("rotate", acc)
-        r = np.clip((acc + ((1 << sh) >> 1)) >> sh, -c["X_LIMIT"], c["X_LIMIT"])
-        if not len(r):
+        if not len(raw):
             return np.zeros((0, 4), dtype=np.int64)
         first = self.hist is None
         if first:
-            self.hist = np.repeat(r[:1], self.n - 1, axis=0)
-        x = np.concatenate([self.hist, r])
+            self.hist = np.repeat(raw[:1], self.n - 1, axis=0)
+        x = np.concatenate([self.hist, raw])
         self.hist = x[len(x) - (self.n - 1):]
         # outputs at inputs whose global index is even
         start = (-self.count) % 2
-        idx = np.arange(start, len(r), 2) + (self.n - 1)  # positions in x of the newest
-        self.count += len(r)
+        idx = np.arange(start, len(raw), 2) + (self.n - 1)  # positions in x of the newest
+        self.count += len(raw)
         centre = idx - self.mid
-        dec = self._mul(np.int64(self.cw), x[centre], np.int64(self.cf))
-        for k in range(len(self.pw)):
+        sh = c["HB_SHIFT"]
+        acc = (x[centre] << c["HB_CENTRE_SHIFT"]) + c["HB_BIAS"]
+        for k, w in enumerate(self.hb):
             d = 2 * k + 1
-            s = x[centre - d] + x[centre + d]
-            dec = dec + self._mul(np.int64(self.pw[k]), s, np.int64(self.pf[k]))
-            self._peak("fir", dec)
-        fs = c["FIR_SHIFT"]
-        if fs >= 0:
-            lim = c["SIG_LIMIT"] >> fs
-            dec = np.clip(dec, -lim, lim) << fs
-        else:
-            dec = np.clip((dec + (1 << (-fs - 1))) >> -fs, -c["SIG_LIMIT"], c["SIG_LIMIT"])
+            pa, pb = w * x[centre - d], w * x[centre + d]
+            self._peak("fir", pa)
+            self._peak("fir", pb)
+            acc = acc + (pa >> sh) + (pb >> sh)
+            self._peak("fir", acc)
+        xd = np.clip(acc, -c["X_LIMIT"], c["X_LIMIT"])
+        # rotation and unit gain, Q13 counts -> Q22 g
+        dec = np.zeros_like(xd)
+        rs = c["ROT_SHIFT"]
+        for a in range(3):
+            v = self._mul(self.rw[a, 0], xd[:, 0], self.rf[a, 0])
+            v = v + self._mul(self.rw[a, 1], xd[:, 1], self.rf[a, 1])
+            v = v + self._mul(self.rw[a, 2], xd[:, 2], self.rf[a, 2])
+            self._peak("rotate", v)
+            if rs >= 0:
+                lim = c["SIG_LIMIT"] >> rs
+                dec[:, a] = np.clip(v, -lim, lim) << rs
+            else:
+                dec[:, a] = np.clip((v + (1 << (-rs - 1))) >> -rs,
+                                    -c["SIG_LIMIT"], c["SIG_LIMIT"])
         if first:
             self._settle(dec[0])
         return self._sections(dec[:, CHAN_AXIS])

@@ -123,7 +123,7 @@ def run_micropython(tmp_path: Path, runs: list[tuple[str, np.ndarray, list, dict
 def test_mcu_profile_on_micropython_equals_numpy_twin(tmp_path: Path) -> None:
     """Trace rows (tilted mounting) and full-scale input: no allocation, no big int, and
     every integer equal to the numpy twin's; the profile's heap below 64 KB."""
-    rot = mcu.rotation_q13(chain.rotation_q14(TILT))
+    rot = chain.rotation_q14(TILT)
     runs = [("trace", trace_rows(), rot, COEFFS),
             ("fullscale", full_scale_rows(), None, COEFFS)]
     got = run_micropython(tmp_path, runs)
