@@ -8,13 +8,14 @@ file runs on a 32-bit MicroPython (tests run it on MicroPython 1.27 under
 ``mcu_numpy`` is its numpy twin (same integers); ``mcu_design`` derives the words and
 ``mcu_coeffs`` holds them. Stages (bounds: docs/architecture.md, "The MCU profile"):
 
-    counts --rotate (Q13 words, sum < 3*2**28) --> Q2 counts, clamped to +-32 g
-           --half-band FIR /2 (gain folded in) --> Q22 g at 200 Hz         (3 axes)
+    counts --half-band FIR /2 (Q16 words x counts) --> Q13 counts at 200 Hz  (3 axes)
+           --rotate x unit gain (15-bit words) ----> Q22 g
               z --10 Hz Butterworth, 2 SVF sections --------> a_z  (<< 2: Q24 g)
               z --Wk, 4 SVF sections (Q27 g after the HP) --> w_z  (round >> 3: Q24 g)
               x, y --Wd, 3 SVF sections (Q27 g after the HP) -> w_x, w_y
 
-Every coefficient multiply is ``mul(w, x, f)``: ``|w| < 2**15`` times ``|x| < 2**29``,
+The decimator multiplies Q16 words by raw counts (below 2**30 as they are); every other
+coefficient multiply is ``mul(w, x, f)`` (inlined): ``|w| < 2**15`` times ``|x| < 2**29``,
 split into two partial products below 2**30, result exactly ``round_half_up(w x / 2**f)``
 (the numpy twin computes that with one int64 product: the same integer).
 """

@@ -11,7 +11,9 @@ big int. The MCU profile keeps every product and sum below 2**30 (a small int):
   transform of the analog SVF: its coefficients are ``g = tan(pi f0 / fs)`` and ``1/Q``
   terms, small where the poles sit near z = 1 (0.4 Hz at 200 Hz: g = 0.0063), so 15-bit
   words place those poles to ~1e-4 relative (a direct-form a1 = -1.982 would need 30 bits);
-* the decimator is a half-band FIR (every other tap zero) with its taps folded in pairs.
+* the decimator is a half-band FIR (every other tap zero) on the raw 16-bit counts: a
+  Q16 word times a count is below 2**30, so it needs no split; rotation and the unit
+  change follow at 200 Hz.
 
 ``generate_source()`` writes ``mcu_coeffs.py`` (committed; a test regenerates it) for the
 sensor of the example traces (400 Hz, 256 LSB/g); ``profile(fs_in, lsb_per_g)`` gives the
