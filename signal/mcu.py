@@ -204,6 +204,9 @@ class FrontEnd:
         return 1
 
     def _settle_sections(self):
+        """Settled start (as the chain's): for a constant input v a section's exact fixed
+        point is v1 = ic1 = 0, v2 = ic2 = v; its output is then LOW/BAND_LOW v, HIGH 0,
+        STEP round(X2 v), as ``_run`` computes it from these states."""
         for ch in range(4):
             st = self.state[ch]
             v = self.dec[self.chan_axis[ch]]
