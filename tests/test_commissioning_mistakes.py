@@ -425,6 +425,17 @@ def test_a_missing_serial_port_is_named(tmp_path: Path) -> None:
     assert "raspi-config nonint do_serial_hw 0" in row.detail
 
 
+def test_a_simulated_controller_opens_no_serial_port_so_none_is_judged(tmp_path: Path) -> None:
+    """``check --backend simulated`` on an RTU config: the simulated controller opens no
+    port, so a port this machine lacks is no failure of the terminal."""
+    cfg = rtu_config(tmp_path, "/dev/ttyAMA-absent")
+    rows = asyncio.run(commissioning.run_checks(cfg, watch_s=0.3, broker_timeout_s=0.3,
+                                                backend="simulated",
+                                                sim_dir=str(tmp_path / "sim")))
+    assert not [r for r in rows if r.name == "serial port"], rows
+    assert commissioning.serial_port_row(cfg).status == "FAIL"   # the real link would
+
+
 def test_a_serial_port_not_permitted_names_the_group(shared_dir: Path) -> None:
     master, slave = os.openpty()
     try:

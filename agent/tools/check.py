@@ -596,7 +596,10 @@ async def run_checks(cfg: Any, *, watch_s: float = DEFAULT_WATCH_S, backend: str
         rows.append(Row("inputs", FAIL, f"the terminal's inputs could not be opened: "
                         f"{type(exc).__name__}: {exc}"))
     else:
-        port = serial_port_row(cfg)
+        # the serial port is judged only when the real Modbus link uses it (a simulated
+        # or injected controller opens no port)
+        port = serial_port_row(cfg) if backend != "simulated" and controller is None \
+            else None
         rows += [port] if port is not None else []
         # beside a running agent, a device only one process may use is not read (and
         # not judged): live_source.py
