@@ -287,33 +287,3 @@ def coeffs_dict(module: object) -> dict:
 if __name__ == "__main__":
     COEFFS_FILE.write_text(generate_source())
     print(f"wrote {COEFFS_FILE}")
-
-
-def float_reference(rows: object, rotation: list[list[float]] | None = None,
-                    fs_in: int = PROFILE_FS_IN,
-                    lsb_per_g: float = PROFILE_LSB_PER_G) -> dict[str, object]:
-    """The profile's filters in float64 (scipy, a test/bench dependency), outputs in g.
-
-    The float design it is held to: the unquantised half-band taps and the SOS rows of
-    ``filter_design`` (not the SVF form: an error in the SVF derivation shows here too),
-    started settled on the first sample as the profile is.
-    """
-    import numpy as np
-    from scipy import signal as sps
-
-    raw = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-    rot = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
-    g = raw @ rot.T / lsb_per_g
-    taps = np.asarray(halfband_taps(fs_in))
-    padded = np.concatenate([np.repeat(g[:1], len(taps) - 1, axis=0), g])
-    dec = np.stack([np.convolve(padded[:, a], taps, mode="valid")[::2] for a in range(3)], 1)
-    fs = float(FS_OUT)
-
-    def run(sos: list[list[float]], x: np.ndarray) -> np.ndarray:
-        s = np.asarray(sos)
-        return sps.sosfilt(s, x, zi=sps.sosfilt_zi(s) * x[0])[0]
-
-    return {"a_z": run(fd.lowpass_accel_sos(fs), dec[:, 2]),
-            "w_z": run(fd.iso2631_sos("Wk", fs), dec[:, 2]),
-            "w_x": run(fd.iso2631_sos("Wd", fs), dec[:, 0]),
-            "w_y": run(fd.iso2631_sos("Wd", fs), dec[:, 1])}

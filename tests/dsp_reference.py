@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.signal as ss
 from liftwatch.drivers.trace import TraceReader
+from liftwatch.signal import filter_design, mcu_design
 from liftwatch.signal.chain import ChainDesign
 
 G = 9.80665
@@ -106,3 +107,31 @@ def float_chain(counts: np.ndarray, fs_in: int, lsb_per_g: float,
 
     return {"a_z": sos(d.lp_sos, dec[:, 2]), "w_z": sos(d.wk_sos, dec[:, 2]),
             "w_x": sos(d.wd_sos, dec[:, 0]), "w_y": sos(d.wd_sos, dec[:, 1])}
+
+
+def float_reference(rows: object, rotation: list[list[float]] | None = None,
+                    fs_in: int = mcu_design.PROFILE_FS_IN,
+                    lsb_per_g: float = mcu_design.PROFILE_LSB_PER_G) -> dict[str, object]:
+    """The MCU profile's filters in float64 (scipy: a test dependency, never the
+    agent's), outputs in g.
+
+    The float design it is held to: the unquantised half-band taps and the SOS rows of
+    ``filter_design`` (not the SVF form: an error in the SVF derivation shows here too),
+    started settled on the first sample as the profile is.
+    """
+    raw = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    rot = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
+    g = raw @ rot.T / lsb_per_g
+    taps = np.asarray(mcu_design.halfband_taps(fs_in))
+    padded = np.concatenate([np.repeat(g[:1], len(taps) - 1, axis=0), g])
+    dec = np.stack([np.convolve(padded[:, a], taps, mode="valid")[::2] for a in range(3)], 1)
+    fs = float(mcu_design.FS_OUT)
+
+    def run(sos: list[list[float]], x: np.ndarray) -> np.ndarray:
+        s = np.asarray(sos)
+        return ss.sosfilt(s, x, zi=ss.sosfilt_zi(s) * x[0])[0]
+
+    return {"a_z": run(filter_design.lowpass_accel_sos(fs), dec[:, 2]),
+            "w_z": run(filter_design.iso2631_sos("Wk", fs), dec[:, 2]),
+            "w_x": run(filter_design.iso2631_sos("Wd", fs), dec[:, 0]),
+            "w_y": run(filter_design.iso2631_sos("Wd", fs), dec[:, 1])}
