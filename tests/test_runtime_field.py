@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from conftest import Broker
 from liftwatch.agent.config import TerminalConfig, load_config
-from liftwatch.agent.runtime import STALL_S, Agent
+from liftwatch.agent.runtime import LIVE_TICK_S, STALL_S, Agent
 from liftwatch.agent.timebase import ClockState, Timebase
 from liftwatch.agent.tools.outbox_view import snapshot
 from liftwatch.agent.trace_source import TraceSource
@@ -349,6 +349,30 @@ def _decided(obs: Observer) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _same_decisions(got: dict[str, list[dict[str, Any]]], want: dict[str, list[dict[str, Any]]],
+                    tolerance_s: float) -> bool:
+    """The same decisions (codes, states, ids, places, everything not a measured time),
+    with the times a rule measured at its decision (``stopped_s``, ``held_s``, ...)
+    within one live tick of the trace: a live run decides on its tick, so two runs of
+    one trace on a loaded machine may decide a tick apart."""
+    def split(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+        detail = dict(body.get("detail") or {})
+        times = {k: detail.pop(k) for k in list(detail) if k.endswith("_s")
+                 and isinstance(detail[k], int | float) and not isinstance(detail[k], bool)}
+        return {**body, "detail": detail}, times
+
+    for kind in want:
+        if len(got[kind]) != len(want[kind]):
+            assert got[kind] == want[kind], kind
+        for g, w in zip(got[kind], want[kind], strict=True):
+            (g_rest, g_times), (w_rest, w_times) = split(g), split(w)
+            assert g_rest == w_rest, (g, w)
+            assert g_times.keys() == w_times.keys(), (g, w)
+            for k in g_times:
+                assert abs(g_times[k] - w_times[k]) <= tolerance_s + 1e-6, (k, g, w)
+    return True
+
+
 class LiveFromTrace(TraceSource):
     """The trace played as a live source (the Agent's ``source`` seam, not ``--trace``):
     a run from a trace is a replay, marked and stamped on the trace's clock (issue 13),
@@ -442,7 +466,7 @@ def test_a_clock_step_of_an_hour_leaves_detection_alone_and_tq_right(
 
     # detection runs on the trace's (monotonic) clock: the same decisions, the same eids,
     # durations and trace times, whatever the wall clock did
-    assert _decided(obs) == want
+    assert _same_decisions(_decided(obs), want, tolerance_s=LIVE_TICK_S * speed)
 
     # the timebase saw both steps and the factory knows which messages they split
     assert [s for _, s in tb.steps] == [pytest.approx(3_600_000, abs=50),
