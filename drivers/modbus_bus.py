@@ -61,7 +61,7 @@ import os
 import struct
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -547,7 +547,19 @@ class ModbusBus:
         transactions) or mismatched ones (in a response window), the rest idle or noise."""
         c = self.counters
         c.resyncs += 1
-        rest = bytes(data)
+        for frame in self._frames_in(bytes(data)):
+            c.drained_bytes += len(frame)
+            if not self._paid(frame):
+                if late:
+                    c.late_answers += 1
+                else:
+                    c.mismatched += 1
+
+    def _frames_in(self, data: bytes) -> Iterator[bytes]:
+        """The valid RTU frames among bytes thrown away, in order; what lies between them
+        is counted as idle (0x00/0xFF from a transceiver's turnaround) or drained."""
+        c = self.counters
+        rest = data
         while rest:
             hit = find_rtu_frame(rest)
             head = rest if hit is None else rest[:hit[0]]
@@ -555,14 +567,8 @@ class ModbusBus:
             c.idle_bytes += idle
             c.drained_bytes += len(head) - idle
             if hit is None:
-                break
-            c.drained_bytes += hit[1] - hit[0]
-            frame = rest[hit[0]:hit[1]]
-            if not self._paid(frame):
-                if late:
-                    c.late_answers += 1
-                else:
-                    c.mismatched += 1
+                return
+            yield rest[hit[0]:hit[1]]
             rest = rest[hit[1]:]
 
     async def _rtu_attempt(self, req: ReadRequest) -> ReadResult:
@@ -737,16 +743,7 @@ class ModbusBus:
         if not extra:
             return False
         ambiguous = False
-        rest = extra
-        while rest:
-            hit = find_rtu_frame(rest)
-            head = rest if hit is None else rest[:hit[0]]
-            idle = sum(1 for b in head if b in IDLE_BYTES)
-            c.idle_bytes += idle
-            c.drained_bytes += len(head) - idle
-            if hit is None:
-                break
-            got = rest[hit[0]:hit[1]]
+        for got in self._frames_in(extra):
             if got == frame:
                 c.duplicates += 1
             elif self._paid(got, self._seq):
@@ -758,7 +755,6 @@ class ModbusBus:
                 ambiguous = True
             else:
                 c.mismatched += 1
-            rest = rest[hit[1]:]
         c.resyncs += 1
         return ambiguous
 
