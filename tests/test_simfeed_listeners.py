@@ -165,6 +165,9 @@ def test_beside_a_running_agent_the_tools_leave_its_real_devices_alone(
         rows = asyncio.run(run_checks(cfg, watch_s=0.3, broker_timeout_s=0.5))
         code = main(["calibrate", "--config", str(cfg_path), "--dry-run", "--seconds", "1"])
         err = capsys.readouterr().err
+        rec = main(["record", "--config", str(cfg_path), "--out", str(tmp_path / "r.jsonl"),
+                    "--duration", "0.3"])
+        rec_err = capsys.readouterr().err
     finally:
         running.close()
     by_name = {r.name: r for r in rows}
@@ -177,3 +180,7 @@ def test_beside_a_running_agent_the_tools_leave_its_real_devices_alone(
     assert not any(r.name.startswith(("input ", "accel ")) for r in rows)
     assert code == 1
     assert f"not read: {pid} the adxl345 accelerometer" in err and "stop it" in err
+    # record too: the trace lacks the devices the agent uses, and it says so
+    assert rec == 0, rec_err
+    for what in ("the GPIO inputs", "the adxl345 accelerometer", "the Modbus RTU link"):
+        assert f"not read: {pid} {what}" in rec_err, rec_err

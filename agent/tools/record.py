@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from liftwatch.agent.live_source import BACKENDS, LiveSource
+from liftwatch.agent.tools.common import make_source
 from liftwatch.agent.tools.outfile import OutputRefused, output_file
 from liftwatch.drivers.trace import TraceHeader, TraceWriter
 
@@ -78,7 +79,9 @@ async def record(cfg: Any, out: str | Path, *, duration: float | None = None,
                  stop: asyncio.Event | None = None, source: LiveSource | None = None,
                  ) -> RecordResult:
     """Record ``cfg``'s live inputs into ``out`` until ``duration`` or ``stop``."""
-    src = source or LiveSource(cfg, backend=backend, sim_dir=sim_dir)
+    # beside a running agent its real devices are not opened (tools/common.make_source):
+    # the trace then lacks them, and run() says which
+    src = source or make_source(cfg, backend=backend, sim_dir=sim_dir)
     await src.start()
     header = TraceHeader(start=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                          lift=lift_header(cfg), accel=src.accel_header(),
@@ -187,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{result.counts[k]} {k}" for k in ("di", "ctl", "acc") if result.counts[k])
     print(f"liftwatch record: {out}: {result.seconds:.1f} s, {counts or 'no records'}"
           f" ({result.acc_samples} accelerometer samples)", file=sys.stderr)
+    for device, why in (result.health.get("skipped") or {}).items():
+        print(f"  not recorded: {device}: {why}", file=sys.stderr)
     for p in _problems(result.health):
         print(f"  warning: {p}", file=sys.stderr)
     log.debug("health at the end: %s", json.dumps(result.health, default=str))
