@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent / "cluster"
 NODE_SCRIPT = HERE / "aedes_node.mjs"
@@ -42,15 +43,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 15.0) -> None:
+def wait_port(port: int, timeout: float = 15.0,
+              proc: subprocess.Popen[Any] | None = None) -> None:
+    """Until something listens on ``port``; ``proc``'s end is an error at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ClusterStartError(f"{proc.args[0]} exited ({proc.returncode}) before "
+                                    f"listening on 127.0.0.1:{port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    raise ClusterStartError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def redis_answers(port: int) -> bool:
+    """The port is Redis's (a free port picked at once by another test's server is not)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class ClusterStartError(RuntimeError):
+    """A part of the cluster did not come up (a port taken meanwhile, a process died)."""
 
 
 @dataclass
@@ -95,15 +115,34 @@ class Cluster:
         self.redis_port = free_port()
         self.front_port = free_port()
 
-    def start(self, admin_socket: str | None = None) -> Cluster:
+    def start(self, admin_socket: str | None = None, tries: int = 3) -> Cluster:
         """Start Redis, the nodes and HAProxy; ``admin_socket``: HAProxy's admin socket
-        (``disable server nodes/n2``, ``shutdown sessions server nodes/n2``, ...)."""
+        (``disable server nodes/n2``, ``shutdown sessions server nodes/n2``, ...).
+
+        Ports are picked free and then bound by another process: a server of a test on
+        the other worker can take one in between. Such a start is stopped and tried
+        again on fresh ports (``tries`` in all), saying why if none succeeds."""
+        for attempt in range(tries):
+            try:
+                return self._start(admin_socket)
+            except ClusterStartError:
+                self.stop()
+                if attempt == tries - 1:
+                    raise
+                self.nodes = []
+                self.redis_port = free_port()
+                self.front_port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, admin_socket: str | None) -> Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.redis = subprocess.Popen(
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.redis_port)
+        wait_port(self.redis_port, proc=self.redis)
+        if not redis_answers(self.redis_port):
+            raise ClusterStartError(f"127.0.0.1:{self.redis_port} is not this cluster's Redis")
         for i in range(self.n_nodes):
             self.start_node(i)
         cfg = self.workdir / "haproxy.cfg"
@@ -119,8 +158,8 @@ class Cluster:
             "    default_backend nodes\n"
             f"backend nodes\n    balance leastconn\n{servers}")
         self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(self.front_port)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.front_port, proc=self.haproxy)
         return self
 
     def start_node(self, i: int) -> Node:
@@ -136,7 +175,7 @@ class Cluster:
             self.nodes[i] = node
         else:
             self.nodes.append(node)
-        wait_port(port)
+        wait_port(port, proc=proc)
         return node
 
     def node_holding(self, client_id: str) -> int | None:

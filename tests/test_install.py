@@ -266,6 +266,8 @@ keep_rw = tuple(spec["writable"]) + ("/tmp", "/var/tmp")
 for point, opts in points:
     if point.startswith(("/proc", "/sys", "/dev")) or point in keep_rw or "ro" in opts:
         continue
+    if not os.path.lexists(point):
+        continue  # under the private /tmp now: another process's mount there is hidden
     mount("-o", "remount,bind,ro", point)
 os.umask(int(spec["umask"], 8))
 os.execvp("setpriv", ["setpriv", "--reuid", spec["user"], "--regid", spec["group"],
