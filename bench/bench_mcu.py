@@ -15,19 +15,25 @@ tests/micropython). Prints, for N rows of the example trace (400 Hz, tilted moun
 * the largest |intermediate| of the profile (numpy twin's record) on the trace and on
   full-scale clamped input, against the 2**30 small-int limit.
 
-Not measured here: instructions on a Cortex-M3 build of MicroPython under qemu
-(``qemu-system-arm -M mps2-an385 -icount shift=0`` with ``-d exec`` or the ``insn``
-plugin counting instructions, ports/qemu of MicroPython 1.27 built with
-``BOARD=MPS2_AN385``, running this file): that needs MicroPython's source and an ARM
-toolchain, which this bench does not fetch.
+With ``--qemu-firmware FIRMWARE.elf`` it also COUNTS Cortex-M3 instructions: the
+firmware is MicroPython 1.27's own qemu port for the MPS2-AN385 board (Cortex-M3; built
+from MicroPython's source with its ARM toolchain, which this repository does not carry),
+run by Debian's ``qemu-system-arm -machine mps2-an385 -icount shift=0``. With icount at
+shift 0 every instruction advances the virtual clock by exactly 1 ns and the board's
+SysTick counts that clock, so ``time.ticks_us()`` around 500 pushes (under
+``heap_lock``) gives instructions per input sample; a loop that only reads the same
+samples is measured beside it and subtracted. The profile's source is sent through the
+REPL in raw mode (docstrings stripped: the board's heap is 140 kB).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +142,108 @@ def cpython_bytecodes(rows: np.ndarray, rot: list[list[int]]) -> float:
     return count[0] / len(data)
 
 
+QEMU_RUN = '''
+import gc, micropython, time
+gc.collect()
+b0 = gc.mem_alloc()
+fe = FrontEnd(COEFFS, ROT)
+gc.collect()
+heap = gc.mem_alloc() - b0
+data = [int(v) for v in DATA.split(",")]
+DATA = None
+gc.collect()
+n = len(data) // 3
+def loop_only(data, n):
+    i = 0
+    s = 0
+    while i < n:
+        j = 3 * i
+        s += data[j] + data[j + 1] + data[j + 2]
+        i += 1
+    return s
+def pushes(fe, data, n):
+    push = fe.push
+    i = 0
+    err = "none"
+    t0 = time.ticks_us()
+    micropython.heap_lock()
+    try:
+        while i < n:
+            j = 3 * i
+            push(data[j], data[j + 1], data[j + 2])
+            i += 1
+    except MemoryError:
+        err = "MemoryError"
+    micropython.heap_unlock()
+    return err, time.ticks_diff(time.ticks_us(), t0)
+gc.collect()
+t0 = time.ticks_us()
+loop_only(data, n)
+loop_us = time.ticks_diff(time.ticks_us(), t0)
+err, push_us = pushes(fe, data, n)
+print("QEMU", n, heap, loop_us, push_us, err)
+'''
+
+def without_docstrings(source: str) -> str:
+    """The same code without docstrings (less for the board's heap to compile)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and node.body \
+                and isinstance(node.body[0], ast.Expr) \
+                and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+def qemu_count(firmware: Path, rows: np.ndarray, rot: list[list[int]],
+               timeout: float = 600.0) -> tuple[int, int, int, int, str]:
+    """Run the profile on MicroPython's Cortex-M3 qemu build; returns (samples, heap,
+    loop instructions, push instructions, error), counted on the icount clock."""
+    code = (without_docstrings(Path(mcu.__file__).read_text())
+            + f"\nCOEFFS = {COEFFS!r}\nROT = {rot!r}\n"
+            + f"DATA = {','.join(map(str, rows.ravel().tolist()))!r}\n" + QEMU_RUN)
+    proc = subprocess.Popen(
+        ["qemu-system-arm", "-machine", "mps2-an385", "-nographic", "-monitor", "null",
+         "-semihosting", "-icount", "shift=0", "-serial", "stdio", "-kernel", str(firmware)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        # the REPL's raw mode: Ctrl-A, the code, Ctrl-D; the answer is "OK", the output,
+        # Ctrl-D, the error output, Ctrl-D
+        proc.stdin.write(b"\r\x03\x03\x01")
+        proc.stdin.flush()
+        buf = b""
+        deadline = time.monotonic() + 30
+        while b"raw REPL; CTRL-B to exit\r\n>" not in buf:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no raw REPL from the firmware: {buf[-200:]!r}")
+            buf += proc.stdout.read1(4096)
+        for i in range(0, len(code), 256):   # the board's UART buffer is small
+            proc.stdin.write(code[i:i + 256].encode())
+            proc.stdin.flush()
+            time.sleep(0.01)
+        proc.stdin.write(b"\x04")
+        proc.stdin.flush()
+        out = b""
+        deadline = time.monotonic() + timeout
+        while out.count(b"\x04") < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the firmware did not finish: {out[-300:]!r}")
+            out += proc.stdout.read1(4096)
+    finally:
+        proc.kill()
+        proc.wait()
+    text, err = out.split(b"\x04")[:2]
+    line = next((ln for ln in text.decode(errors="replace").splitlines()
+                 if "QEMU " in ln), None)
+    if line is None:
+        raise RuntimeError(f"the profile failed on the firmware: {err.decode(errors='replace')}")
+    _tag, n, heap, loop_us, push_us, error = line[line.index("QEMU "):].split()
+    # icount shift=0: one instruction is 1 ns of virtual time
+    return int(n), int(heap), int(loop_us) * 1000, int(push_us) * 1000, error
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=8000, help="trace rows (400 Hz)")
@@ -143,8 +251,23 @@ def main() -> None:
                     help="trace rows for the chain kernels (slow: big ints)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each; the fastest counts (the machine may be shared)")
+    ap.add_argument("--qemu-firmware", type=Path,
+                    help="MicroPython 1.27's qemu MPS2-AN385 firmware.elf: count Cortex-M3 "
+                         "instructions per sample under qemu -icount (see above)")
+    ap.add_argument("--qemu-rows", type=int, default=500,
+                    help="trace rows run under qemu (the board's heap is 140 kB)")
     args = ap.parse_args()
     rows = trace_rows(7200, args.rows)
+    if args.qemu_firmware is not None:
+        n, heap, loop_i, push_i, error = qemu_count(args.qemu_firmware,
+                                                   trace_rows(7200, args.qemu_rows),
+                                                   chain.rotation_q14(TILT))
+        print(f"MCU profile on MicroPython 1.27, qemu mps2-an385 (Cortex-M3), -icount "
+              f"shift=0, {n} trace rows (under heap_lock: "
+              f"{'completed' if error == 'none' else error})")
+        print(f"  instructions per input sample: {(push_i - loop_i) / n:,.0f} "
+              f"({push_i / n:,.0f} with the loop that feeds it; target 100,000)")
+        print(f"  front-end state on the heap:   {heap:,} B")
     rot14 = chain.rotation_q14(TILT)
     data = ",".join(map(str, rows.ravel().tolist()))
     with tempfile.TemporaryDirectory() as tmp:
