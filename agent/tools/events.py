@@ -30,7 +30,7 @@ from typing import Any
 
 from liftwatch.agent.timebase import clock_time
 from liftwatch.agent.tools.common import load_config_reported
-from liftwatch.agent.tools.outfile import OutputRefused, check_output, output_file
+from liftwatch.agent.tools.outfile import OutputRefused, output_file, output_refused
 
 SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 SPAN_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -122,12 +122,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
         print(f"{prog}: --limit must be >= 0, found {args.limit}", file=sys.stderr)
         return 2
-    if args.export is not None:
-        try:
-            check_output(args.export, args.force)
-        except OutputRefused as exc:
-            print(f"{prog}: {exc}", file=sys.stderr)
-            return 2
+    if output_refused(prog, args.export, args.force):
+        return 2
     cfg = load_config_reported(args.config, prog)
     if cfg is None:
         return 2

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from liftwatch.agent.tools.common import load_config_reported
 from liftwatch.agent.tools.outbox_view import OutboxViewError, export_jsonl, snapshot
-from liftwatch.agent.tools.outfile import OutputRefused, check_output, output_file
+from liftwatch.agent.tools.outfile import OutputRefused, output_file, output_refused
 
 
 def _age(s: float | None) -> str:
@@ -41,12 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     prog = "liftwatch outbox"
-    if args.export is not None:
-        try:
-            check_output(args.export, args.force)
-        except OutputRefused as exc:
-            print(f"{prog}: {exc}", file=sys.stderr)
-            return 2
+    if output_refused(prog, args.export, args.force):
+        return 2
     cfg = load_config_reported(args.config, prog)
     if cfg is None:
         return 2

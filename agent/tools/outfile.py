@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +41,19 @@ def check_output(path: str | Path, force: bool) -> None:
     if not force:
         raise OutputRefused(errno.EEXIST, f"{path} exists (use --force to overwrite)",
                             str(path))
+
+
+def output_refused(prog: str, path: str | Path | None, force: bool) -> bool:
+    """:func:`check_output` for a command line: True (after saying why on stderr) when
+    ``path`` would be refused; an absent option (None) is never refused."""
+    if path is None:
+        return False
+    try:
+        check_output(path, force)
+    except OutputRefused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return True
+    return False
 
 
 @contextlib.contextmanager

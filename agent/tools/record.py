@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from liftwatch.agent.live_source import BACKENDS, LiveSource
-from liftwatch.agent.tools.common import make_source
+from liftwatch.agent.live_source import LiveSource
+from liftwatch.agent.tools.common import add_source_arguments, make_source
 from liftwatch.agent.tools.outfile import OutputRefused, output_file
 from liftwatch.drivers.trace import TraceHeader, TraceWriter
 
@@ -41,17 +41,10 @@ FLUSH_S = 1.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="terminal config file (TOML)")
+    add_source_arguments(p)
     p.add_argument("--out", required=True, help="trace file to write (.jsonl or .jsonl.gz)")
     p.add_argument("--duration", type=float, default=None, metavar="S",
                    help="stop after S seconds (default: until Ctrl-C or SIGTERM)")
-    p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="real: the terminal's GPIO, I2C and Modbus controller; simulated: "
-                   "simulated inputs, accelerometer and controller (tests); default: as the "
-                   "config's [inputs] and [accel] backend say")
-    p.add_argument("--sim-dir", default=None, metavar="DIR",
-                   help="directory of the feed socket that drives the simulated backends "
-                   "(default: the config's sim_feed)")
     p.add_argument("--force", action="store_true", help="overwrite an existing trace file")
 
 
