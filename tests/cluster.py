@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mosquitto import free_port  # hil_tests/, on the path the tests' conftest sets
+
 HERE = Path(__file__).resolve().parent / "cluster"
 NODE_SCRIPT = HERE / "aedes_node.mjs"
 
@@ -35,12 +37,6 @@ def missing() -> list[str]:
     if not (HERE / "node_modules" / "aedes").is_dir():
         out.append("tests/cluster/node_modules (npm ci, done by scripts/setup)")
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 15.0,
