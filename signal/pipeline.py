@@ -135,8 +135,7 @@ class Pipeline:
         if t > self._t:
             out += self.advance(t)
         self._t = t
-        if self.trends.day_start is None or t - self.trends.day_start >= DAY_S:
-            out += self._trend_events(t, self.trends.tick(t))
+        out += self._trend_day(t)
         if kind == "acc":
             return out + self._on_acc(t, data)
         if kind == "di":
@@ -291,11 +290,16 @@ class Pipeline:
             return []
         self._t = t
         out: list[dict[str, Any]] = []
-        if self.trends.day_start is None or t - self.trends.day_start >= DAY_S:
-            out += self._trend_events(t, self.trends.tick(t))
+        out += self._trend_day(t)
         if t >= self._deadline():
             out += self._step(t)
         return out
+
+    def _trend_day(self, t: float) -> list[dict[str, Any]]:
+        """Close the wear-trend day when a day of the pipeline's clock has passed."""
+        if self.trends.day_start is None or t - self.trends.day_start >= DAY_S:
+            return self._trend_events(t, self.trends.tick(t))
+        return []
 
     def _trend_events(self, t: float, reqs: list[tuple[str, str, dict[str, Any]]]
                       ) -> list[dict[str, Any]]:
