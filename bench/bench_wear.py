@@ -1,34 +1,42 @@
-"""Slow wear on simulated lift-days: detection delays of the trend rule, false warnings.
+"""Slow wear on simulated lift-weeks, at the signal: trend delays and false warnings.
 
-RECORD-LEVEL, not the 400 Hz signal simulator: each lift-day's traffic is planned by
-hil_tests/service.py's :class:`Planner` (Poisson calls following the hour, weekday and
-weekend, boarding, reopens, held doors, the car's stop error), and its trips and door
-cycles are turned into the pipeline's trip and door records directly: door open/close
-times and reopens from the plan's controller door timeline, run time from the plan's
-trip; what the plan does not model as a figure is drawn here (stated, the bench's own
-assumption): trip A95 peak-to-peak vibration = 4 × the type's rms × (1 ± 8 % per trip,
-± 3 % per day), a_max/d_max = the type's acceleration ± 1.5 %, the leveling estimate =
-the stop error + 6 mm rms estimate noise (U = 12 mm), door times ± 3 % per day
-(temperature). The records go through the pipeline's record path: the anomaly rules
-(``door_slow``, ``vibration_abnormal``, ``leveling_drift``) and the wear trends, with
-the day closes of :mod:`liftwatch.signal.trends`.
+Each run is one lift of a type of hil_tests/service.py streamed for ``--days``
+consecutive days as ONE trace (:func:`service.stream`: the day's traffic following the
+hour and the weekday, temperature wandering from day to day with doors slower in the
+cold, a tilted accelerometer whose bias follows the temperature, bouncy contacts, 400 Hz
+samples and controller polls), fed record by record through ``liftwatch replay``'s own
+loop into ONE pipeline, so every figure is the pipeline's own (door times from the
+contacts or the controller, trip vibration and leveling from the samples) and the trend
+days close on the pipeline's clock. Nothing here draws a figure.
 
-Each lift type runs ``--days`` days without wear and with each wear scenario (a linear
-ramp from ``--wear-start`` over ``--ramp`` days, held after): ``door_close`` (+20 %),
-``vibration`` (z +40 %), ``acceleration`` (+25 %). Prints per run the first trend
-warning of the expected code and its delay after the ramp crossed the rule's +15 %,
-and every other warning raised (false: 0 wanted), per lift type.
+Two runs per lift type, the same seed (the same traffic):
+- ``none``: no wear. Every warning, fault or alarm raised is false (target 0).
+- ``worn``: the drifts of :data:`WORN` (door closing and opening slower, ride vibration
+  up, the car stopping further off the sill), each a linear ramp over weeks, and a
+  maintenance visit (``--visit``, day 27 by default) that restores them, with the
+  ``maintenance_done`` the technician sends. Reported per drift: the day its true level
+  crossed the trend rule's rise (+15 %, 3 mm for leveling), the day the expected
+  ``*_trend`` warning was raised, the delay, and the clear at the visit. A trend warning
+  of a family with no drift is false; anomaly warnings during the wear are listed apart
+  (a slowing door may really cross ``door_slow``).
 
-    .venv/bin/python bench/bench_wear.py [--days 35] [--types low,mid,high] [--jobs 2]
+A run writes a JSON line per simulated day to ``--json`` as it goes (``--summarise``
+prints the report of such a file, of finished or interrupted runs). A lift-day costs
+about 85 CPU seconds (400 Hz through the whole pipeline): the 6 runs of 30 days take
+about 2 hours on 2 cores.
+
+    .venv/bin/python bench/bench_wear.py [--days 30] [--types low,mid,high]
+        [--none-days N] [--scenarios none,worn] [--jobs 2] [--json FILE] [--summarise FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import json
+import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -36,179 +44,232 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hil_tests"))
 
 import service  # noqa: E402
-from liftsim import DOOR_CLOSED, DOOR_CLOSING, DOOR_LOCKED, DOOR_OPEN, DOOR_OPENING  # noqa: E402
-from liftwatch.signal.pipeline import Pipeline  # noqa: E402
-from liftwatch.signal.settings import DetectionParams, LiftParams  # noqa: E402
-from liftwatch.signal.trends import DAY_S, REL_RISE  # noqa: E402
+from liftwatch.agent.replay import build_pipeline, replay_records  # noqa: E402
+from liftwatch.drivers.trace import TraceHeader  # noqa: E402
+from liftwatch.signal.trends import FAMILIES, REL_RISE  # noqa: E402
 
-#: scenario -> (figure scaled, full rise at the ramp's end, expected event code)
-SCENARIOS: dict[str, tuple[str, float, str | None]] = {
-    "none": ("", 0.0, None),
-    "door_close": ("close_s", 0.20, "door_close_trend"),
-    "vibration": ("vib_z", 0.40, "vibration_trend"),
-    "acceleration": ("a_max", 0.25, "acceleration_trend"),
-}
+DAY_S = service.DAY_S
 
-
-def wear_factor(day_t: float, start: float, ramp: float, rise: float) -> float:
-    return 1.0 + rise * min(max(0.0, (day_t - start) / ramp), 1.0)
-
-
-def door_records(plan: Any, floor_at: Any) -> list[dict[str, Any]]:
-    """Door cycle records (open_s, close_s, reopens) from the controller door timeline."""
-    out, t_opening, t_closing = [], None, None
-    open_s, reopens = None, 0
-    for t, state in plan.ctl_door:
-        if state == DOOR_OPENING:
-            if t_opening is None:
-                t_opening, open_s, reopens = t, None, 0
-            elif t_closing is not None:
-                reopens += 1
-            t_closing = None
-        elif state == DOOR_OPEN and t_opening is not None and open_s is None:
-            open_s = t - t_opening
-        elif state == DOOR_CLOSING:
-            t_closing = t
-        elif state in (DOOR_CLOSED, DOOR_LOCKED) and t_opening is not None and t_closing:
-            out.append({"t": t, "type": "door", "floor": floor_at(t_opening),
-                        "open_s": open_s, "close_s": t - t_closing, "reopens": reopens})
-            t_opening = t_closing = None
-    return out
+#: the worn lift: (drift, expected event code, the rise its rule needs, in its unit)
+WORN: list[tuple[service.Drift, str, float]] = [
+    (service.Drift("vibration", 0.60, 8.0, 28.0), "vibration_trend", REL_RISE),
+    (service.Drift("leveling", 9.0, 8.0, 21.0), "leveling_trend",
+     FAMILIES["level_mm"].abs_rise),
+    (service.Drift("door_close", 0.30, 8.0, 21.0), "door_close_trend", REL_RISE),
+    (service.Drift("door_open", 0.25, 11.0, 15.0), "door_open_trend", REL_RISE),
+]
+VISIT_DAY = 27.4          # a maintenance visit at 09:36 on day 27
+FALSE_SEVERITIES = ("warning", "fault", "alarm")
 
 
-def lift_day(lift: Any, day: int, seed: int, scenario: str, start: float, ramp: float
-             ) -> list[tuple[float, str, dict[str, Any], float | None]]:
-    """(t, kind, record, leveling estimate) of one lift-day, in time order."""
-    plan = service.Planner(lift, day, seed).run()
-    rng = random.Random(service._seed(lift.name, day, seed, "wear"))
-    fig, rise, _code = SCENARIOS[scenario]
-    day_door = 1.0 + rng.gauss(0, 0.03)
-    day_vib = 1.0 + rng.gauss(0, 0.03)
-    stops = [(tr.t_stop, lift.landings[tr.to]) for tr in plan.trips]
-
-    def floor_at(t: float) -> str:
-        last = lift.landings[lift.main]
-        for ts, fl in stops:
-            if ts > t:
-                break
-            last = fl
-        return last
-
-    out: list[tuple[float, str, dict[str, Any], float | None]] = []
-    for rec in door_records(plan, floor_at):
-        w = wear_factor(rec["t"] / DAY_S, start, ramp, rise) if fig == "close_s" else 1.0
-        rec["open_s"] = round(rec["open_s"] * day_door, 3)
-        rec["close_s"] = round(rec["close_s"] * day_door * w, 3)
-        out.append((rec["t"], "door", rec, None))
-    for tr in plan.trips:
-        d = tr.t_stop / DAY_S
-        wv = wear_factor(d, start, ramp, rise) if fig == "vib_z" else 1.0
-        wa = wear_factor(d, start, ramp, rise) if fig == "a_max" else 1.0
-        vz = 4.0 * lift.vib_z * day_vib * wv * (1 + rng.gauss(0, 0.08))
-        vxy = 4.0 * lift.vib_xy * day_vib * (1 + rng.gauss(0, 0.08))
-        a = lift.accel * wa * (1 + rng.gauss(0, 0.015))
-        rec = {"t": tr.t_stop, "type": "trip", "from": lift.landings[tr.frm],
-               "to": lift.landings[tr.to], "t_start": tr.t_start, "t_end": tr.t_stop,
-               "duration_s": round(tr.t_stop - tr.t_start, 3), "complete": True,
-               "dir": "up" if tr.to > tr.frm else "down", "level": True,
-               "a_max": round(a, 3), "d_max": round(-lift.accel * (1 + rng.gauss(0, 0.015)), 3),
-               "vib_pp_a95": {"z": round(vz, 4), "x": round(vxy, 4),
-                              "y": round(vxy * 0.8, 4)}}
-        out.append((tr.t_stop, "trip", rec, tr.stop_err_mm + rng.gauss(0, 6.0)))
-    out.sort(key=lambda x: x[0])
-    return out
+def wear_of(scenario: str, visit_day: float) -> service.Wear:
+    if scenario == "none":
+        return service.NO_WEAR
+    return service.Wear(tuple(d for d, _c, _r in WORN), (visit_day,))
 
 
-def run_lift(type_name: str, scenario: str, days: int, seed: int, start: float, ramp: float
-             ) -> dict[str, Any]:
-    lift = service.LIFT_TYPES[type_name]
-    p = Pipeline(LiftParams(landings=lift.landings, landing_heights_m=lift.heights,
-                            rated_speed=lift.rated_speed), DetectionParams(),
-                 accel_fs=None, lsb_per_g=None, controller_present=lift.controller)
-    events: list[tuple[float, str, str]] = []
-    trips = doors = 0
-    p.trends.tick(0.0)
-    for day in range(days):
-        for t, kind, rec, level in lift_day(lift, day, seed, scenario, start, ramp):
-            outs = p._trend_events(t, p.trends.tick(t))
-            if kind == "door":
-                doors += 1
-                outs += p.rules.on_door(t, rec)
-                p._feed_trends_door(rec)
-            else:
-                trips += 1
-                p._stop_err = level
-                outs += p.rules.on_trip(t, rec, level, 12.0)
-                p._feed_trends_trip(rec)
-            events += [(r["t"], r["code"], r["state"]) for r in outs if r.get("type") == "event"]
-        t_end = (day + 1) * DAY_S
-        events += [(r["t"], r["code"], r["state"]) for r in
-                   p._trend_events(t_end, p.trends.tick(t_end))]
-    _fig, rise, code = SCENARIOS[scenario]
-    crossing = start + ramp * REL_RISE / rise if rise else None
-    first = next((t for t, c, s in events if c == code and s == "raised"), None)
-    # false: any warning on a lift without wear; on a worn lift, a trend of another figure
-    # (the anomaly rules' raises there are reported apart: the drift may really cross
-    # their absolute limits, e.g. door_time_limit_s)
-    false = [(round(t / DAY_S, 2), c) for t, c, s in events
-             if s == "raised" and c != code and (code is None or c.endswith("_trend"))]
-    other: dict[str, int] = {}
-    for _t, c, s in events:
-        if s == "raised" and c != code and code is not None and not c.endswith("_trend"):
-            other[c] = other.get(c, 0) + 1
-    cond = p.trends.condition()["figures"]
-    return {"type": type_name, "scenario": scenario, "trips": trips, "doors": doors,
-            "crossing_day": crossing, "raised_day": None if first is None else first / DAY_S,
-            "false": false, "other": other,
-            "close_ratio": cond.get("door_close_s", {}).get("ratio")}
+def run_lift(kind: str, scenario: str, days: int, seed: int, visit_day: float,
+             sink: str | None) -> dict[str, Any]:
+    """One lift through ``days`` days; a JSON line per day to ``sink``; the run's result."""
+    c0 = time.process_time()
+    lift = service.LIFT_TYPES[kind]
+    sensor = service.Sensor()
+    wear = wear_of(scenario, visit_day)
+    h = service.header(lift, sensor, 0.0)
+    header = TraceHeader(start=h["start"], lift=h["lift"], accel=h["accel"],
+                         controller_present=lift.controller)
+    pipeline = build_pipeline(header, None, id_prefix=f"{kind}-{scenario}-")
+    truth = {"trips": 0, "doors": 0}
+    events: list[dict[str, Any]] = []
+    visit_t = visit_day * DAY_S if scenario != "none" and visit_day < days else None
+    state = {"day": 0, "visited": False, "trips": 0, "doors": 0}
+
+    def on_day(plan: service.DayPlan) -> None:
+        truth["trips"] += len(plan.trips)
+        truth["doors"] += plan.door_cycles
+
+    def flush_day(day: int) -> None:
+        if sink is None:
+            return
+        line = {"kind": kind, "scenario": scenario, "day": day, "days": days,
+                "trips": state["trips"], "doors": state["doors"],
+                "events": [e for e in events if e["day"] >= day and e["day"] < day + 1],
+                "cpu_s": round(time.process_time() - c0, 1)}
+        with open(sink, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def note(outs: list[dict[str, Any]]) -> None:
+        for rec in outs:
+            if rec.get("type") == "trip":
+                state["trips"] += 1
+            elif rec.get("type") == "door":
+                state["doors"] += 1
+            elif rec.get("type") == "event":
+                events.append({"t": float(rec["t"]), "day": float(rec["t"]) / DAY_S,
+                               "code": rec["code"], "state": rec["state"],
+                               "sev": rec.get("sev"),
+                               "figure": (rec.get("detail") or {}).get("figure"),
+                               "floor": rec.get("floor")})
+
+    def with_visit(recs: Any) -> Any:
+        for rec in recs:
+            if visit_t is not None and not state["visited"] and rec.t >= visit_t:
+                state["visited"] = True
+                note(pipeline.maintenance_done(rec.t))
+            yield rec
+
+    recs = service.stream(lift, days, seed, sensor, wear, on_day=on_day)
+    for rec in replay_records(with_visit(recs), pipeline):
+        note([rec])
+        day = int(float(rec.get("t", 0.0)) // DAY_S)
+        while state["day"] < day:
+            flush_day(state["day"])
+            state["day"] += 1
+    while state["day"] < days:
+        flush_day(state["day"])
+        state["day"] += 1
+    return {"kind": kind, "scenario": scenario, "days": days, "events": events,
+            "trips": state["trips"], "doors": state["doors"], "trips_true": truth["trips"],
+            "doors_true": truth["doors"], "cpu_s": time.process_time() - c0,
+            "condition": pipeline.trends.condition()}
+
+
+# ---------------------------------------------------------------------- the report
+
+def crossing_day(drift: service.Drift, rise: float) -> float:
+    return drift.start_day + drift.ramp_days * rise / drift.rise
+
+
+def judge(kind: str, scenario: str, days_done: int, events: list[dict[str, Any]],
+          visit_day: float) -> dict[str, Any]:
+    """The verdict of one run (possibly partial: ``days_done`` simulated days)."""
+    raises = [e for e in events if e["state"] == "raised" and e["sev"] in FALSE_SEVERITIES]
+    if scenario == "none":
+        return {"false": raises, "drifts": [], "anomalies": []}
+    expected = {code for _d, code, _r in WORN}
+    drifts = []
+    for d, code, rise in WORN:
+        cross = crossing_day(d, rise)
+        first = next((e for e in raises if e["code"] == code), None)
+        cleared = next((e for e in events if e["code"] == code and e["state"] == "cleared"
+                        and first is not None and e["t"] >= first["t"]), None)
+        drifts.append({"drift": d.figure, "code": code, "cross": cross,
+                       "raised": None if first is None else first["day"],
+                       "figure": None if first is None else first["figure"],
+                       "cleared": None if cleared is None else cleared["day"],
+                       "due": cross < days_done and cross < visit_day})
+    false = [e for e in raises if e["code"].endswith("_trend") and e["code"] not in expected]
+    # a trend raised before its drift began is false too
+    starts = {code: d.start_day for d, code, _r in WORN}
+    false += [e for e in raises if e["code"] in starts and e["day"] < starts[e["code"]]]
+    anomalies = [e for e in raises if not e["code"].endswith("_trend")]
+    return {"false": false, "drifts": drifts, "anomalies": anomalies}
+
+
+def report(runs: dict[tuple[str, str], dict[str, Any]], visit_day: float) -> int:
+    print(f"wear bench: each run one lift streamed day after day through one pipeline "
+          f"(400 Hz); trend rule +{REL_RISE:.0%} (leveling +{FAMILIES['level_mm'].abs_rise:g} "
+          f"mm); maintenance visit on day {visit_day:g}")
+    print(f"{'type':<5} {'run':<5} {'days':>4} {'trips':>6} {'doors':>6}  drift: crossed -> "
+          f"raised (delay, days) -> cleared")
+    n_false = n_missed = 0
+    lift_days: dict[str, float] = {}
+    delays: list[float] = []
+    for (kind, scenario), r in sorted(runs.items()):
+        v = judge(kind, scenario, r["days_done"], r["events"], visit_day)
+        lift_days[scenario] = lift_days.get(scenario, 0) + r["days_done"]
+        n_false += len(v["false"])
+        print(f"{kind:<5} {scenario:<5} {r['days_done']:>4} {r['trips']:>6} {r['doors']:>6}  "
+              f"false warnings: {len(v['false'])}")
+        for e in v["false"]:
+            print(f"        FALSE {e['code']} day {e['day']:.2f} figure {e['figure']} "
+                  f"floor {e['floor']}")
+        for d in v["drifts"]:
+            if d["raised"] is None:
+                n_missed += d["due"]
+                print(f"        {d['drift']:<10} crossed {d['cross']:5.2f} -> "
+                      f"{'NOT RAISED' if d['due'] else 'not yet due'}")
+                continue
+            delay = d["raised"] - d["cross"]
+            delays.append(delay)
+            clr = "-" if d["cleared"] is None else f"{d['cleared']:.2f}"
+            print(f"        {d['drift']:<10} crossed {d['cross']:5.2f} -> {d['code']} "
+                  f"{d['raised']:5.2f} ({delay:+.2f}) [{d['figure']}] -> cleared {clr}")
+        if v["anomalies"]:
+            codes: dict[str, int] = {}
+            for e in v["anomalies"]:
+                codes[e["code"]] = codes.get(e["code"], 0) + 1
+            print(f"        anomaly warnings while worn: {codes}")
+    print(f"lift-days: {', '.join(f'{k} {v:g}' for k, v in sorted(lift_days.items()))}; "
+          f"false warnings {n_false}; drifts missed {n_missed}; delay after crossing "
+          f"{min(delays, default=0):+.2f} .. {max(delays, default=0):+.2f} days")
+    return 1 if n_false or n_missed else 0
+
+
+def load(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Runs (possibly partial) from a --json file of day lines."""
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        r = runs.setdefault((d["kind"], d["scenario"]), {"events": [], "days_done": 0,
+                                                         "trips": 0, "doors": 0})
+        r["events"] += d["events"]
+        r["days_done"] = max(r["days_done"], d["day"] + 1)
+        r["trips"] = max(r["trips"], d["trips"])
+        r["doors"] = max(r["doors"], d["doors"])
+    return runs
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--days", type=int, default=35)
+    ap.add_argument("--days", type=int, default=30, help="days per run (default 30)")
+    ap.add_argument("--none-days", type=int,
+                    help="days of the runs without wear (default --days)")
     ap.add_argument("--types", default="low,mid,high")
+    ap.add_argument("--scenarios", default="none,worn")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--wear-start", type=float, default=10.0)
-    ap.add_argument("--ramp", type=float, default=21.0)
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--visit", type=float, default=VISIT_DAY,
+                    help="day of the maintenance visit on the worn lift (default 27.4)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--json", type=Path, help="append a line per simulated day here")
+    ap.add_argument("--summarise", type=Path, metavar="JSONL",
+                    help="print the report of the runs in this --json file instead")
     a = ap.parse_args()
-    if a.days < a.wear_start + a.ramp * REL_RISE / 0.2 + 4:
-        print(f"--days {a.days} ends before the door ramp crosses +15 % and the rule's "
-              f"delay: use at least {a.wear_start + a.ramp * 0.75 + 4:.0f}", file=sys.stderr)
-        return 2
+    if a.summarise:
+        return report(load(a.summarise), a.visit)
     types = [x for x in a.types.split(",") if x]
-    bad = [x for x in types if x not in service.LIFT_TYPES]
+    scenarios = [x for x in a.scenarios.split(",") if x]
+    bad = [x for x in types if x not in service.LIFT_TYPES] + \
+        [x for x in scenarios if x not in ("none", "worn")]
     if bad:
-        print(f"unknown lift type(s) {bad}: {sorted(service.LIFT_TYPES)}", file=sys.stderr)
+        print(f"unknown lift type or scenario {bad}: types {sorted(service.LIFT_TYPES)}, "
+              "scenarios none, worn", file=sys.stderr)
         return 2
-    t0 = time.monotonic()
-    jobs = [(ty, sc, a.days, a.seed, a.wear_start, a.ramp) for ty in types for sc in SCENARIOS]
+    sink = str(a.json) if a.json else None
+    if a.json:
+        a.json.write_text("")
+    none_days = a.none_days or a.days
+    jobs = [(k, s, none_days if s == "none" else a.days, a.seed, a.visit, sink)
+            for s in scenarios for k in types]
+    w0 = time.monotonic()
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    print(f"{len(jobs)} runs ({sum(j[2] for j in jobs)} lift-days) on {a.jobs} process(es)",
+          file=sys.stderr, flush=True)
     with ProcessPoolExecutor(max(1, a.jobs)) as ex:
-        results = list(ex.map(run_lift, *zip(*jobs, strict=True)))
-    print(f"record-level bench: {a.days} days per run, wear ramps from day {a.wear_start:g} "
-          f"over {a.ramp:g} days, trend rule +{REL_RISE:.0%}")
-    print(f"{'type':<5} {'scenario':<13} {'trips':>6} {'doors':>6} {'cross d':>8} "
-          f"{'raised d':>8} {'delay d':>8}  false warnings; anomaly raises on the worn lift")
-    n_false = 0
-    delays = []
-    for r in results:
-        cross, raised = r["crossing_day"], r["raised_day"]
-        delay = None if cross is None or raised is None else raised - cross
-        if delay is not None:
-            delays.append(delay)
-        n_false += len(r["false"])
-        print(f"{r['type']:<5} {r['scenario']:<13} {r['trips']:>6} {r['doors']:>6} "
-              f"{'-' if cross is None else f'{cross:.2f}':>8} "
-              f"{'-' if raised is None else f'{raised:.2f}':>8} "
-              f"{'-' if delay is None else f'{delay:+.2f}':>8}  {r['false'] or 0}"
-              + (f"; {r['other']}" if r["other"] else ""))
-    missed = sum(1 for r in results if r["crossing_day"] is not None and r["raised_day"] is None)
-    lift_days = len(results) * a.days
-    print(f"runs {len(results)}, lift-days {lift_days}; missed drifts {missed}; "
-          f"delay after crossing: min {min(delays, default=0):+.2f} max "
-          f"{max(delays, default=0):+.2f} days; false warnings {n_false} "
-          f"({n_false / lift_days:.3f} per lift-day); {time.monotonic() - t0:.0f} s")
-    return 0
+        futs = [ex.submit(run_lift, *j) for j in jobs]
+        for f in as_completed(futs):
+            r = f.result()
+            r["days_done"] = r["days"]
+            runs[(r["kind"], r["scenario"])] = r
+            print(f"  [{time.monotonic() - w0:7.0f} s] {r['kind']} {r['scenario']}: "
+                  f"{r['trips']} trips ({r['trips_true']} planned), {r['doors']} door "
+                  f"cycles, cpu {r['cpu_s']:.0f} s", file=sys.stderr, flush=True)
+    rc = report(runs, a.visit)
+    print(f"{sum(r['days'] for r in runs.values())} lift-days in "
+          f"{time.monotonic() - w0:.0f} s wall")
+    return rc
 
 
 if __name__ == "__main__":

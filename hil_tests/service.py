@@ -43,7 +43,7 @@ import heapq
 import math
 import random
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -209,6 +209,91 @@ class DayPlan:
     door_cycles: int = 0
     reopens: int = 0
     long_holds: int = 0
+    #: slow wear and the weather the day was planned with (records() renders them too)
+    wear: Wear | None = None
+    weather: Weather | None = None
+    #: where the car is parked when the day ends (the next day starts there)
+    end_floor: int = 0
+    end_pos: float = 0.0
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One wear figure drifting: a linear ramp from ``start_day`` over ``ramp_days``, held
+    at ``rise`` after; a maintenance visit restores it and the wear starts again."""
+
+    #: "door_open", "door_close" (relative), "vibration" (relative, z and x/y), or
+    #: "leveling" (mm of stop-error bias: rope stretch, brake or encoder wear)
+    figure: str
+    rise: float
+    start_day: float
+    ramp_days: float
+
+
+@dataclass(frozen=True)
+class Wear:
+    """Slow wear of one lift over weeks, and the maintenance visits that restore it."""
+
+    drifts: tuple[Drift, ...] = ()
+    #: days (since day 0 midnight) of maintenance visits: every drift back to new
+    visits: tuple[float, ...] = ()
+
+    def level(self, figure: str, t: float) -> float:
+        """The drift of ``figure`` at ``t`` (s since day 0): relative rise, or mm."""
+        day = t / DAY_S
+        out = 0.0
+        for d in self.drifts:
+            if d.figure != figure:
+                continue
+            start = max([d.start_day] + [v for v in self.visits if v <= day])
+            out += d.rise * min(max(0.0, (day - start) / d.ramp_days), 1.0)
+        return out
+
+    def crossing(self, figure: str, rise: float) -> float | None:
+        """The first time (s since day 0) the drift of ``figure`` reaches ``rise``."""
+        for d in self.drifts:
+            if d.figure == figure and d.rise >= rise:
+                return (d.start_day + d.ramp_days * rise / d.rise) * DAY_S
+        return None
+
+
+NO_WEAR = Wear()
+
+
+class Weather:
+    """Car-roof temperature: a daily swing of ±6 °C peaking mid-afternoon around a daily
+    mean that wanders ±3 °C from day to day (interpolated, so it never jumps at midnight).
+
+    Door operators are slower in the cold (``DOOR_TC`` per °C): ordinary variation that
+    a wear rule must not take for wear."""
+
+    DOOR_TC = -0.003
+
+    def __init__(self, lift_name: str, seed: int) -> None:
+        self.key = (lift_name, seed)
+        self._days: dict[int, float] = {}
+
+    def mean_offset(self, day: int) -> float:
+        if day not in self._days:
+            self._days[day] = random.Random(_seed(*self.key, day, "weather")).uniform(-3.0, 3.0)
+        return self._days[day]
+
+    def temperature(self, t: np.ndarray | float) -> np.ndarray | float:
+        ta = np.asarray(t, dtype=float)
+        # daily means pinned at noon, linear between
+        u = ta / DAY_S - 0.5
+        d0 = np.floor(u).astype(np.int64)
+        lo = int(d0.min()) if d0.size else 0
+        hi = int(d0.max()) + 1 if d0.size else 1
+        table = np.array([self.mean_offset(d) for d in range(lo, hi + 1)])
+        frac = u - d0
+        offset = table[d0 - lo] * (1.0 - frac) + table[d0 - lo + 1] * frac
+        h = (ta % DAY_S) / 3600.0
+        out = 24.0 + offset + 6.0 * np.sin(2 * np.pi * (h - 9.0) / 24.0)
+        return out if out.ndim else float(out)
+
+    def door_factor(self, t: float) -> float:
+        return 1.0 + self.DOOR_TC * (float(self.temperature(t)) - 20.0)
 
 
 def traffic_rate(lift: LiftType, t: float) -> float:
@@ -232,14 +317,19 @@ class Planner:
     """Builds a :class:`DayPlan` call by call (the verbs mirror :class:`liftsim.LiftSim`)."""
 
     def __init__(self, lift: LiftType, day: int, seed: int, start_s: float = 0.0,
-                 duration_s: float = DAY_S) -> None:
+                 duration_s: float = DAY_S, *, wear: Wear | None = None,
+                 start: tuple[int, float] | None = None) -> None:
         self.lift = lift
         self.rng = random.Random(_seed(lift.name, day, seed, "plan"))
         t0 = day * DAY_S + start_s
-        self.plan = DayPlan(lift, day, seed, t0, t0 + duration_s)
+        self.wear = wear or NO_WEAR
+        self.weather = Weather(lift.name, seed)
+        self.plan = DayPlan(lift, day, seed, t0, t0 + duration_s, wear=self.wear,
+                            weather=self.weather)
         self.t = t0
-        self.floor = lift.main
-        self.pos = lift.heights[lift.main]
+        # (floor, height) where the previous day left the car; else parked at the main one
+        self.floor, self.pos = start if start is not None else (lift.main,
+                                                                lift.heights[lift.main])
         self.passengers = 0
         self.plan.seg_t.append(t0)
         for lst, v in ((self.plan.seg_j, 0.0), (self.plan.seg_a, 0.0), (self.plan.seg_v, 0.0),
@@ -266,6 +356,10 @@ class Planner:
     def _presence(self, t: float, on: bool) -> None:
         self._edge(t, "presence", int(on))
 
+    def _door_factor(self, which: str, t: float) -> float:
+        """Door run time against new: wear (``door_open``/``door_close``) and the cold."""
+        return (1.0 + self.wear.level(which, t)) * self.weather.door_factor(t)
+
     def _step(self, t: float, scale: float = 1.0) -> None:
         rng = self.rng
         amp = scale * rng.uniform(0.02, 0.07)
@@ -275,7 +369,9 @@ class Planner:
     def trip(self, to: int) -> None:
         """Run to landing ``to``: run contactor, brake lift, S-curve, stop within ±8 mm."""
         lift, rng, pl = self.lift, self.rng, self.plan
-        err = max(-7.5, min(7.5, rng.gauss(0.0, lift.stop_sigma_mm))) / 1000.0
+        # the leveling accuracy is ±7.5 mm around where a worn drive now stops
+        bias = self.wear.level("leveling", self.t)
+        err = (bias + max(-7.5, min(7.5, rng.gauss(0.0, lift.stop_sigma_mm)))) / 1000.0
         target = lift.heights[to] + err
         distance = target - self.pos
         sign = 1 if distance > 0 else -1
@@ -312,7 +408,7 @@ class Planner:
         t += rng.uniform(0.1, 0.15)
         self._edge(t, "door_closed", 0)
         self._door_state(t, DOOR_OPENING)
-        dur = lift.door_open_s * rng.uniform(0.96, 1.04)
+        dur = lift.door_open_s * rng.uniform(0.96, 1.04) * self._door_factor("door_open", t)
         self.plan.door_moves.append((t, t + dur))
         t += dur
         self._door_state(t, DOOR_OPEN)
@@ -322,13 +418,15 @@ class Planner:
     def close_door(self, reopens: int) -> None:
         lift, rng, pl = self.lift, self.rng, self.plan
         t = self.t
+        close_s = lift.door_close_s * self._door_factor("door_close", t)
+        open_s = lift.door_open_s * self._door_factor("door_open", t)
         for _ in range(reopens):
             frac = rng.uniform(0.25, 0.6)        # someone steps into the closing door
             self._door_state(t, DOOR_CLOSING)
-            pl.door_moves.append((t, t + frac * lift.door_close_s))
-            t += frac * lift.door_close_s
+            pl.door_moves.append((t, t + frac * close_s))
+            t += frac * close_s
             self._door_state(t, DOOR_OPENING)
-            back = frac * lift.door_open_s
+            back = frac * open_s
             pl.door_moves.append((t, t + back))
             t += back
             self._door_state(t, DOOR_OPEN)
@@ -337,7 +435,7 @@ class Planner:
             t += rng.uniform(1.0, 2.5)
             pl.reopens += 1
         self._door_state(t, DOOR_CLOSING)
-        dur = lift.door_close_s * rng.uniform(0.96, 1.04)
+        dur = close_s * rng.uniform(0.96, 1.04)
         pl.door_moves.append((t, t + dur))
         t += dur
         self._edge(t, "door_closed", 1)
@@ -445,6 +543,7 @@ class Planner:
             if self.t >= end:
                 break
         self.t = max(self.t, pl.t1)
+        pl.end_floor, pl.end_pos = self.floor, self.pos
         return pl
 
 
@@ -527,12 +626,6 @@ def _rotation(tilt_deg: tuple[float, float]) -> np.ndarray:
     return ry @ rx
 
 
-def temperature_c(t: np.ndarray | float, day_offset: float) -> np.ndarray | float:
-    """Car-roof temperature: a daily swing of ±6 °C peaking mid-afternoon."""
-    h = (np.asarray(t) % DAY_S) / 3600.0
-    return 24.0 + day_offset + 6.0 * np.sin(2 * np.pi * (h - 9.0) / 24.0)
-
-
 class Kinematics:
     """The plan's car motion evaluated at any times (vectorised)."""
 
@@ -573,12 +666,16 @@ INITIAL_DI = {"door_closed": 1, "door_lock": 1, "presence": 0, "alarm_button": 0
 
 
 def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
-            window_s: float = 8.0) -> Iterator[Record]:
+            window_s: float = 8.0, *, origin: float | None = None,
+            first: bool = True) -> Iterator[Record]:
     """The plan as trace records in time order, rendered one window at a time.
 
-    Record times count from the start of the plan (``plan.t0`` into the week), as
-    trace times count from the trace's start."""
+    Record times count from ``origin`` (default the start of the plan, ``plan.t0`` into
+    the week), as trace times count from the trace's start. ``first=False`` continues a
+    trace (:func:`stream`): no opening power and input records."""
     inputs = inputs or Inputs()
+    wear = plan.wear or NO_WEAR
+    weather = plan.weather or Weather(plan.lift.name, plan.seed)
     lift = plan.lift
     fs, blk = sensor.fs, sensor.block
     seed = _seed(lift.name, plan.day, plan.seed, sensor.lsb_per_g)
@@ -594,7 +691,6 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
     tc = np.asarray(sensor.bias_tc) / 1000.0
     noise = np.asarray(sensor.noise_mg) / 1000.0
     full = int(sensor.range_g * sensor.lsb_per_g) - 1
-    day_offset = prng.uniform(-3.0, 3.0)
     vib = [_Band(1.5, 12.0, fs, nrng), _Band(1.5, 12.0, fs, nrng), _Band(4.0, 30.0, fs, nrng)]
     door_band = _Band(20.0, 40.0, fs, nrng)
     moves_t0 = np.asarray([m[0] for m in plan.door_moves] or [math.inf])
@@ -620,9 +716,10 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
     zd_prev = int(-dz <= d0 <= dz + off)
     label = lift.landings[idx0]
     first_di = dict(INITIAL_DI, zone_up=zu_prev, zone_down=zd_prev)
-    t0 = plan.t0            # trace times count from the start of the trace
-    yield Record(0.0, "pwr", {"src": 0, "batt": 100})
-    yield Record(0.0, "di", first_di)
+    t0 = plan.t0 if origin is None else origin   # trace times count from the trace's start
+    if first:
+        yield Record(round(plan.t0 - t0, 4), "pwr", {"src": 0, "batt": 100})
+        yield Record(round(plan.t0 - t0, 4), "di", first_di)
     next_poll = plan.t0 + 0.05
     poll_s = 0.2
     while n < n_end:
@@ -631,9 +728,10 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
         w0, w1 = ts[0], (n + m) / fs
         a, v, p = kin.at(ts)
         # ride vibration: level follows speed; a faint building hum at rest
-        sp = np.minimum(np.abs(v) / lift.rated_speed, 1.0)
-        env_z = lift.vib_z * sp ** 0.8 + 0.002
-        env_xy = lift.vib_xy * sp ** 0.8 + 0.0015
+        sp = np.minimum(np.abs(v) / lift.rated_speed, 1.0) ** 0.8
+        worn = 1.0 + wear.level("vibration", w0)     # guide shoes, rollers, rope wear
+        env_z = lift.vib_z * worn * sp + 0.002
+        env_xy = lift.vib_xy * worn * sp + 0.0015
         car = np.empty((m, 3))
         car[:, 0] = vib[0].take(m) * env_xy
         car[:, 1] = vib[1].take(m) * env_xy
@@ -656,7 +754,7 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
                 car[on, 0] += 0.3 * wave
         # sensor frame: tilt, gain, bias drifting with temperature, noise, quantisation
         g = (car / G) @ rot.T
-        temp = temperature_c(ts, day_offset) - 25.0
+        temp = weather.temperature(ts) - 25.0
         g = g * gain + bias0 + np.outer(temp, tc)
         g += nrng.standard_normal((m, 3)) * noise
         counts = np.clip(np.rint(g * sensor.lsb_per_g), -full - 1, full).astype(np.int64)
@@ -722,12 +820,31 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
 
 
 def plan_day(lift: LiftType | str, day: int, seed: int = 1, start_s: float = 0.0,
-             duration_s: float = DAY_S) -> DayPlan:
+             duration_s: float = DAY_S, *, wear: Wear | None = None,
+             start: tuple[int, float] | None = None) -> DayPlan:
     """The traffic of one lift-day (or of a part of it, ``start_s`` into the day)."""
     lt = LIFT_TYPES[lift] if isinstance(lift, str) else lift
-    return Planner(lt, day, seed, start_s, duration_s).run()
+    return Planner(lt, day, seed, start_s, duration_s, wear=wear, start=start).run()
+
+
+def stream(lift: LiftType | str, days: int, seed: int = 1, sensor: Sensor | None = None,
+           wear: Wear | None = None, *, first_day: int = 0, inputs: Inputs | None = None,
+           on_day: Callable[[DayPlan], None] | None = None) -> Iterator[Record]:
+    """``days`` consecutive lift-days as one trace (times from ``first_day`` midnight):
+    each day starts where the previous one parked the car, wear and weather run on
+    across midnight, and only one window of samples is ever in memory. ``on_day`` gets
+    each day's plan (its ground truth) before its records."""
+    lt = LIFT_TYPES[lift] if isinstance(lift, str) else lift
+    sensor = sensor or Sensor()
+    start: tuple[int, float] | None = None
+    for k, day in enumerate(range(first_day, first_day + days)):
+        plan = plan_day(lt, day, seed, wear=wear, start=start)
+        start = (plan.end_floor, plan.end_pos)
+        if on_day is not None:
+            on_day(plan)
+        yield from records(plan, sensor, inputs, origin=first_day * DAY_S, first=k == 0)
 
 
 __all__ = ["DAY_S", "LIFT_TYPES", "DayPlan", "Inputs", "Kinematics", "LiftType", "Record",
-           "Sensor", "TripTruth", "bounce_and_debounce", "header", "plan_day", "records",
-           "temperature_c", "traffic_rate"]
+           "Sensor", "TripTruth", "Drift", "Wear", "Weather", "NO_WEAR", "bounce_and_debounce",
+           "header", "plan_day", "records", "stream", "traffic_rate"]
