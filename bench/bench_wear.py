@@ -234,11 +234,14 @@ def main() -> int:
                     help="day of the maintenance visit on the worn lift (default 27.4)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--json", type=Path, help="append a line per simulated day here")
-    ap.add_argument("--summarise", type=Path, metavar="JSONL",
-                    help="print the report of the runs in this --json file instead")
+    ap.add_argument("--summarise", type=Path, metavar="JSONL", nargs="+",
+                    help="print the report of the runs in these --json files instead")
     a = ap.parse_args()
     if a.summarise:
-        return report(load(a.summarise), a.visit)
+        runs: dict[tuple[str, str], dict[str, Any]] = {}
+        for path in a.summarise:
+            runs.update(load(path))
+        return report(runs, a.visit)
     types = [x for x in a.types.split(",") if x]
     scenarios = [x for x in a.scenarios.split(",") if x]
     bad = [x for x in types if x not in service.LIFT_TYPES] + \
@@ -254,7 +257,7 @@ def main() -> int:
     jobs = [(k, s, none_days if s == "none" else a.days, a.seed, a.visit, sink)
             for s in scenarios for k in types]
     w0 = time.monotonic()
-    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    runs = {}
     print(f"{len(jobs)} runs ({sum(j[2] for j in jobs)} lift-days) on {a.jobs} process(es)",
           file=sys.stderr, flush=True)
     with ProcessPoolExecutor(max(1, a.jobs)) as ex:

@@ -828,21 +828,29 @@ def plan_day(lift: LiftType | str, day: int, seed: int = 1, start_s: float = 0.0
 
 
 def stream(lift: LiftType | str, days: int, seed: int = 1, sensor: Sensor | None = None,
-           wear: Wear | None = None, *, first_day: int = 0, inputs: Inputs | None = None,
+           wear: Wear | None = None, *, first_day: int = 0, start_s: float = 0.0,
+           duration_s: float | None = None, inputs: Inputs | None = None,
            on_day: Callable[[DayPlan], None] | None = None) -> Iterator[Record]:
-    """``days`` consecutive lift-days as one trace (times from ``first_day`` midnight):
-    each day starts where the previous one parked the car, wear and weather run on
-    across midnight, and only one window of samples is ever in memory. ``on_day`` gets
-    each day's plan (its ground truth) before its records."""
+    """Consecutive lift-days as one trace: each day starts where the previous one parked
+    the car, wear and weather run on across midnight, and only one window of samples is
+    ever in memory. The trace starts ``start_s`` into ``first_day`` (record times count
+    from there) and lasts ``duration_s`` (default: to the end of the ``days``-th day).
+    ``on_day`` gets each day's plan (its ground truth) before its records."""
     lt = LIFT_TYPES[lift] if isinstance(lift, str) else lift
     sensor = sensor or Sensor()
+    t_begin = first_day * DAY_S + start_s
+    t_end = (first_day + days) * DAY_S if duration_s is None else t_begin + duration_s
     start: tuple[int, float] | None = None
-    for k, day in enumerate(range(first_day, first_day + days)):
-        plan = plan_day(lt, day, seed, wear=wear, start=start)
+    day = first_day
+    while day * DAY_S < t_end:
+        a = max(day * DAY_S, t_begin)
+        plan = plan_day(lt, day, seed, a - day * DAY_S, min((day + 1) * DAY_S, t_end) - a,
+                        wear=wear, start=start)
         start = (plan.end_floor, plan.end_pos)
         if on_day is not None:
             on_day(plan)
-        yield from records(plan, sensor, inputs, origin=first_day * DAY_S, first=k == 0)
+        yield from records(plan, sensor, inputs, origin=t_begin, first=day == first_day)
+        day += 1
 
 
 __all__ = ["DAY_S", "LIFT_TYPES", "DayPlan", "Inputs", "Kinematics", "LiftType", "Record",
