@@ -1,5 +1,6 @@
 """Run every benchmark in bench/ one after the other, with its defaults, and print their
-figures (an hour or more: bench_footprint alone runs the agent for 10 minutes).
+figures (three hours or more: bench_wear streams six 30-day lifts at 400 Hz, about 2 hours on
+2 cores, and bench_footprint runs the agent for 10 minutes).
 
     .venv/bin/python bench/run_all.py [--list]
 
