@@ -81,21 +81,41 @@ class SegmentTable(Protocol):
     """Piecewise-constant jerk: segment start times, jerk, and the state at each start
     (a :class:`Motion`, or the service's DayPlan)."""
 
-    seg_t: Sequence[float]
-    seg_j: Sequence[float]
-    seg_a: Sequence[float]
-    seg_v: Sequence[float]
-    seg_p: Sequence[float]
+    seg_t: list[float]
+    seg_j: list[float]
+    seg_a: list[float]
+    seg_v: list[float]
+    seg_p: list[float]
+
+
+def append_move(table: SegmentTable, t: float, segments: list[tuple[float, float]],
+                sign: float, target: float | None = None) -> float:
+    """Append a trip to ``table``: ``segments`` (of :func:`s_curve`) played from rest at
+    ``t`` in direction ``sign`` (+1 up, -1 down) from the table's last position, the
+    state integrated exactly (piecewise polynomials); then rest on ``target`` (default:
+    where the segments took the car), so a stop is where the trip was meant to stop.
+    Returns the time the car is at rest again."""
+    a = v = 0.0
+    p = table.seg_p[-1]
+    for duration, jerk in segments:
+        j = jerk * sign
+        for lst, x in ((table.seg_t, t), (table.seg_j, j), (table.seg_a, a), (table.seg_v, v),
+                       (table.seg_p, p)):
+            lst.append(x)
+        p += v * duration + a * duration ** 2 / 2 + j * duration ** 3 / 6
+        v += a * duration + j * duration ** 2 / 2
+        a += j * duration
+        t += duration
+    for lst, x in ((table.seg_t, t), (table.seg_j, 0.0), (table.seg_a, 0.0), (table.seg_v, 0.0),
+                   (table.seg_p, p if target is None else target)):
+        lst.append(x)
+    return t
 
 
 @dataclass
 class Motion:
-    """The car's motion as jerk segments, built trip by trip (a :class:`SegmentTable`).
-
-    The car rests at ``p0`` from ``t0``; :meth:`move` appends a trip's segments,
-    integrating the state exactly (piecewise polynomials), and ends at rest on the
-    target, so that a stop is where the trip was meant to stop.
-    """
+    """The car's motion as jerk segments, built trip by trip (a :class:`SegmentTable`):
+    at rest on ``p0`` from ``t0``."""
 
     t0: float = 0.0
     p0: float = 0.0
@@ -107,31 +127,16 @@ class Motion:
 
     def __post_init__(self) -> None:
         if not self.seg_t:
-            self.segment(self.t0, 0.0, 0.0, 0.0, self.p0)
-
-    def segment(self, t: float, jerk: float, a: float, v: float, p: float) -> None:
-        self.seg_t.append(t)
-        self.seg_j.append(jerk)
-        self.seg_a.append(a)
-        self.seg_v.append(v)
-        self.seg_p.append(p)
+            self.seg_t.append(self.t0)
+            self.seg_j.append(0.0)
+            self.seg_a.append(0.0)
+            self.seg_v.append(0.0)
+            self.seg_p.append(self.p0)
 
     def move(self, t: float, segments: list[tuple[float, float]], sign: float,
              target: float | None = None) -> float:
-        """Play ``segments`` (of :func:`s_curve`) from rest at ``t`` in direction ``sign``
-        (+1 up, -1 down); return the time the car is at rest again, on ``target``
-        (default: where the segments took it)."""
-        a = v = 0.0
-        p = self.seg_p[-1]
-        for duration, jerk in segments:
-            j = jerk * sign
-            self.segment(t, j, a, v, p)
-            p += v * duration + a * duration ** 2 / 2 + j * duration ** 3 / 6
-            v += a * duration + j * duration ** 2 / 2
-            a += j * duration
-            t += duration
-        self.segment(t, 0.0, 0.0, 0.0, p if target is None else target)
-        return t
+        """:func:`append_move` to this motion."""
+        return append_move(self, t, segments, sign, target)
 
 
 class Kinematics:
@@ -402,5 +407,5 @@ class LiftType:
 
 __all__ = ["DOOR_CLOSED", "DOOR_CLOSING", "DOOR_HELD", "DOOR_LOCKED", "DOOR_OPEN",
            "DOOR_OPENING", "G", "Band", "Kinematics", "LiftType", "Motion", "SegmentTable",
-           "Sensor", "Vanes", "ctl_dir", "ctl_view", "rig_vibration", "rotation", "s_curve",
-           "tones"]
+           "Sensor", "Vanes", "append_move", "ctl_dir", "ctl_view", "rig_vibration",
+           "rotation", "s_curve", "tones"]
