@@ -148,6 +148,8 @@ def zone_edges(t: np.ndarray, pos: np.ndarray, sills: Sequence[float],
     The first entry gives both levels at ``t[0]``; later ones only what changed, at
     the first sample where it changed.
     """
+    # the offset from the nearest sill, as the model looks it up; ``intervals`` may be any
+    # geometry (the default vanes', or offsets a test learned)
     _idx, rel = Vanes(tuple(sills), 0.0, 0.0).nearest(pos)
     levels = {name: ((rel >= lo) & (rel <= hi)).astype(int)
               for name, (lo, hi) in intervals.items()}
