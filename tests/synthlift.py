@@ -19,13 +19,18 @@ time): scenario verbs that put each detector's timer on a known clock.
 from __future__ import annotations
 
 import bisect
+import sys
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from liftmodel import (
+
+# the lift model lives with the HIL rig (benches import this module without conftest)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hil_tests"))
+
+from liftmodel import (  # noqa: E402
     DOOR_CLOSED,
     DOOR_CLOSING,
     DOOR_LOCKED,
@@ -36,10 +41,10 @@ from liftmodel import (
     Vanes,
     ctl_view,
 )
-from liftwatch.drivers.trace import Record, TraceHeader, TraceWriter
-from liftwatch.signal.pipeline import Pipeline
-from liftwatch.signal.settings import DetectionParams, LiftParams
-from synth_motion import accel_counts, trip_motion, vibration
+from liftwatch.drivers.trace import Record, TraceHeader, TraceWriter  # noqa: E402
+from liftwatch.signal.pipeline import Pipeline  # noqa: E402
+from liftwatch.signal.settings import DetectionParams, LiftParams  # noqa: E402
+from synth_motion import accel_counts, trip_motion, vibration  # noqa: E402
 
 SENSOR_INPUTS = ("door_closed", "door_lock", "zone_up", "zone_down", "presence",
                  "alarm_button", "safety_ok", "mains_ok", "inspection", "run")
