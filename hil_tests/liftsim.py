@@ -12,24 +12,42 @@ Scenarios drive it with a few verbs (``trip``, ``door_cycle``, ``board``, ``pres
 ``fault_stop``, ``cut_mains``, …); each verb advances simulated time and records the
 *onset* of what it provokes, which the scenario suite scores the agent against.
 
-Physics choices: jerk-limited S-curve trips (the profile the example traces show);
-leveling vane geometry as measured on the example traces (docs/interfaces.md): level
-while the sill is within ±door_zone_m, zone_up reaching `sensor_offset_m` further
-below, zone_down further above.
+The physics is :mod:`liftmodel`'s, shared with the detector tests' SynthLift and the
+service's lift-days: jerk-limited S-curve trips (the profile the example traces
+show); leveling vane geometry as measured on the example traces (docs/interfaces.md):
+level while the sill is within ±door_zone_m, zone_up reaching `sensor_offset_m`
+further below, zone_down further above; the accelerometer as mounted
+(:class:`liftmodel.Sensor`); the controller's view. What is this module's own is the
+stepping: each sample period the car's jerk, the door, the contacts and the chip's
+FIFO advance, so the rig can play them over real interfaces as they happen.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-G = 9.80665
+import numpy as np
+from liftmodel import (
+    DOOR_CLOSED,
+    DOOR_CLOSING,
+    DOOR_HELD,
+    DOOR_LOCKED,
+    DOOR_OPEN,
+    DOOR_OPENING,
+    G,
+    Sensor,
+    Vanes,
+    ctl_dir,
+    ctl_view,
+    rig_vibration,
+    s_curve,
+)
 
-# Controller door states of trace-format.md.
-DOOR_CLOSING, DOOR_CLOSED, DOOR_OPENING, DOOR_OPEN, DOOR_LOCKED = 1, 2, 3, 4, 5
+__all__ = ["DOOR_CLOSED", "DOOR_CLOSING", "DOOR_HELD", "DOOR_LOCKED", "DOOR_OPEN",
+           "DOOR_OPENING", "G", "LiftSim", "Onset", "SimLift", "s_curve"]
 
 
 @dataclass
@@ -65,36 +83,14 @@ class SimLift:
                 "accel": {"fs": self.fs, "lsb_per_g": self.lsb_per_g, "axes": "xyz"},
                 "controller": {"present": self.controller}}
 
+    def vanes(self) -> Vanes:
+        return Vanes(tuple(self.heights), self.door_zone_m, self.sensor_offset_m)
 
-def s_curve(distance: float, v_max: float, a_max: float, j_max: float) -> list[tuple[float, float]]:
-    """Jerk segments [(duration, jerk), …] of a rest-to-rest move over ``distance`` metres.
-
-    Symmetric S-curve: the peak speed is the highest ≤ v_max for which the speed-up
-    and slow-down fit in the distance (bisection), so short trips never reach rated
-    speed, and very short ones never reach full acceleration.
-    """
-
-    def ramp(v: float) -> tuple[float, float, float]:
-        # time at constant jerk, time at constant acceleration, distance to reach v
-        if v >= a_max * a_max / j_max:
-            tj, ta = a_max / j_max, v / a_max - a_max / j_max
-        else:
-            tj, ta = math.sqrt(v / j_max), 0.0
-        return tj, ta, v * (2 * tj + ta) / 2
-
-    lo, hi = 0.0, v_max
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if 2 * ramp(mid)[2] <= distance:
-            lo = mid
-        else:
-            hi = mid
-    v = lo
-    tj, ta, d_ramp = ramp(v)
-    cruise = (distance - 2 * d_ramp) / v if v > 0 else 0.0
-    up = [(tj, j_max), (ta, 0.0), (tj, -j_max)]
-    down = [(tj, -j_max), (ta, 0.0), (tj, j_max)]
-    return [s for s in up + [(max(cruise, 0.0), 0.0)] + down if s[0] > 1e-9]
+    def sensor(self) -> Sensor:
+        """The rig's chip: no bias or gain error, ``noise_counts`` on each axis, the
+        mounting tilted ``tilt_deg`` about the car's y axis."""
+        return Sensor.ideal(self.lsb_per_g, self.noise_counts, tilt_deg=(0.0, self.tilt_deg),
+                            fs=self.fs, block=self.block)
 
 
 @dataclass
@@ -136,33 +132,40 @@ class LiftSim:
         self._above_rated = False
         self.onsets: list[Onset] = []
         self._di: dict[str, int] = {}
-        self._acc_buf: list[list[int]] = []
+        #: the FIFO block filling: each sample's car-frame acceleration (m/s²) and its
+        #: noise draws, rendered to counts by the chip model when the block is full
+        self._acc_buf: list[tuple[float, float, float]] = []
+        self._acc_noise: list[tuple[float, float, float]] = []
         self._acc_t0 = 0.0
         self._next_poll = 0.0
         self._out: list[tuple[float, str, Any]] = []
-        tilt = math.radians(self.lift.tilt_deg)
-        self._rot = (math.cos(tilt), math.sin(tilt))
+        self._vanes = self.lift.vanes()
+        self._sensor = self.lift.sensor()
+        self._rot = self._sensor.rotation()
         self._vib_phase = [self.rng.random() * 6.28 for _ in range(3)]
         self._emit_inputs(force=True)
         self._out.append((0.0, "pwr", {"src": 0, "batt": 100}))
 
     # ---------------------------------------------------------------- observation
 
+    def _vane_state(self) -> tuple[bool, bool, int | None]:
+        """zone_up, zone_down, and the landing whose level window holds the car."""
+        idx, off = self._vanes.nearest(self.pos)
+        up, down, level = self._vanes.levels(off)
+        return bool(up), bool(down), (int(idx) if level else None)
+
     def level_index(self) -> int | None:
         """Landing whose level window (±door_zone_m) holds the car, else None."""
-        for i, h in enumerate(self.lift.heights):
-            if abs(self.pos - h) <= self.lift.door_zone_m:
-                return i
-        return None
+        return self._vane_state()[2]
 
     def inputs(self) -> dict[str, int]:
         """Levels of every digital input, named as in trace-format.md."""
-        off = self.lift.sensor_offset_m
+        up, down, _ = self._vane_state()
         return {
             "door_closed": int(self.door <= 0.0),
             "door_lock": int(self.locked),
-            "zone_up": self._zone_up(off),
-            "zone_down": self._zone_down(off),
+            "zone_up": int(up),
+            "zone_down": int(down),
             "presence": int(self.passengers > 0),
             "alarm_button": int(self.alarm),
             "safety_ok": int(self.safety_ok),
@@ -170,15 +173,6 @@ class LiftSim:
             "inspection": int(self.mode == 2),
             "run": int(self.run),
         }
-
-    def _zone_up(self, off: float) -> int:
-        # active from off below the level window up to its top edge
-        return int(any(-self.lift.door_zone_m - off <= self.pos - h <= self.lift.door_zone_m
-                       for h in self.lift.heights))
-
-    def _zone_down(self, off: float) -> int:
-        return int(any(-self.lift.door_zone_m <= self.pos - h <= self.lift.door_zone_m + off
-                       for h in self.lift.heights))
 
     def door_state(self) -> int:
         if self.door_motion > 0:
@@ -189,16 +183,14 @@ class LiftSim:
             return DOOR_OPEN
         if self.door <= 0.0:
             return DOOR_LOCKED if self.locked else DOOR_CLOSED
-        return 6
+        return DOOR_HELD
 
     def controller_view(self) -> dict[str, Any]:
         """What the controller's registers say right now (trace-format.md fields)."""
-        direction = (1 if self._dir > 0 else 2) if self.run else 0
-        return {"mode": self.mode, "run": int(self.run), "dir": direction,
-                "floor": self.floor_label, "door": self.door_state(),
-                "zone": int(self.level_index() is not None), "speed": round(abs(self.vel), 3),
-                "safety": int(not self.safety_ok), "lock": int(not self.locked),
-                "overload": 0, "fault": 0}
+        return ctl_view(mode=self.mode, run=int(self.run), direction=ctl_dir(self._dir, self.run),
+                        floor=self.floor_label, door=self.door_state(),
+                        zone=int(self.level_index() is not None), speed=self.vel,
+                        safety=int(not self.safety_ok), lock=int(not self.locked))
 
     # ---------------------------------------------------------------- stepping
 
@@ -209,19 +201,22 @@ class LiftSim:
             self._out.append((round(self.t, 4), "di", changed))
             self._di.update(changed)
 
-    def _accel_sample(self) -> list[int]:
+    def _accel_sample(self) -> None:
+        """The car's acceleration now (ride vibration: full while moving, a tenth at rest)
+        and the chip's noise draws for it, into the filling FIFO block."""
         lift = self.lift
         vib = lift.vib_ms2 if abs(self.vel) > 0.05 else lift.vib_ms2 * 0.1
-        ph = self._vib_phase
-        ax = vib * math.sin(2 * math.pi * 7.0 * self.t + ph[0])
-        ay = vib * math.sin(2 * math.pi * 5.5 * self.t + ph[1])
-        az = G + self.acc + vib * math.sin(2 * math.pi * 11.0 * self.t + ph[2])
-        c, s = self._rot  # mounting tilt about the y axis
-        sx, sz = c * ax + s * az, -s * ax + c * az
-        k = lift.lsb_per_g / G
-        n = lift.noise_counts
-        return [round(sx * k + self.rng.gauss(0, n)), round(ay * k + self.rng.gauss(0, n)),
-                round(sz * k + self.rng.gauss(0, n))]
+        ax, ay, az = rig_vibration(self.t, vib, self._vib_phase)
+        self._acc_buf.append((ax, ay, G + self.acc + az))
+        gauss = self.rng.gauss
+        self._acc_noise.append((gauss(0.0, 1.0), gauss(0.0, 1.0), gauss(0.0, 1.0)))
+
+    def _acc_block(self) -> list[list[int]]:
+        """The filled block as the chip's counts (tilt, noise, quantisation)."""
+        counts = self._sensor.counts(np.asarray(self._acc_buf), np.asarray(self._acc_noise),
+                                     rot=self._rot)
+        self._acc_buf, self._acc_noise = [], []
+        return counts.tolist()
 
     def step(self) -> None:
         """Advance one accelerometer sample period."""
@@ -249,10 +244,9 @@ class LiftSim:
             self.battery = max(0.0, self.battery - self.dt * 0.05)
         if not self._acc_buf:
             self._acc_t0 = self.t
-        self._acc_buf.append(self._accel_sample())
+        self._accel_sample()
         if len(self._acc_buf) >= self.lift.block:
-            self._out.append((round(self._acc_t0, 4), "acc", self._acc_buf))
-            self._acc_buf = []
+            self._out.append((round(self._acc_t0, 4), "acc", self._acc_block()))
         if self.lift.controller and self.t >= self._next_poll:
             self._next_poll += self.lift.poll_s
             self._out.append((round(self.t, 4), "ctl",

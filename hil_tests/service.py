@@ -48,9 +48,21 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
-from liftsim import DOOR_CLOSED, DOOR_CLOSING, DOOR_LOCKED, DOOR_OPEN, DOOR_OPENING, G, s_curve
+from liftmodel import (
+    DOOR_CLOSED,
+    DOOR_CLOSING,
+    DOOR_LOCKED,
+    DOOR_OPEN,
+    DOOR_OPENING,
+    G,
+    Kinematics,
+    LiftType,
+    Sensor,
+    _Band,
+    _rotation,
+    s_curve,
+)
 from liftwatch.drivers.inputs import Debouncer, debounce_samples
-from scipy.signal import butter, sosfilt, sosfilt_zi
 
 DAY_S = 86400.0
 
@@ -58,37 +70,6 @@ DAY_S = 86400.0
 def _seed(*parts: object) -> int:
     """A seed that is the same in every process (``hash`` of a str is not)."""
     return zlib.crc32(repr(parts).encode())
-
-
-@dataclass(frozen=True)
-class LiftType:
-    """One kind of installation: building, drive, doors, ride quality and traffic."""
-
-    name: str
-    landings: list[str]
-    heights: list[float]
-    rated_speed: float
-    accel: float
-    jerk: float
-    door_open_s: float
-    door_close_s: float
-    #: rms of the band-limited ride vibration at rated speed (m/s²), z and x/y
-    vib_z: float
-    vib_xy: float
-    #: lowest natural frequency of the car on its ropes (Hz): longer ropes, lower
-    rope_hz: float
-    #: passenger journeys per hour at the busiest hour of a weekday
-    peak_calls_h: float
-    main: int = 1
-    door_zone_m: float = 0.2
-    sensor_offset_m: float = 0.06
-    controller: bool = True
-    stop_sigma_mm: float = 3.0
-
-    def header_lift(self) -> dict[str, Any]:
-        return {"id": f"31100000000000{zlib.crc32(self.name.encode()) % 1000000:06d}",
-                "landings": self.landings, "landing_heights_m": self.heights,
-                "rated_speed": self.rated_speed, "door_zone_m": self.door_zone_m}
 
 
 def _heights(storeys: list[float]) -> list[float]:
@@ -121,32 +102,6 @@ LIFT_TYPES: dict[str, LiftType] = {
                      jerk=1.2, door_open_s=2.2, door_close_s=2.5, vib_z=0.05, vib_xy=0.035,
                      rope_hz=2.2, peak_calls_h=130, main=2),
 }
-
-
-@dataclass(frozen=True)
-class Sensor:
-    """The terminal's accelerometer as mounted: chip scale, mounting, imperfections."""
-
-    lsb_per_g: int = 256
-    fs: int = 400
-    block: int = 32
-    range_g: float = 2.0
-    #: white noise (mg rms) per axis: ADXL345-class at 256 counts/g, LIS3DH-class at 1024
-    noise_mg: tuple[float, float, float] = (4.0, 4.0, 5.0)
-    #: mounting tilt (degrees) about the car's x and y axes
-    tilt_deg: tuple[float, float] = (2.5, -4.0)
-    #: zero-g offset (mg) at 25 °C, and its temperature coefficient (mg/°C)
-    bias_mg: tuple[float, float, float] = (18.0, -12.0, 25.0)
-    bias_tc: tuple[float, float, float] = (0.5, -0.4, 1.5)
-    #: sensitivity (gain) error per axis
-    gain: tuple[float, float, float] = (1.01, 0.99, 1.012)
-
-    @classmethod
-    def for_scale(cls, lsb_per_g: int) -> Sensor:
-        if lsb_per_g >= 1000:
-            return cls(lsb_per_g=lsb_per_g, noise_mg=(3.0, 3.0, 3.5), bias_mg=(-20.0, 15.0, -30.0),
-                       bias_tc=(-0.3, 0.4, -1.2), gain=(0.99, 1.008, 0.988))
-        return cls(lsb_per_g=lsb_per_g)
 
 
 @dataclass(frozen=True)
@@ -603,48 +558,6 @@ def bounce_and_debounce(edges: list[tuple[float, str, int]], initial: dict[str, 
 
 
 # ---------------------------------------------------------------------- render
-
-class _Band:
-    """Band-limited unit-rms noise, streamed (filter state carried across windows)."""
-
-    def __init__(self, lo: float, hi: float, fs: int, rng: np.random.Generator) -> None:
-        self.sos = butter(2, [lo, hi], btype="bandpass", fs=fs, output="sos")
-        self.rng = rng
-        probe = sosfilt(self.sos, rng.standard_normal(40000))[4000:]
-        self.scale = 1.0 / float(probe.std())
-        self.zi = sosfilt_zi(self.sos) * 0.0
-
-    def take(self, n: int) -> np.ndarray:
-        y, self.zi = sosfilt(self.sos, self.rng.standard_normal(n), zi=self.zi)
-        return y * self.scale
-
-
-def _rotation(tilt_deg: tuple[float, float]) -> np.ndarray:
-    ax, ay = (math.radians(d) for d in tilt_deg)
-    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
-    return ry @ rx
-
-
-class Kinematics:
-    """The plan's car motion evaluated at any times (vectorised)."""
-
-    def __init__(self, plan: DayPlan) -> None:
-        self.t = np.asarray(plan.seg_t)
-        self.j = np.asarray(plan.seg_j)
-        self.a = np.asarray(plan.seg_a)
-        self.v = np.asarray(plan.seg_v)
-        self.p = np.asarray(plan.seg_p)
-
-    def at(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        i = np.searchsorted(self.t, t, side="right") - 1
-        np.clip(i, 0, None, out=i)
-        d = t - self.t[i]
-        j, a0, v0 = self.j[i], self.a[i], self.v[i]
-        a = a0 + j * d
-        v = v0 + d * (a0 + j * d / 2)
-        p = self.p[i] + d * (v0 + d * (a0 / 2 + j * d / 6))
-        return a, v, p
 
 
 #: day 0 of the simulated week: a Monday

@@ -5,6 +5,10 @@ its trips the same way and checks against the same known truth (the profile's
 analytic position, speed and acceleration). Not a lift simulator: no doors, no
 controller; just what the car's accelerometer and leveling sensors would see.
 
+The physics is the one lift model's (``hil_tests/liftmodel.py``): its S-curve, its
+kinematics of jerk segments, its vanes and its accelerometer; this module samples
+them as arrays.
+
 Conventions (trace-format.md): car frame z up, so a car at rest reads +1 g on z;
 ``rotation`` is the mounting tilt as a matrix *sensor_from_car*
 (``sensor = R @ car``).
@@ -13,47 +17,42 @@ Conventions (trace-format.md): car frame z up, so a car at rest reads +1 g on z;
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-G = 9.80665  # m/s² per g (the accelerometer's unit)
+# the lift model lives with the HIL rig (benches import this module without conftest)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hil_tests"))
+
+from liftmodel import G, Kinematics, Motion, Sensor, Vanes, s_curve, tones  # noqa: E402
+
+__all__ = ["G", "acc_blocks", "accel_counts", "jerk_limited_profile", "profile_peaks",
+           "rotation_matrix", "trip_motion", "trip_samples", "trip_sequence", "vibration",
+           "zone_edges", "zone_intervals"]
+
+#: the detector tests' known vibration (liftmodel.tones)
+vibration = tones
 
 
-def _segments(distance: float, v_max: float, a_max: float, j_max: float
-              ) -> tuple[list[float], float, float]:
-    """Durations of the 7 segments and the reached acceleration and speed (|distance|)."""
-
-    def shape(v: float) -> tuple[float, float, float]:
-        # Time on each jerk ramp, on the constant-acceleration part, and the peak acc.
-        if v * j_max < a_max * a_max:           # a_max never reached
-            tj = math.sqrt(v / j_max)
-            return tj, 0.0, j_max * tj
-        return a_max / j_max, v / a_max - a_max / j_max, a_max
-
-    tj, ta, a = shape(v_max)
-    v = v_max
-    if v * (2 * tj + ta) > distance:            # too short to reach v_max: lower the speed
-        lo, hi = 0.0, v_max
-        for _ in range(100):
-            mid = 0.5 * (lo + hi)
-            tj_m, ta_m, _ = shape(mid)
-            if mid * (2 * tj_m + ta_m) > distance:
-                hi = mid
-            else:
-                lo = mid
-        v = lo
-        tj, ta, a = shape(v)
-    tv = max(0.0, (distance - v * (2 * tj + ta)) / v) if v > 0 else 0.0
-    return [tj, ta, tj, tv, tj, ta, tj], a, v
+def trip_motion(distance_m: float, v_max: float, a_max: float, j_max: float) -> Motion:
+    """The one S-curve's move of ``distance_m`` (negative: down) from rest at 0 m, t = 0."""
+    if v_max <= 0 or a_max <= 0 or j_max <= 0:
+        raise ValueError("v_max, a_max and j_max must be positive")
+    motion = Motion()
+    motion.move(0.0, s_curve(abs(distance_m), v_max, a_max, j_max),
+                1.0 if distance_m >= 0 else -1.0)
+    return motion
 
 
 def profile_peaks(distance_m: float, v_max: float, a_max: float, j_max: float
                   ) -> dict[str, float]:
     """The move's true figures: reached speed and acceleration (magnitudes), jerk, duration."""
-    durs, a, v = _segments(abs(distance_m), v_max, a_max, j_max)
-    return {"v_max": v, "a_max": a, "d_max": a, "jerk_max": j_max,
-            "distance_m": abs(distance_m), "duration_s": sum(durs)}
+    m = trip_motion(abs(distance_m), v_max, a_max, j_max)
+    a = max(abs(x) for x in m.seg_a)
+    return {"v_max": max(abs(x) for x in m.seg_v), "a_max": a, "d_max": a,
+            "jerk_max": j_max, "distance_m": abs(distance_m), "duration_s": m.seg_t[-1]}
 
 
 def jerk_limited_profile(distance_m: float, v_max: float, a_max: float, j_max: float,
@@ -66,39 +65,13 @@ def jerk_limited_profile(distance_m: float, v_max: float, a_max: float, j_max: f
     never reach ``v_max`` (or ``a_max``) are handled by lowering the reached speed.
     Values are exact (piecewise polynomials), not numerically integrated.
     """
-    if v_max <= 0 or a_max <= 0 or j_max <= 0 or fs <= 0:
+    if fs <= 0:
         raise ValueError("v_max, a_max, j_max and fs must be positive")
-    sign = 1.0 if distance_m >= 0 else -1.0
-    dist = abs(distance_m)
-    durs, a_pk, _ = _segments(dist, v_max, a_max, j_max) if dist > 0 else ([0.0] * 7, 0.0, 0.0)
-    jerks = [j_max, 0.0, -j_max, 0.0, -j_max, 0.0, j_max]
-    # State (pos, vel, acc) at each segment start.
-    starts = [0.0]
-    states = [(0.0, 0.0, 0.0)]
-    for d, j in zip(durs, jerks, strict=True):
-        p, v, a = states[-1]
-        states.append((p + v * d + a * d * d / 2 + j * d ** 3 / 6, v + a * d + j * d * d / 2,
-                       a + j * d))
-        starts.append(starts[-1] + d)
-    move = starts[-1]
-    n = int(math.floor((pre_s + move + post_s) * fs)) + 1
+    motion = trip_motion(distance_m, v_max, a_max, j_max)
+    n = int(math.floor((pre_s + motion.seg_t[-1] + post_s) * fs)) + 1
     t = np.arange(n) / fs
-    tm = t - pre_s
-    pos = np.zeros(n)
-    vel = np.zeros(n)
-    acc = np.zeros(n)
-    for k, (d, j) in enumerate(zip(durs, jerks, strict=True)):
-        if d <= 0:
-            continue
-        sel = (tm >= starts[k]) & (tm < starts[k] + d)
-        u = tm[sel] - starts[k]
-        p, v, a = states[k]
-        pos[sel] = p + v * u + a * u * u / 2 + j * u ** 3 / 6
-        vel[sel] = v + a * u + j * u * u / 2
-        acc[sel] = a + j * u
-    pos[tm >= move] = states[-1][0]
-    del a_pk
-    return t, sign * pos, sign * vel, sign * acc
+    acc, vel, pos = Kinematics(motion).at(t - pre_s)
+    return t, pos, vel, acc
 
 
 def rotation_matrix(axis: Sequence[float], degrees: float) -> list[list[float]]:
@@ -109,25 +82,6 @@ def rotation_matrix(axis: Sequence[float], degrees: float) -> list[list[float]]:
     k = np.array([[0, -ax[2], ax[1]], [ax[2], 0, -ax[0]], [-ax[1], ax[0], 0]])
     r = np.eye(3) + math.sin(th) * k + (1 - math.cos(th)) * (k @ k)
     return r.tolist()
-
-
-def vibration(n: int, fs: float, amp: float, seed: int = 0) -> np.ndarray:
-    """Car-frame vibration (m/s², shape (n, 3)): a few guide-rail and drive tones.
-
-    Each axis gets two tones of ``amp / 2`` with random phases: horizontal ones at
-    1–8 Hz (where Wd weighs), vertical ones at 20 and 31 Hz (roller and rail noise,
-    inside Wk's band but above the 10 Hz low-pass of the ride figures).
-    """
-    if amp == 0 or n == 0:
-        return np.zeros((n, 3))
-    rng = np.random.default_rng(seed + 1000)
-    t = np.arange(n) / fs
-    tones = ((2.3, 5.1), (3.7, 7.9), (20.0, 31.0))   # x, y, z (Hz)
-    out = np.zeros((n, 3))
-    for axis, freqs in enumerate(tones):
-        for f in freqs:
-            out[:, axis] += 0.5 * amp * np.sin(2 * math.pi * f * t + rng.uniform(0, 2 * math.pi))
-    return out
 
 
 def accel_counts(acc_vertical: np.ndarray, fs: float, lsb_per_g: float = 256,
@@ -148,12 +102,9 @@ def accel_counts(acc_vertical: np.ndarray, fs: float, lsb_per_g: float = 256,
     if vib_mask is not None:
         car *= np.asarray(vib_mask, dtype=float)[:, None]
     car[:, 2] += G + acc_vertical
-    if rotation is not None:
-        car = car @ np.asarray(rotation, dtype=float).T
-    counts = car / G * lsb_per_g * gain
-    if noise_counts > 0:
-        counts = counts + np.random.default_rng(seed).normal(0.0, noise_counts, counts.shape)
-    return np.rint(counts).astype(np.int64).tolist()
+    sensor = Sensor.ideal(lsb_per_g, noise_counts, gain, mounting=rotation, fs=int(fs))
+    normal = np.random.default_rng(seed).standard_normal(car.shape) if noise_counts > 0 else None
+    return sensor.counts(car, normal).tolist()
 
 
 def trip_samples(distance_m: float, v_max: float = 1.75, a_max: float = 0.8,
@@ -186,8 +137,7 @@ def zone_intervals(door_zone_m: float, sensor_gap_m: float = 0.08
     whose traces the geometry was measured on (docs/interfaces.md) matches this with
     door_zone_m 0.4 and a gap of 0.08 m.
     """
-    h = door_zone_m / 2
-    return {"zone_up": (-h - sensor_gap_m, h), "zone_down": (-h, h + sensor_gap_m)}
+    return Vanes((), door_zone_m / 2, sensor_gap_m).intervals()
 
 
 def zone_edges(t: np.ndarray, pos: np.ndarray, sills: Sequence[float],
@@ -198,11 +148,11 @@ def zone_edges(t: np.ndarray, pos: np.ndarray, sills: Sequence[float],
     The first entry gives both levels at ``t[0]``; later ones only what changed, at
     the first sample where it changed.
     """
-    s = np.asarray(sills, dtype=float)
-    levels = {}
-    for name, (lo, hi) in intervals.items():
-        rel = pos[:, None] - s[None, :]
-        levels[name] = np.any((rel >= lo) & (rel <= hi), axis=1).astype(int)
+    # the offset from the nearest sill, as the model looks it up; ``intervals`` may be any
+    # geometry (the default vanes', or offsets a test learned)
+    _idx, rel = Vanes(tuple(sills), 0.0, 0.0).nearest(pos)
+    levels = {name: ((rel >= lo) & (rel <= hi)).astype(int)
+              for name, (lo, hi) in intervals.items()}
     out = [(float(t[0]), {k: int(v[0]) for k, v in levels.items()})]
     changes: dict[int, dict[str, int]] = {}
     for name, lv in levels.items():

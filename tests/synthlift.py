@@ -3,35 +3,53 @@
 Tests describe what the lift does (``idle``, ``trip``, ``door_cycle``, ``set``,
 ``stall_between_floors``, ...) and get the records a terminal would have recorded:
 digital inputs on change, a controller poll every ``poll_s``, and optionally
-accelerometer blocks from ``tests/synth_motion.py``. Kinematics are the jerk-limited
-profile of synth_motion, so leveling-zone edges happen where the car really is.
+accelerometer blocks. The physics is the one lift model's (``hil_tests/liftmodel.py``,
+sampled through ``tests/synth_motion.py``): its S-curve and kinematics, so
+leveling-zone edges happen where the car really is, its vanes (with this module's
+sensor gap) and its accelerometer; the controller's fields are its ``ctl_view``.
 
 ``sources``: ``"both"`` (controller link + all terminal inputs), ``"sensors"`` (no
 controller: header ``controller.present`` false), ``"controller"`` (the controller
 link plus only the terminal's own presence and alarm-button inputs).
 
-Not a lift simulator for the HIL rig: just enough to put each detector's timer on a
-known clock.
+Not the HIL rig's stepping simulator (``hil_tests/liftsim.py``, the same model in real
+time): scenario verbs that put each detector's timer on a known clock.
 """
 
 from __future__ import annotations
 
 import bisect
+import sys
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from liftwatch.drivers.trace import Record, TraceHeader, TraceWriter
-from liftwatch.signal.pipeline import Pipeline
-from liftwatch.signal.settings import DetectionParams, LiftParams
-from synth_motion import G, accel_counts, jerk_limited_profile, vibration
+
+# the lift model lives with the HIL rig (benches import this module without conftest)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hil_tests"))
+
+from liftmodel import (  # noqa: E402
+    DOOR_CLOSED,
+    DOOR_CLOSING,
+    DOOR_LOCKED,
+    DOOR_OPEN,
+    DOOR_OPENING,
+    G,
+    Kinematics,
+    Vanes,
+    ctl_view,
+)
+from liftwatch.drivers.trace import Record, TraceHeader, TraceWriter  # noqa: E402
+from liftwatch.signal.pipeline import Pipeline  # noqa: E402
+from liftwatch.signal.settings import DetectionParams, LiftParams  # noqa: E402
+from synth_motion import accel_counts, trip_motion, vibration  # noqa: E402
 
 SENSOR_INPUTS = ("door_closed", "door_lock", "zone_up", "zone_down", "presence",
                  "alarm_button", "safety_ok", "mains_ok", "inspection", "run")
 CONTROLLER_TERMINAL_INPUTS = ("presence", "alarm_button")
-SENSOR_GAP_M = 0.08      # leveling sensors' spacing on the car
+SENSOR_GAP_M = 0.08      # leveling sensors' spacing on the car (the vanes' reach)
 KIN_FS = 100.0            # kinematics sampling for zone edges and controller speed
 
 
@@ -52,6 +70,8 @@ class SynthLift:
         self.sources = sources
         self.rated_speed = rated_speed
         self.dz = door_zone_m
+        #: the independent simulator's geometry: level within ±door_zone_m/2
+        self.vanes = Vanes(tuple(self.heights), door_zone_m / 2, SENSOR_GAP_M)
         self.poll_s = poll_s
         self.accel = accel
         self.fs = fs
@@ -72,14 +92,14 @@ class SynthLift:
                    "presence": 0, "alarm_button": 0, "safety_ok": 1, "mains_ok": 1,
                    "inspection": 0, "run": 0, "limit_top": 0, "limit_bottom": 0}
         self._di0 = dict(self.di)
-        self.ctl = {"mode": 1, "run": 0, "dir": 0, "floor": self.landings[i0], "door": 5,
-                    "zone": 1, "speed": 0.0, "safety": 0, "lock": 0, "overload": 0,
-                    "fault": 0}
+        self.ctl = ctl_view(mode=1, run=0, direction=0, floor=self.landings[i0],
+                            door=DOOR_LOCKED, zone=1, speed=0.0)
         self._di_events: list[tuple[float, int, dict[str, int]]] = []
         self._ctl_states: list[tuple[float, dict[str, Any]]] = [(0.0, dict(self.ctl))]
         self._link: list[tuple[float, str]] = [(0.0, "ok")]
-        # t0, speed, acceleration, duration, vibration amplitude of each move
-        self._moves: list[tuple[float, np.ndarray, np.ndarray, float, float]] = []
+        # t0, the car's motion (from t0, relative to where it started), its duration,
+        # vibration amplitude of each move
+        self._moves: list[tuple[float, Kinematics, float, float]] = []
         self._pwr: list[tuple[float, dict[str, Any]]] = []
         self._extra: list[Record] = []
         self._seq = 0
@@ -162,34 +182,34 @@ class SynthLift:
     # ------------------------------------------------------------------ doors
     def open_door(self, open_s: float = 3.0) -> SynthLift:
         self._di(self.t, door_lock=0)
-        self._ctl_at(self.t, lock=1, door=3)
+        self._ctl_at(self.t, lock=1, door=DOOR_OPENING)
         self._di(self.t + 0.1, door_closed=0)
         self.t += open_s
-        self._ctl_at(self.t, door=4)
+        self._ctl_at(self.t, door=DOOR_OPEN)
         return self
 
     def close_door(self, close_s: float = 3.0) -> SynthLift:
-        self._ctl_at(self.t, door=1)
+        self._ctl_at(self.t, door=DOOR_CLOSING)
         self.t += close_s
         self._di(self.t, door_closed=1)
-        self._ctl_at(self.t, door=2)
+        self._ctl_at(self.t, door=DOOR_CLOSED)
         self.t += 0.3
         self._di(self.t, door_lock=1)
-        self._ctl_at(self.t, lock=0, door=5)
+        self._ctl_at(self.t, lock=0, door=DOOR_LOCKED)
         self.t += 0.2
         return self
 
     def reopen(self, after_s: float = 1.0, open_s: float = 1.0, touch: bool = False
                ) -> SynthLift:
         """A closing attempt that turns back (obstruction); ``touch``: the contact makes."""
-        self._ctl_at(self.t, door=1)
+        self._ctl_at(self.t, door=DOOR_CLOSING)
         self.t += after_s
         if touch:
             self.pulse("door_closed", 0.2, level=1)
             self.t += 0.2
-        self._ctl_at(self.t, door=3)
+        self._ctl_at(self.t, door=DOOR_OPENING)
         self.t += open_s
-        self._ctl_at(self.t, door=4)
+        self._ctl_at(self.t, door=DOOR_OPEN)
         return self
 
     def door_cycle(self, open_s: float = 3.0, dwell_s: float = 4.0, close_s: float = 3.0,
@@ -203,19 +223,8 @@ class SynthLift:
 
     # ------------------------------------------------------------------ motion
     def _zone(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """zone_up, zone_down levels and the landing index in zone (-1) at positions.
-
-        The usual vane geometry (motion.default_zone_intervals): both sensors are on
-        within ±door_zone/2 of a sill; ``zone_up`` sits higher on the car and meets a vane
-        ``SENSOR_GAP_M`` earlier going up, ``zone_down`` that much earlier going down.
-        """
-        h = np.asarray(self.heights)
-        d = pos[:, None] - h[None, :]
-        half = self.dz / 2
-        up = ((d >= -half - SENSOR_GAP_M) & (d <= half)).any(axis=1)
-        down = ((d >= -half) & (d <= half + SENSOR_GAP_M)).any(axis=1)
-        both = (d >= -half) & (d <= half)
-        idx = np.where(both.any(axis=1), np.argmax(both, axis=1), -1)
+        """zone_up, zone_down levels and the landing index in zone (-1) at positions."""
+        up, down, _level, idx = self.vanes.at(pos)
         return up, down, idx
 
     def move(self, distance_m: float, *, run: bool = True, v: float | None = None,
@@ -228,8 +237,11 @@ class SynthLift:
             self._di(self.t, run=1)
             self._ctl_at(self.t, run=1, dir=direction)
             self.t += start_delay
-        tt, pos, vel, acc = jerk_limited_profile(distance_m, v or self.rated_speed, self.a_max,
-                                                 self.j_max, KIN_FS)
+        # the move on the KIN_FS grid for the contacts; exact for speed and accelerometer
+        kin = Kinematics(trip_motion(distance_m, v or self.rated_speed, self.a_max,
+                                     self.j_max))
+        tt = np.arange(int(np.floor(kin.t[-1] * KIN_FS)) + 1) / KIN_FS
+        _acc, _vel, pos = kin.at(tt)
         pos = pos + self.pos
         up, down, idx = self._zone(pos)
         t0 = self.t
@@ -251,7 +263,7 @@ class SynthLift:
                     fields["floor"] = self.landings[int(idx[i])]
                 self._ctl_at(ti, **fields)
                 prev_idx = int(idx[i])
-        self._moves.append((t0, vel, acc, tt[-1],
+        self._moves.append((t0, kin, float(kin.t[-1]),
                             self.vib_amp if vib_amp is None else vib_amp))
         self.t = t0 + float(tt[-1]) + 1.0 / KIN_FS
         self.pos = float(pos[-1])
@@ -294,23 +306,21 @@ class SynthLift:
                           rated_speed=self.rated_speed, door_zone_m=self.dz)
 
     def _speed_at(self, t: float) -> float:
-        for t0, vel, _acc, dur, _vib in self._moves:
+        for t0, kin, dur, _vib in self._moves:
             if t0 <= t <= t0 + dur:
-                return float(abs(vel[min(int((t - t0) * KIN_FS), len(vel) - 1)]))
+                return float(abs(kin.at(np.array([t - t0]))[1][0]))
         return 0.0
 
     def _accel_records(self, t_end: float) -> list[Record]:
         n = int(t_end * self.fs) + 1
         vert = np.zeros(n)
         amp = np.zeros(n)
-        for t0, _vel, acc, _dur, vib in self._moves:
-            i0 = int(round(t0 * self.fs))
-            tk = np.arange(int(len(acc) * self.fs / KIN_FS)) / self.fs
-            a = np.interp(tk, np.arange(len(acc)) / KIN_FS, acc)
-            m = min(len(a), n - i0)
-            if m > 0:
-                vert[i0:i0 + m] = a[:m]
-                amp[i0:i0 + m] = vib
+        ts = np.arange(n) / self.fs
+        for t0, kin, dur, vib in self._moves:
+            on = (ts >= t0) & (ts <= t0 + dur)
+            if on.any():
+                vert[on] = kin.at(ts[on] - t0)[0]
+                amp[on] = vib
         counts = np.asarray(accel_counts(vert, self.fs, self.lsb_per_g, seed=self.seed))
         if amp.any():      # vibration only while the car moves, per move's amplitude
             shake = vibration(n, self.fs, 1.0, self.seed) * amp[:, None]
