@@ -1,10 +1,10 @@
-"""Ordinary service, fast: a lift-day of realistic traffic as trace records, streamed.
+"""Ordinary service, fast: lift-days and weeks of realistic traffic as trace records,
+streamed, with slow wear and the maintenance visits that restore it.
 
-Nothing abnormal happens here: every warning, fault or alarm the agent raises on these
-records is a false event (issue 14). The physics and the conventions are the HIL
-simulator's (:mod:`liftsim`: the same jerk-limited S-curve, vane geometry, door
-sequence and controller view), but a day is 34.6 million accelerometer samples, so
-instead of stepping sample by sample this module works in two passes:
+The streamed front-end of the one lift model (:mod:`liftmodel`: the S-curve, vane
+geometry, mounted accelerometer and controller view that :mod:`liftsim` and the tests'
+``SynthLift`` use too). A day is 34.6 million accelerometer samples, so instead of
+stepping sample by sample this module works in two passes:
 
 1. **Plan** (:class:`DayPlan`): the day's traffic as a few thousand piecewise-constant
    jerk segments of the car, and timelines of the door, lock, run contactor, presence
@@ -13,10 +13,18 @@ instead of stepping sample by sample this module works in two passes:
 2. **Render** (:func:`records`): 8 s windows of samples evaluated with numpy from the
    plan: kinematics, ride vibration (band-limited noise whose level follows speed),
    door-operator vibration, the car bouncing on its ropes as passengers step in and
-   out, sensor mounting tilt, gain error, bias drifting with the temperature of the
-   day, white noise and quantisation at the chip's counts per g; leveling-sensor
-   edges from the sampled position; controller polls every ``poll_s``. Only one
-   window of samples is ever in memory.
+   out, sensor mounting tilt, gain error, bias drifting with the temperature, white
+   noise and quantisation at the chip's counts per g; leveling-sensor edges from the
+   sampled position; controller polls every ``poll_s``. Only one window of samples is
+   ever in memory.
+
+:func:`stream` chains days into one trace of weeks: each day starts where the last
+parked the car, and :class:`Weather` (a daily swing around a mean that wanders from day
+to day, doors slower in the cold) and :class:`Wear` run on across midnight. Wear is a
+set of :class:`Drift` ramps over weeks — door opening and closing times, ride vibration,
+the car stopping off the sill — and maintenance visits that put them back as new; it
+never draws a random number, so a worn lift and a new one with the same seed see the
+same traffic until the wear begins.
 
 Digital inputs bounce: each mechanical contact edge is a burst of toggles shorter than
 the driver's debounce (``debounce_ms``), passed through the driver's own
@@ -59,7 +67,8 @@ from liftmodel import (
     LiftType,
     Sensor,
     _Band,
-    _rotation,
+    append_move,
+    ctl_view,
     s_curve,
 )
 from liftwatch.drivers.inputs import Debouncer, debounce_samples
@@ -297,14 +306,6 @@ class Planner:
     def _edge(self, t: float, name: str, level: int) -> None:
         self.plan.edges.append((t, name, level))
 
-    def _segment(self, t: float, jerk: float, a: float, v: float, p: float) -> None:
-        pl = self.plan
-        pl.seg_t.append(t)
-        pl.seg_j.append(jerk)
-        pl.seg_a.append(a)
-        pl.seg_v.append(v)
-        pl.seg_p.append(p)
-
     def _door_state(self, t: float, state: int) -> None:
         self.plan.ctl_door.append((t, state))
 
@@ -335,17 +336,9 @@ class Planner:
         pl.ctl_run.append((t_run, 1, 1 if sign > 0 else 2))
         t = t_run + rng.uniform(0.5, 0.8)       # brake lift and start delay
         t_start = t
-        a = v = 0.0
-        p = self.pos
-        for duration, jerk in s_curve(abs(distance), lift.rated_speed, lift.accel, lift.jerk):
-            j = jerk * sign
-            self._segment(t, j, a, v, p)
-            p += v * duration + a * duration ** 2 / 2 + j * duration ** 3 / 6
-            v += a * duration + j * duration ** 2 / 2
-            a += j * duration
-            t += duration
+        t = append_move(pl, t, s_curve(abs(distance), lift.rated_speed, lift.accel, lift.jerk),
+                        sign, target)
         self.pos = target
-        self._segment(t, 0.0, 0.0, 0.0, target)
         t_stop = t
         t_off = t + rng.uniform(0.4, 0.6)       # brake drop, then the contactor opens
         self._edge(t_off, "run", 0)
@@ -595,15 +588,8 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
     nrng = np.random.default_rng(seed)
     prng = random.Random(seed)
     kin = Kinematics(plan)
-    heights = np.asarray(lift.heights)
-    mids = (heights[1:] + heights[:-1]) / 2
-    dz, off = lift.door_zone_m, lift.sensor_offset_m
-    rot = _rotation(sensor.tilt_deg)
-    gain = np.asarray(sensor.gain)
-    bias0 = np.asarray(sensor.bias_mg) / 1000.0
-    tc = np.asarray(sensor.bias_tc) / 1000.0
-    noise = np.asarray(sensor.noise_mg) / 1000.0
-    full = int(sensor.range_g * sensor.lsb_per_g) - 1
+    vanes = lift.vanes()
+    rot = sensor.rotation()
     vib = [_Band(1.5, 12.0, fs, nrng), _Band(1.5, 12.0, fs, nrng), _Band(4.0, 30.0, fs, nrng)]
     door_band = _Band(20.0, 40.0, fs, nrng)
     moves_t0 = np.asarray([m[0] for m in plan.door_moves] or [math.inf])
@@ -623,10 +609,8 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
     n_end = round(plan.t1 * fs)
     win = int(window_s * fs) // blk * blk
     _, _, p0 = kin.at(np.array([plan.t0]))
-    idx0 = int(np.searchsorted(mids, p0[0]))
-    d0 = float(p0[0] - heights[idx0])
-    zu_prev = int(-dz - off <= d0 <= dz)
-    zd_prev = int(-dz <= d0 <= dz + off)
+    idx0, d0 = vanes.nearest(float(p0[0]))
+    zu_prev, zd_prev = (int(x) for x in vanes.levels(d0)[:2])
     label = lift.landings[idx0]
     first_di = dict(INITIAL_DI, zone_up=zu_prev, zone_down=zd_prev)
     t0 = plan.t0 if origin is None else origin   # trace times count from the trace's start
@@ -666,21 +650,17 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
                 car[on, 2] += wave
                 car[on, 0] += 0.3 * wave
         # sensor frame: tilt, gain, bias drifting with temperature, noise, quantisation
-        g = (car / G) @ rot.T
-        temp = weather.temperature(ts) - 25.0
-        g = g * gain + bias0 + np.outer(temp, tc)
-        g += nrng.standard_normal((m, 3)) * noise
-        counts = np.clip(np.rint(g * sensor.lsb_per_g), -full - 1, full).astype(np.int64)
+        counts = sensor.counts(car, nrng.standard_normal((m, 3)), weather.temperature(ts),
+                               rot=rot)
         rows = counts.tolist()             # one conversion a window: blocks are slices
         t_blk = np.round(ts[::blk], 4).tolist()
         out: list[tuple[float, int, str, Any]] = [
             (t_b, 0, "acc", rows[b:b + blk]) for t_b, b in zip(t_blk, range(0, m, blk),
                                                                strict=True)]
         # leveling sensors from the sampled position
-        idx = np.searchsorted(mids, p)
-        dpos = p - heights[idx]
-        zu = ((dpos >= -dz - off) & (dpos <= dz)).astype(np.int8)
-        zd = ((dpos >= -dz) & (dpos <= dz + off)).astype(np.int8)
+        idx, dpos = vanes.nearest(p)
+        zu, zd, level = vanes.levels(dpos)
+        zu, zd = zu.astype(np.int8), zd.astype(np.int8)
         changes: dict[int, dict[str, int]] = {}   # 0.1 ms ticks -> changes
         for name, arr, prev in (("zone_up", zu, zu_prev), ("zone_down", zd, zd_prev)):
             ch = np.flatnonzero(np.diff(arr, prepend=prev))
@@ -695,7 +675,6 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
             heapq.heappush(pending, (key / 10000, seq, "di", data))
         # controller polls
         if lift.controller:
-            level = np.abs(dpos) <= dz
             lab_idx = np.where(level, idx, -1)
             # floor label: last landing whose door zone the car was in (carried over)
             filled = np.maximum.accumulate(np.where(level, np.arange(m), -1))
@@ -710,10 +689,9 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
                 _, run, direction = plan.ctl_run[rk]
                 door = plan.ctl_door[bisect.bisect_right(ctl_door_t, t_poll) - 1][1]
                 seq += 1
-                heapq.heappush(pending, (round(t_poll, 4), seq, "ctl", {
-                    "mode": 1, "run": run, "dir": direction, "floor": lab, "door": door,
-                    "zone": int(level[s]), "speed": round(abs(float(v[s])), 3), "safety": 0,
-                    "lock": int(door != DOOR_LOCKED), "overload": 0, "fault": 0}))
+                heapq.heappush(pending, (round(t_poll, 4), seq, "ctl", ctl_view(
+                    mode=1, run=run, direction=direction, floor=lab, door=door,
+                    zone=int(level[s]), speed=float(v[s]), lock=int(door != DOOR_LOCKED))))
             if filled[-1] >= 0:
                 label = lift.landings[int(lab_idx[filled[-1]])]
         while di_i < len(di) and di[di_i][0] < w1:
