@@ -112,6 +112,41 @@ def append_move(table: SegmentTable, t: float, segments: list[tuple[float, float
     return t
 
 
+def append_stall(table: SegmentTable, t: float, segments: list[tuple[float, float]],
+                 sign: float, stop_after_s: float, decel: float = 1.5) -> float:
+    """Append a trip that is cut ``stop_after_s`` after it starts: the segments play
+    until then, and the car brakes to rest at ``decel`` m/s² (the machine brake of an
+    emergency stop, as :meth:`liftsim.LiftSim.trip` does). Returns when it is at rest."""
+    a = v = 0.0
+    p = table.seg_p[-1]
+    elapsed = 0.0
+
+    def seg(t: float, j: float, a: float, v: float, p: float) -> None:
+        for lst, x in ((table.seg_t, t), (table.seg_j, j), (table.seg_a, a),
+                       (table.seg_v, v), (table.seg_p, p)):
+            lst.append(x)
+
+    for duration, jerk in segments:
+        d = min(duration, stop_after_s - elapsed)
+        if d <= 0:
+            break
+        j = jerk * sign
+        seg(t, j, a, v, p)
+        p += v * d + a * d ** 2 / 2 + j * d ** 3 / 6
+        v += a * d + j * d ** 2 / 2
+        a += j * d
+        t += d
+        elapsed += d
+    if abs(v) > 1e-9:
+        b = -decel if v > 0 else decel
+        d = abs(v) / decel
+        seg(t, 0.0, b, v, p)
+        p += v * d + b * d ** 2 / 2
+        t += d
+    seg(t, 0.0, 0.0, 0.0, p)
+    return t
+
+
 @dataclass
 class Motion:
     """The car's motion as jerk segments, built trip by trip (a :class:`SegmentTable`):
@@ -407,5 +442,5 @@ class LiftType:
 
 __all__ = ["DOOR_CLOSED", "DOOR_CLOSING", "DOOR_HELD", "DOOR_LOCKED", "DOOR_OPEN",
            "DOOR_OPENING", "G", "Band", "Kinematics", "LiftType", "Motion", "SegmentTable",
-           "Sensor", "Vanes", "append_move", "ctl_dir", "ctl_view", "rig_vibration",
+           "Sensor", "Vanes", "append_move", "append_stall", "ctl_dir", "ctl_view", "rig_vibration",
            "rotation", "s_curve", "tones"]

@@ -68,6 +68,7 @@ from liftmodel import (
     Sensor,
     _Band,
     append_move,
+    append_stall,
     ctl_view,
     s_curve,
 )
@@ -130,6 +131,24 @@ class Record(NamedTuple):
     data: Any
 
 
+@dataclass(frozen=True)
+class Incident:
+    """Something out of the ordinary during a stream, at ``day`` (days since day 0,
+    fractional): the planner does it as soon as the car is free at or after that time.
+
+    - ``entrapment``: passengers board, the safety chain opens part-way through their
+      trip and the car stops between floors; they press the alarm after 25 s and every
+      90 s; after ``seconds`` the chain is made again, the car is moved at creep speed
+      to the nearest landing and they leave.
+    - ``visit``: a maintenance visit of ``seconds``: inspection mode, the technician
+      cycles the door and runs the car at inspection speed to the top and back.
+    """
+
+    day: float
+    what: str
+    seconds: float = 600.0
+
+
 @dataclass
 class TripTruth:
     """What the generator made happen on one trip."""
@@ -142,6 +161,9 @@ class TripTruth:
     to: int
     stop_err_mm: float
     passengers: int
+    #: controller mode during the trip (1 normal, 2 inspection); ``stalled`` between floors
+    mode: int = 1
+    stalled: bool = False
 
 
 @dataclass
@@ -165,6 +187,12 @@ class DayPlan:
     ctl_door: list[tuple[float, int]] = field(default_factory=list)
     #: run/direction changes for the controller: (t, run, dir)
     ctl_run: list[tuple[float, int, int]] = field(default_factory=list)
+    #: controller mode (1 normal, 2 inspection) and safety chain (0 made, 1 open) changes
+    ctl_mode: list[tuple[float, int]] = field(default_factory=list)
+    ctl_safety: list[tuple[float, int]] = field(default_factory=list)
+    #: onsets of the incidents played: (t, what) — "stalled", "alarm_pressed",
+    #: "rescued", "visit_start", "visit_end"
+    onsets: list[tuple[float, str]] = field(default_factory=list)
     #: door operator running: (t_start, t_end)
     door_moves: list[tuple[float, float]] = field(default_factory=list)
     #: passengers stepping in or out: (t, amplitude m/s², frequency Hz)
@@ -301,6 +329,8 @@ class Planner:
             lst.append(v)
         self.plan.ctl_door.append((t0, DOOR_LOCKED))
         self.plan.ctl_run.append((t0, 0, 0))
+        self.plan.ctl_mode.append((t0, 1))
+        self.plan.ctl_safety.append((t0, 0))
 
     # ------------------------------------------------------------------ primitives
     def _edge(self, t: float, name: str, level: int) -> None:
@@ -322,12 +352,19 @@ class Planner:
         self.plan.steps.append((t, amp, self.lift.rope_hz * rng.uniform(0.9, 1.15)))
 
     # ------------------------------------------------------------------ verbs
-    def trip(self, to: int) -> None:
-        """Run to landing ``to``: run contactor, brake lift, S-curve, stop within ±8 mm."""
+    def trip(self, to: int, *, stop_after_s: float | None = None,
+             creep: bool = False) -> None:
+        """Run to landing ``to``: run contactor, brake lift, S-curve, stop within ±8 mm.
+        ``stop_after_s``: the safety chain opens that long into the run and the car
+        makes an emergency stop (between floors); ``creep``: inspection or rescue speed
+        (0.3 m/s), on the sill."""
         lift, rng, pl = self.lift, self.rng, self.plan
-        # the leveling accuracy is ±7.5 mm around where a worn drive now stops
-        bias = self.wear.level("leveling", self.t)
-        err = (bias + max(-7.5, min(7.5, rng.gauss(0.0, lift.stop_sigma_mm)))) / 1000.0
+        if creep:
+            err = 0.0
+        else:
+            # the leveling accuracy is ±7.5 mm around where a worn drive now stops
+            bias = self.wear.level("leveling", self.t)
+            err = (bias + max(-7.5, min(7.5, rng.gauss(0.0, lift.stop_sigma_mm)))) / 1000.0
         target = lift.heights[to] + err
         distance = target - self.pos
         sign = 1 if distance > 0 else -1
@@ -336,16 +373,25 @@ class Planner:
         pl.ctl_run.append((t_run, 1, 1 if sign > 0 else 2))
         t = t_run + rng.uniform(0.5, 0.8)       # brake lift and start delay
         t_start = t
-        t = append_move(pl, t, s_curve(abs(distance), lift.rated_speed, lift.accel, lift.jerk),
-                        sign, target)
-        self.pos = target
+        profile = s_curve(abs(distance), 0.3, 0.3, 0.5) if creep else \
+            s_curve(abs(distance), lift.rated_speed, lift.accel, lift.jerk)
+        if stop_after_s is None:
+            t = append_move(pl, t, profile, sign, target)
+            self.pos = target
+        else:
+            self._safety(t + stop_after_s, False)
+            pl.onsets.append((t + stop_after_s, "stalled"))
+            t = append_stall(pl, t, profile, sign, stop_after_s)
+            self.pos = pl.seg_p[-1]
         t_stop = t
         t_off = t + rng.uniform(0.4, 0.6)       # brake drop, then the contactor opens
         self._edge(t_off, "run", 0)
         pl.ctl_run.append((t_off, 0, 0))
         pl.trips.append(TripTruth(t_run, t_start, t_stop, t_off, self.floor, to,
-                                  err * 1000.0, self.passengers))
-        self.floor = to
+                                  err * 1000.0, self.passengers, mode=pl.ctl_mode[-1][1],
+                                  stalled=stop_after_s is not None))
+        if stop_after_s is None:
+            self.floor = to
         self.t = t_off
 
     def open_door(self) -> None:
@@ -393,7 +439,7 @@ class Planner:
         self._door_state(t, DOOR_LOCKED)
         self.t = t
 
-    def door_cycle(self, board: int, leave: int) -> None:
+    def door_cycle(self, board: int, leave: int, reopen: bool = True) -> None:
         """Door opens, ``leave`` passengers step out, ``board`` step in, door closes."""
         rng = self.rng
         self.open_door()
@@ -424,10 +470,74 @@ class Planner:
         self.t = t
         u = rng.random()
         reopens = 2 if u < 0.02 else 1 if u < 0.14 else 0
-        self.close_door(reopens)
+        self.close_door(reopens if reopen else 0)
 
     def idle(self, until: float) -> None:
         self.t = max(self.t, until)
+
+    # ------------------------------------------------------------------ incidents
+    def _safety(self, t: float, made: bool) -> None:
+        self._edge(t, "safety_ok", int(made))
+        self.plan.ctl_safety.append((t, 0 if made else 1))
+
+    def _mode(self, t: float, mode: int) -> None:
+        self._edge(t, "inspection", int(mode == 2))
+        self.plan.ctl_mode.append((t, mode))
+
+    def press_alarm(self, at: float, hold_s: float) -> None:
+        self._edge(at, "alarm_button", 1)
+        self._edge(at + hold_s, "alarm_button", 0)
+        self.plan.onsets.append((at, "alarm_pressed"))
+
+    def entrapment(self, seconds: float) -> None:
+        """See :class:`Incident`."""
+        rng, lift = self.rng, self.lift
+        n = len(lift.landings)
+        to = self.floor + 3 if self.floor + 3 < n else self.floor - 3
+        self.door_cycle(board=2, leave=0, reopen=False)
+        self.t += rng.uniform(0.5, 1.5)
+        self.trip(to, stop_after_s=rng.uniform(2.0, 4.0))
+        t_stall = self.t
+        t = t_stall + 25.0
+        while t < t_stall + seconds - 5.0:
+            self.press_alarm(t, rng.uniform(3.0, 5.0))
+            t += 90.0
+        self.t = t_stall + seconds
+        self._safety(self.t, True)
+        heights = lift.heights
+        nearest = min(range(n), key=lambda i: abs(heights[i] - self.pos))
+        self.plan.onsets.append((self.t, "rescued"))
+        self.t += 10.0
+        self.trip(nearest, creep=True)
+        self.door_cycle(board=0, leave=self.passengers, reopen=False)
+
+    def visit(self, seconds: float) -> None:
+        """See :class:`Incident`."""
+        t_end = self.t + seconds
+        self.plan.onsets.append((self.t, "visit_start"))
+        self._mode(self.t, 2)
+        self.t += 60.0
+        start = self.floor
+        self.open_door()
+        self.t += 30.0
+        self.close_door(0)
+        self.t += 20.0
+        for to in (len(self.lift.landings) - 1, start):
+            if to != self.floor:
+                self.trip(to, creep=True)
+                self.t += 15.0
+        self.t = max(self.t + 30.0, t_end)
+        self._mode(self.t, 1)
+        self.plan.onsets.append((self.t, "visit_end"))
+
+    def incident(self, inc: Incident) -> None:
+        self.idle(inc.day * DAY_S)
+        if inc.what == "entrapment":
+            self.entrapment(inc.seconds)
+        elif inc.what == "visit":
+            self.visit(inc.seconds)
+        else:
+            raise ValueError(f"unknown incident {inc.what!r}: entrapment or visit")
 
     # ------------------------------------------------------------------ the day
     def journey(self, frm: int, to: int, board: int) -> None:
@@ -464,8 +574,12 @@ class Planner:
         b = rng.choice([i for i in range(n) if i != a])
         return a, b
 
-    def run(self) -> DayPlan:
+    def run(self, incidents: list[Incident] | tuple[Incident, ...] = ()) -> DayPlan:
+        """The day's traffic, and the ``incidents`` that fall in it, each as soon as the
+        car is free (the calls that came meanwhile waited, or took the stairs)."""
         rng, lift, pl = self.rng, self.lift, self.plan
+        todo = sorted((i for i in incidents if pl.t0 <= i.day * DAY_S < pl.t1),
+                      key=lambda i: i.day)
         end = pl.t1 - 120.0
         peak = lift.peak_calls_h * 1.05
         t = self.t + 5.0
@@ -476,6 +590,8 @@ class Planner:
                 t += rng.expovariate(peak / 3600.0)
                 if rng.random() * peak <= traffic_rate(lift, t):
                     break
+            while todo and todo[0].day * DAY_S <= min(t, end):
+                self.incident(todo.pop(0))
             if t >= end:
                 break
             if t < self.t - 60.0:
@@ -490,6 +606,8 @@ class Planner:
                 self.journey(frm, to, board=1 + min(7, int(rng.expovariate(0.7))))
             if self.t >= end:
                 break
+        for inc in todo:                  # after the day's last call
+            self.incident(inc)
         self.t = max(self.t, pl.t1)
         pl.end_floor, pl.end_pos = self.floor, self.pos
         return pl
@@ -602,6 +720,8 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
     di_i = 0
     ctl_door_t = [c[0] for c in plan.ctl_door]
     ctl_run_t = [c[0] for c in plan.ctl_run]
+    ctl_mode_t = [c[0] for c in plan.ctl_mode]
+    ctl_safety_t = [c[0] for c in plan.ctl_safety]
 
     pending: list[tuple[float, int, str, Any]] = []   # (t, order, kind, data) awaiting merge
     seq = 0
@@ -688,10 +808,15 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
                 rk = bisect.bisect_right(ctl_run_t, t_poll) - 1
                 _, run, direction = plan.ctl_run[rk]
                 door = plan.ctl_door[bisect.bisect_right(ctl_door_t, t_poll) - 1][1]
+                mode = plan.ctl_mode[max(0, bisect.bisect_right(ctl_mode_t, t_poll) - 1)][1] \
+                    if plan.ctl_mode else 1
+                safety = plan.ctl_safety[max(0, bisect.bisect_right(ctl_safety_t, t_poll) - 1)][1] \
+                    if plan.ctl_safety else 0
                 seq += 1
                 heapq.heappush(pending, (round(t_poll, 4), seq, "ctl", ctl_view(
-                    mode=1, run=run, direction=direction, floor=lab, door=door,
-                    zone=int(level[s]), speed=float(v[s]), lock=int(door != DOOR_LOCKED))))
+                    mode=mode, run=run, direction=direction, floor=lab, door=door,
+                    zone=int(level[s]), speed=float(v[s]), safety=safety,
+                    lock=int(door != DOOR_LOCKED))))
             if filled[-1] >= 0:
                 label = lift.landings[int(lab_idx[filled[-1]])]
         while di_i < len(di) and di[di_i][0] < w1:
@@ -712,21 +837,25 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
 
 def plan_day(lift: LiftType | str, day: int, seed: int = 1, start_s: float = 0.0,
              duration_s: float = DAY_S, *, wear: Wear | None = None,
-             start: tuple[int, float] | None = None) -> DayPlan:
-    """The traffic of one lift-day (or of a part of it, ``start_s`` into the day)."""
+             start: tuple[int, float] | None = None,
+             incidents: list[Incident] | tuple[Incident, ...] = ()) -> DayPlan:
+    """The traffic of one lift-day (or of a part of it, ``start_s`` into the day), with
+    the ``incidents`` that fall in it."""
     lt = LIFT_TYPES[lift] if isinstance(lift, str) else lift
-    return Planner(lt, day, seed, start_s, duration_s, wear=wear, start=start).run()
+    return Planner(lt, day, seed, start_s, duration_s, wear=wear, start=start).run(incidents)
 
 
 def stream(lift: LiftType | str, days: int, seed: int = 1, sensor: Sensor | None = None,
            wear: Wear | None = None, *, first_day: int = 0, start_s: float = 0.0,
            duration_s: float | None = None, inputs: Inputs | None = None,
+           incidents: list[Incident] | tuple[Incident, ...] = (),
            on_day: Callable[[DayPlan], None] | None = None) -> Iterator[Record]:
     """Consecutive lift-days as one trace: each day starts where the previous one parked
     the car, wear and weather run on across midnight, and only one window of samples is
     ever in memory. The trace starts ``start_s`` into ``first_day`` (record times count
     from there) and lasts ``duration_s`` (default: to the end of the ``days``-th day).
-    ``on_day`` gets each day's plan (its ground truth) before its records."""
+    ``incidents`` (:class:`Incident`) are played on their days; ``on_day`` gets each
+    day's plan (its ground truth, the incidents' onsets) before its records."""
     lt = LIFT_TYPES[lift] if isinstance(lift, str) else lift
     sensor = sensor or Sensor()
     t_begin = first_day * DAY_S + start_s
@@ -736,7 +865,7 @@ def stream(lift: LiftType | str, days: int, seed: int = 1, sensor: Sensor | None
     while day * DAY_S < t_end:
         a = max(day * DAY_S, t_begin)
         plan = plan_day(lt, day, seed, a - day * DAY_S, min((day + 1) * DAY_S, t_end) - a,
-                        wear=wear, start=start)
+                        wear=wear, start=start, incidents=incidents)
         start = (plan.end_floor, plan.end_pos)
         if on_day is not None:
             on_day(plan)
@@ -744,6 +873,6 @@ def stream(lift: LiftType | str, days: int, seed: int = 1, sensor: Sensor | None
         day += 1
 
 
-__all__ = ["DAY_S", "LIFT_TYPES", "DayPlan", "Inputs", "Kinematics", "LiftType", "Record",
-           "Sensor", "TripTruth", "Drift", "Wear", "Weather", "NO_WEAR", "bounce_and_debounce",
-           "header", "plan_day", "records", "stream", "traffic_rate"]
+__all__ = ["DAY_S", "LIFT_TYPES", "NO_WEAR", "DayPlan", "Drift", "Incident", "Inputs",
+           "Kinematics", "LiftType", "Record", "Sensor", "TripTruth", "Wear", "Weather",
+           "bounce_and_debounce", "header", "plan_day", "records", "stream", "traffic_rate"]
