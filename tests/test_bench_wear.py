@@ -1,0 +1,67 @@
+"""bench/bench_wear.py judges a run as its docstring says: every warning on a lift
+without wear is false; on a worn lift, a trend of a family with no drift, or raised
+before its drift began, is false; a drift crossed before the run's end (and before the
+visit) without its trend is missed; anomaly warnings while worn are listed apart."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_wear.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_wear", BENCH)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_wear"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def ev(day: float, code: str, state: str = "raised", sev: str = "warning") -> dict:
+    return {"t": day * 86400.0, "day": day, "code": code, "state": state, "sev": sev,
+            "figure": None, "floor": None}
+
+
+def test_every_warning_on_a_lift_without_wear_is_false(bench) -> None:
+    events = [ev(12.0, "vibration_trend"), ev(3.0, "mode_change", sev="info"),
+              ev(5.0, "door_slow")]
+    v = bench.judge("mid", "none", 30, events, 27.4)
+    assert [e["code"] for e in v["false"]] == ["vibration_trend", "door_slow"]
+
+
+def test_a_worn_lift_is_judged_drift_by_drift(bench) -> None:
+    cross = {d.figure: bench.crossing_day(d, r) for d, _c, r in bench.WORN}
+    events = [ev(cross["vibration"] + 2.0, "vibration_trend"),
+              ev(27.4, "vibration_trend", "cleared"),
+              ev(cross["door_close"] + 1.5, "door_close_trend"),
+              ev(3.0, "door_open_trend"),                # before its drift began: false
+              ev(20.0, "acceleration_trend"),            # a family with no drift: false
+              ev(22.0, "door_slow")]                     # the worn door: listed apart
+    v = bench.judge("mid", "worn", 30, events, 27.4)
+    drifts = {d["drift"]: d for d in v["drifts"]}
+    assert drifts["vibration"]["raised"] - drifts["vibration"]["cross"] == pytest.approx(2.0)
+    assert drifts["vibration"]["cleared"] == 27.4
+    assert drifts["leveling"]["raised"] is None and drifts["leveling"]["due"]
+    assert sorted(e["code"] for e in v["false"]) == ["acceleration_trend", "door_open_trend"]
+    assert [e["code"] for e in v["anomalies"]] == ["door_slow"]
+    # a drift that crosses after a short run's end is not yet due
+    short = bench.judge("mid", "worn", 10, [], 27.4)
+    assert not any(d["due"] for d in short["drifts"])
+
+
+def test_the_report_fails_on_a_false_warning_or_a_missed_drift(bench, capsys) -> None:
+    clean = {("low", "none"): {"events": [], "days_done": 30, "trips": 1, "doors": 1}}
+    assert bench.report(clean, 27.4) == 0
+    false = {("low", "none"): {"events": [ev(9.0, "reopen_trend")], "days_done": 30,
+                               "trips": 1, "doors": 1}}
+    assert bench.report(false, 27.4) == 1
+    missed = {("low", "worn"): {"events": [], "days_done": 30, "trips": 1, "doors": 1}}
+    assert bench.report(missed, 27.4) == 1
+    assert "NOT RAISED" in capsys.readouterr().out
