@@ -270,7 +270,6 @@ def rotation(tilt_deg: tuple[float, float]) -> np.ndarray:
     return ry @ rx
 
 
-_rotation = rotation      # the service's name for it
 
 
 @dataclass(frozen=True)
@@ -353,7 +352,6 @@ class Band:
         return y * self.scale
 
 
-_Band = Band      # the service's name for it
 
 
 def tones(n: int, fs: float, amp: float, seed: int = 0) -> np.ndarray:

@@ -62,11 +62,11 @@ from liftmodel import (
     DOOR_LOCKED,
     DOOR_OPEN,
     DOOR_OPENING,
+    Band,
     G,
     Kinematics,
     LiftType,
     Sensor,
-    _Band,
     append_move,
     append_stall,
     ctl_view,
@@ -708,8 +708,8 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
     kin = Kinematics(plan)
     vanes = lift.vanes()
     rot = sensor.rotation()
-    vib = [_Band(1.5, 12.0, fs, nrng), _Band(1.5, 12.0, fs, nrng), _Band(4.0, 30.0, fs, nrng)]
-    door_band = _Band(20.0, 40.0, fs, nrng)
+    vib = [Band(1.5, 12.0, fs, nrng), Band(1.5, 12.0, fs, nrng), Band(4.0, 30.0, fs, nrng)]
+    door_band = Band(20.0, 40.0, fs, nrng)
     moves_t0 = np.asarray([m[0] for m in plan.door_moves] or [math.inf])
     moves_t1 = np.asarray([m[1] for m in plan.door_moves] or [math.inf])
     steps = plan.steps
