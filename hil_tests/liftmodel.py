@@ -270,8 +270,6 @@ def rotation(tilt_deg: tuple[float, float]) -> np.ndarray:
     return ry @ rx
 
 
-
-
 @dataclass(frozen=True)
 class Sensor:
     """The terminal's accelerometer as mounted: chip scale, mounting, imperfections."""
@@ -350,8 +348,6 @@ class Band:
     def take(self, n: int) -> np.ndarray:
         y, self.zi = sosfilt(self.sos, self.rng.standard_normal(n), zi=self.zi)
         return y * self.scale
-
-
 
 
 def tones(n: int, fs: float, amp: float, seed: int = 0) -> np.ndarray:
