@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO / "hil_tests"))
 import service  # noqa: E402
 from liftwatch.agent.replay import build_pipeline, replay_records  # noqa: E402
 from liftwatch.drivers.trace import TraceHeader  # noqa: E402
-from liftwatch.signal.trends import FAMILIES, REL_RISE  # noqa: E402
+from liftwatch.signal.trends import FAMILIES, REL_RISE, family  # noqa: E402
 
 DAY_S = service.DAY_S
 
@@ -63,6 +63,9 @@ WORN: list[tuple[service.Drift, str, float]] = [
     (service.Drift("door_open", 0.25, 11.0, 15.0), "door_open_trend", REL_RISE),
 ]
 VISIT_DAY = 27.4          # a maintenance visit at 09:36 on day 27
+#: the car-level trend figure each drift moves (signal/trends.py keys)
+FIGURE_OF = {"vibration": "vib_z", "leveling": "level_mm", "door_close": "door_close_s",
+             "door_open": "door_open_s"}
 FALSE_SEVERITIES = ("warning", "fault", "alarm")
 
 
@@ -92,13 +95,20 @@ def run_lift(kind: str, scenario: str, days: int, seed: int, visit_day: float,
         truth["trips"] += len(plan.trips)
         truth["doors"] += plan.door_cycles
 
+    day_levels: dict[int, dict[str, Any]] = {}
+
     def flush_day(day: int) -> None:
-        if sink is None:
-            return
+        tracks = pipeline.trends.tracks
         line = {"kind": kind, "scenario": scenario, "day": day, "days": days,
                 "trips": state["trips"], "doors": state["doors"],
                 "events": [e for e in events if e["day"] >= day and e["day"] < day + 1],
+                # the day's measured level of each drifting figure against its limit
+                "levels": {k: tracks[k].condition(family(k)) for k in FIGURE_OF.values()
+                           if k in tracks and tracks[k].days},
                 "cpu_s": round(time.process_time() - c0, 1)}
+        day_levels[day] = line["levels"]
+        if sink is None:
+            return
         with open(sink, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
 
@@ -135,6 +145,7 @@ def run_lift(kind: str, scenario: str, days: int, seed: int, visit_day: float,
     return {"kind": kind, "scenario": scenario, "days": days, "events": events,
             "trips": state["trips"], "doors": state["doors"], "trips_true": truth["trips"],
             "doors_true": truth["doors"], "cpu_s": time.process_time() - c0,
+            "levels": day_levels,
             "condition": pipeline.trends.condition()}
 
 
@@ -164,8 +175,20 @@ def crossing_day(drift: service.Drift, rise: float, kind: str | None = None,
     return math.inf
 
 
+def measured_crossing(levels: dict[int, dict[str, Any]], key: str) -> float | None:
+    """The middle of the first day whose level of ``key``, as the pipeline measured it,
+    reached the trend rule's limit (reference + rise), from the run's day lines."""
+    for day in sorted(levels):
+        c = levels[day].get(key)
+        if c and c.get("state") != "learning" and c.get("limit") is not None \
+                and c.get("day", -math.inf) >= c["limit"]:
+            return day + 0.5
+    return None
+
+
 def judge(kind: str, scenario: str, days_done: int, events: list[dict[str, Any]],
-          visit_day: float, seed: int = 1) -> dict[str, Any]:
+          visit_day: float, seed: int = 1, levels: dict[int, dict[str, Any]] | None = None
+          ) -> dict[str, Any]:
     """The verdict of one run (possibly partial: ``days_done`` simulated days)."""
     raises = [e for e in events if e["state"] == "raised" and e["sev"] in FALSE_SEVERITIES]
     if scenario == "none":
@@ -178,6 +201,7 @@ def judge(kind: str, scenario: str, days_done: int, events: list[dict[str, Any]]
         cleared = next((e for e in events if e["code"] == code and e["state"] == "cleared"
                         and first is not None and e["t"] >= first["t"]), None)
         drifts.append({"drift": d.figure, "code": code, "cross": cross,
+                       "measured": measured_crossing(levels or {}, FIGURE_OF[d.figure]),
                        "raised": None if first is None else first["day"],
                        "figure": None if first is None else first["figure"],
                        "cleared": None if cleared is None else cleared["day"],
@@ -200,7 +224,8 @@ def report(runs: dict[tuple[str, str], dict[str, Any]], visit_day: float, seed: 
     lift_days: dict[str, float] = {}
     delays: list[float] = []
     for (kind, scenario), r in sorted(runs.items()):
-        v = judge(kind, scenario, r["days_done"], r["events"], visit_day, seed)
+        v = judge(kind, scenario, r["days_done"], r["events"], visit_day, seed,
+                  r.get("levels"))
         lift_days[scenario] = lift_days.get(scenario, 0) + r["days_done"]
         n_false += len(v["false"])
         print(f"{kind:<5} {scenario:<5} {r['days_done']:>4} {r['trips']:>6} {r['doors']:>6}  "
@@ -215,10 +240,13 @@ def report(runs: dict[tuple[str, str], dict[str, Any]], visit_day: float, seed: 
                       f"{'NOT RAISED' if d['due'] else 'not yet due'}")
                 continue
             delay = d["raised"] - d["cross"]
+            measured = "" if d["measured"] is None else \
+                f" (measured level crossed {d['measured']:.1f}: {d['raised'] - d['measured']:+.2f})"
             delays.append(delay)
             clr = "-" if d["cleared"] is None else f"{d['cleared']:.2f}"
             print(f"        {d['drift']:<10} crossed {d['cross']:5.2f} -> {d['code']} "
-                  f"{d['raised']:5.2f} ({delay:+.2f}) [{d['figure']}] -> cleared {clr}")
+                  f"{d['raised']:5.2f} ({delay:+.2f}) [{d['figure']}] -> cleared {clr}"
+                  f"{measured}")
         if v["anomalies"]:
             codes: dict[str, int] = {}
             for e in v["anomalies"]:
@@ -238,8 +266,10 @@ def load(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
             continue
         d = json.loads(line)
         r = runs.setdefault((d["kind"], d["scenario"]), {"events": [], "days_done": 0,
-                                                         "trips": 0, "doors": 0})
+                                                         "trips": 0, "doors": 0,
+                                                         "levels": {}})
         r["events"] += d["events"]
+        r["levels"][d["day"]] = d.get("levels", {})
         r["days_done"] = max(r["days_done"], d["day"] + 1)
         r["trips"] = max(r["trips"], d["trips"])
         r["doors"] = max(r["doors"], d["doors"])

@@ -44,8 +44,14 @@ def test_a_worn_lift_is_judged_drift_by_drift(bench) -> None:
               ev(3.0, "door_open_trend"),                # before its drift began: false
               ev(20.0, "acceleration_trend"),            # a family with no drift: false
               ev(22.0, "door_slow")]                     # the worn door: listed apart
-    v = bench.judge("mid", "worn", 30, events, 27.4)
+    levels = {15: {"vib_z": {"state": "normal", "day": 0.11, "limit": 0.115}},
+              16: {"vib_z": {"state": "normal", "day": 0.12, "limit": 0.115}},
+              17: {"vib_z": {"state": "trend", "day": 0.13, "limit": 0.115}}}
+    v = bench.judge("mid", "worn", 30, events, 27.4, levels=levels)
     drifts = {d["drift"]: d for d in v["drifts"]}
+    # the day the pipeline's own daily level first reached the rule's limit
+    assert drifts["vibration"]["measured"] == 16.5
+    assert drifts["door_close"]["measured"] is None
     assert drifts["vibration"]["raised"] - drifts["vibration"]["cross"] == pytest.approx(2.0)
     assert drifts["vibration"]["cleared"] == 27.4
     assert drifts["leveling"]["raised"] is None and drifts["leveling"]["due"]
