@@ -68,9 +68,19 @@ def test_a_worn_lift_is_judged_drift_by_drift(bench) -> None:
     assert drifts["leveling"]["raised"] is None and drifts["leveling"]["due"]
     assert sorted(e["code"] for e in v["false"]) == ["acceleration_trend", "door_open_trend"]
     assert [e["code"] for e in v["anomalies"]] == ["door_slow"]
-    # a drift that crosses after a short run's end is not yet due
+    # a drift is due DELAY_BOUND_DAYS after it crossed: not yet at the end of a short run
     short = bench.judge("mid", "worn", 10, [], 27.4)
     assert not any(d["due"] for d in short["drifts"])
+    # raised, but later than the documented bound: missed too
+    late = bench.judge("mid", "worn", 30, [ev(cross["door_close"] + 4.5,
+                                              "door_close_trend")], 27.4)
+    assert next(d for d in late["drifts"] if d["drift"] == "door_close")["late"]
+
+
+def test_a_contact_only_terminal_is_not_asked_to_time_its_door(bench) -> None:
+    v = bench.judge("low", "worn", 30, [], 27.4)
+    na = {d["drift"] for d in v["drifts"] if "na" in d}
+    assert na == {"door_close", "door_open"}
 
 
 def test_the_report_fails_on_a_false_warning_or_a_missed_drift(bench, capsys) -> None:
