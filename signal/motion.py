@@ -82,7 +82,7 @@ W_BATCH_S = 30.0                   # weighted vibration computed at least this o
 PREROLL_S = 4.0                    # history kept while no trip is open
 MOVES_N = 30                       # moves kept as evidence while the floor is unknown
 GAIN_MIN_M = 3.0                   # trips at least this long calibrate the sensitivity
-LEARN_N = 15                       # departures remembered per zone-edge offset
+LEARN_N = 15                       # departures that learn a zone-edge offset
 SENSORS = ("zone_up", "zone_down")
 
 
@@ -848,10 +848,16 @@ class MotionTracker:
         bound = 0 if (lvl == 1) == up else 1          # 0: lower edge, 1: upper edge
         if (lvl == 0 and self._depart_p is not None and self._fixes_this_trip == 0
                 and self.position_known and abs(p - self._depart_p) < 1.0):
-            # Leaving the landing we stood level at: learn where this edge lies.
+            # Leaving the landing we stood level at: learn where this edge lies, from the
+            # first LEARN_N departures only. The departure starts from the sill the stop
+            # was anchored to, not from where the car really stood, so a window that kept
+            # learning would absorb a slow drift of every stop (rope stretch, brake wear)
+            # and the leveling error would read zero while the car drifts off the sill.
             j = int(np.argmin(np.abs(self.heights - self._depart_p)))
-            self._learned[(name, bound)].append(p - self.heights[j])
-            self._median.pop((name, bound), None)
+            obs = self._learned[(name, bound)]
+            if len(obs) < LEARN_N:
+                obs.append(p - self.heights[j])
+                self._median.pop((name, bound), None)
             return
         if not self.position_known:
             return
