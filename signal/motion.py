@@ -24,9 +24,11 @@ How the estimate stays honest over a day of trips:
 - **Leveling zones.** Each landing's vane switches ``zone_up``/``zone_down`` at fixed
   car positions relative to that sill (the car is level while both are on). An edge
   is a position fix: nearest sill plus the edge's offset. The offsets start from
-  :func:`default_zone_intervals` and are learned from departures (a car leaving a
-  landing it stood level at passes its own vane's edges a few decimetres later, where
-  the integrated distance is still exact); fixes also correct the speed drift, and at
+  :func:`default_zone_intervals` and are learned from the first ``LEARN_N`` departures
+  (a car leaving a landing it stood level at passes its own vane's edges a few
+  decimetres later, where the integrated distance is still exact), then held: the
+  vanes do not move, the stops may (leveling wear), and a reference that kept learning
+  from departures would follow them; fixes also correct the speed drift, and at
   the stop the drift left is taken back out of the position since the last fix, which
   gives :meth:`MotionTracker.stop_position_error_mm`.
 - **Controller.** When present, a level stop with a floor label anchors the position
