@@ -808,10 +808,9 @@ def records(plan: DayPlan, sensor: Sensor, inputs: Inputs | None = None,
                 rk = bisect.bisect_right(ctl_run_t, t_poll) - 1
                 _, run, direction = plan.ctl_run[rk]
                 door = plan.ctl_door[bisect.bisect_right(ctl_door_t, t_poll) - 1][1]
-                mode = plan.ctl_mode[max(0, bisect.bisect_right(ctl_mode_t, t_poll) - 1)][1] \
-                    if plan.ctl_mode else 1
-                safety = plan.ctl_safety[max(0, bisect.bisect_right(ctl_safety_t, t_poll) - 1)][1] \
-                    if plan.ctl_safety else 0
+                # the planner seeds every timeline at the plan's start, as ctl_door
+                mode = plan.ctl_mode[bisect.bisect_right(ctl_mode_t, t_poll) - 1][1]
+                safety = plan.ctl_safety[bisect.bisect_right(ctl_safety_t, t_poll) - 1][1]
                 seq += 1
                 heapq.heappush(pending, (round(t_poll, 4), seq, "ctl", ctl_view(
                     mode=mode, run=run, direction=direction, floor=lab, door=door,
