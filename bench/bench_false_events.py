@@ -33,7 +33,6 @@ sys.path.insert(0, str(HERE.parent / "hil_tests"))
 
 import service  # noqa: E402
 from liftwatch.agent.replay import build_pipeline, replay_records  # noqa: E402
-from liftwatch.drivers.trace import TraceHeader  # noqa: E402
 
 #: severities that count as false events on ordinary service (info is expected)
 FALSE_SEVERITIES = ("warning", "fault", "alarm")
@@ -46,9 +45,7 @@ def run_lift_day(kind: str, day: int, seed: int, lsb: int, start_s: float = 0.0,
     lift = service.LIFT_TYPES[kind]
     sensor = service.Sensor.for_scale(lsb)
     plan = service.plan_day(lift, day, seed, start_s, duration_s)
-    h = service.header(lift, sensor, plan.t0)
-    header = TraceHeader(start=h["start"], lift=h["lift"], accel=h["accel"],
-                         controller_present=lift.controller)
+    header = service.trace_header(lift, sensor, plan.t0)
     pipeline = build_pipeline(header, None, id_prefix=f"{kind}{day}-")
     events: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()

@@ -50,7 +50,6 @@ sys.path.insert(0, str(REPO / "hil_tests"))
 
 import service  # noqa: E402
 from liftwatch.agent.replay import build_pipeline, replay_records  # noqa: E402
-from liftwatch.drivers.trace import TraceHeader  # noqa: E402
 from liftwatch.signal.trends import FAMILIES, REL_RISE, family  # noqa: E402
 
 DAY_S = service.DAY_S
@@ -86,9 +85,7 @@ def run_lift(kind: str, scenario: str, days: int, seed: int, visit_day: float,
     lift = service.LIFT_TYPES[kind]
     sensor = service.Sensor()
     wear = wear_of(scenario, visit_day)
-    h = service.header(lift, sensor, 0.0)
-    header = TraceHeader(start=h["start"], lift=h["lift"], accel=h["accel"],
-                         controller_present=lift.controller)
+    header = service.trace_header(lift, sensor, 0.0)
     pipeline = build_pipeline(header, None, id_prefix=f"{kind}-{scenario}-")
     truth = {"trips": 0, "doors": 0}
     events: list[dict[str, Any]] = []
@@ -162,9 +159,7 @@ def a95_ratio(kind: str, rise: float, seed: int = 4) -> float:
     def a95(wear: service.Wear | None) -> list[float | None]:
         lift, sensor = service.LIFT_TYPES[kind], service.Sensor()
         plan = service.plan_day(lift, 2, seed, start_s=8 * 3600, duration_s=1800, wear=wear)
-        h = service.header(lift, sensor, plan.t0)
-        header = TraceHeader(start=h["start"], lift=h["lift"], accel=h["accel"],
-                             controller_present=lift.controller)
+        header = service.trace_header(lift, sensor, plan.t0)
         out = replay_records(service.records(plan, sensor), build_pipeline(header, None))
         return [o["vib_pp_a95"].get("z") for o in out
                 if o["type"] == "trip" and isinstance(o.get("vib_pp_a95"), dict)]

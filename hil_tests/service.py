@@ -73,6 +73,7 @@ from liftmodel import (
     s_curve,
 )
 from liftwatch.drivers.inputs import Debouncer, debounce_samples
+from liftwatch.drivers.trace import TraceHeader
 
 DAY_S = 86400.0
 
@@ -685,6 +686,13 @@ def header(lift: LiftType, sensor: Sensor, t0: float = 0.0) -> dict[str, Any]:
             "controller": {"present": lift.controller}}
 
 
+def trace_header(lift: LiftType, sensor: Sensor, t0: float = 0.0) -> TraceHeader:
+    """:func:`header` as the trace reader gives it, for a pipeline fed in-process."""
+    h = header(lift, sensor, t0)
+    return TraceHeader(start=h["start"], lift=h["lift"], accel=h["accel"],
+                       controller_present=lift.controller)
+
+
 INITIAL_DI = {"door_closed": 1, "door_lock": 1, "presence": 0, "alarm_button": 0,
               "safety_ok": 1, "mains_ok": 1, "inspection": 0, "run": 0}
 
@@ -874,4 +882,5 @@ def stream(lift: LiftType | str, days: int, seed: int = 1, sensor: Sensor | None
 
 __all__ = ["DAY_S", "LIFT_TYPES", "NO_WEAR", "DayPlan", "Drift", "Incident", "Inputs",
            "Kinematics", "LiftType", "Record", "Sensor", "TripTruth", "Wear", "Weather",
-           "bounce_and_debounce", "header", "plan_day", "records", "stream", "traffic_rate"]
+           "bounce_and_debounce", "header", "plan_day", "records", "stream", "trace_header",
+           "traffic_rate"]

@@ -13,7 +13,6 @@ from statistics import median
 import pytest
 import service
 from liftwatch.agent.replay import build_pipeline, replay_records
-from liftwatch.drivers.trace import TraceHeader
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,9 +23,7 @@ def test_every_stop_drifting_off_the_sill_shows_in_the_leveling_error() -> None:
     lift, sensor = service.LIFT_TYPES["mid"], service.Sensor()
     # 90 minutes in, every stop is 9 mm higher (within a minute)
     jump = service.Drift("leveling", 9.0, (START + 5400) / service.DAY_S, 60 / service.DAY_S)
-    h = service.header(lift, sensor, START)
-    header = TraceHeader(start=h["start"], lift=h["lift"], accel=h["accel"],
-                         controller_present=lift.controller)
+    header = service.trace_header(lift, sensor, START)
     pipeline = build_pipeline(header, None)
     errs: list[tuple[float, float]] = []
     recs = service.stream("mid", 1, seed=5, sensor=sensor, wear=service.Wear((jump,)),

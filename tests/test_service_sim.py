@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import service
 from liftwatch.agent.replay import build_pipeline, replay_records
-from liftwatch.drivers.trace import TraceHeader
 from service import LIFT_TYPES, Inputs, Kinematics, Sensor, plan_day, records
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,9 +21,7 @@ def _replay(kind: str, lsb: int, start_s: float, duration_s: float
     lift = LIFT_TYPES[kind]
     sensor = Sensor.for_scale(lsb)
     plan = plan_day(lift, 1, seed=7, start_s=start_s, duration_s=duration_s)
-    h = service.header(lift, sensor, plan.t0)
-    header = TraceHeader(start=h["start"], lift=h["lift"], accel=h["accel"],
-                         controller_present=lift.controller)
+    header = service.trace_header(lift, sensor, plan.t0)
     return plan, list(replay_records(records(plan, sensor), build_pipeline(header, None)))
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import service
 from liftwatch.agent.replay import build_pipeline, replay_records
-from liftwatch.drivers.trace import TraceHeader
 from service import DAY_S, Incident, Sensor, stream
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,9 +18,7 @@ def _play(kind: str, incidents: list[Incident], duration_s: float = 2000.0
           ) -> tuple[service.DayPlan, list[dict]]:
     lift = service.LIFT_TYPES[kind]
     sensor = Sensor()
-    h = service.header(lift, sensor, START)
-    header = TraceHeader(start=h["start"], lift=h["lift"], accel=h["accel"],
-                         controller_present=lift.controller)
+    header = service.trace_header(lift, sensor, START)
     plans: list[service.DayPlan] = []
     recs = stream(kind, 1, seed=3, sensor=sensor, start_s=START, duration_s=duration_s,
                   incidents=incidents, on_day=plans.append)

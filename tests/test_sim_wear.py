@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import service
 from liftwatch.agent.replay import build_pipeline, replay_records
-from liftwatch.drivers.trace import TraceHeader
 from service import DAY_S, Drift, Sensor, Wear, plan_day, records, stream
 
 pytestmark = pytest.mark.timeout(120)
@@ -74,9 +73,7 @@ def _trip_vibration(wear: Wear | None) -> list[float]:
     lift = service.LIFT_TYPES["mid"]
     sensor = Sensor()
     plan = plan_day(lift, 2, seed=4, start_s=8 * 3600, duration_s=600, wear=wear)
-    h = service.header(lift, sensor, plan.t0)
-    header = TraceHeader(start=h["start"], lift=h["lift"], accel=h["accel"],
-                         controller_present=lift.controller)
+    header = service.trace_header(lift, sensor, plan.t0)
     out = replay_records(records(plan, sensor), build_pipeline(header, None))
     # a trip too short for a constant-speed phase has no A95 (None): not compared
     return [o["vib_pp_a95"]["z"] for o in out
