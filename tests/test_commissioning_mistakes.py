@@ -410,6 +410,25 @@ def test_an_impossible_door_picture_fails(tmp_path: Path) -> None:
     assert "a door opens only in the door zone" in rows["input door_closed"].detail
 
 
+def test_an_input_failing_on_its_own_does_not_blame_its_partner(tmp_path: Path) -> None:
+    """The door_lock wire is cut after it read "made", then the door opens: the lock's
+    last level is not the lift's, so the door-lock picture must not FAIL door_closed."""
+    cfg = sensors_only(tmp_path)
+    opened = dict(AT_REST, door_closed=0)
+    obs = commissioning.Observed(
+        levels=opened, records=[(0.0, "di", AT_REST), (0.2, "di", opened)], t_end=0.4,
+        health={"inputs": {"inputs": {"door_lock": {"state": "failing",
+                                                     "error": "wire cut"}}}})
+    rows = {r.name: r for r in commissioning.input_rows(cfg, obs, 0.4)}
+    assert rows["input door_lock"].status == "FAIL" and "wire cut" in \
+        rows["input door_lock"].detail
+    assert rows["input door_closed"].status == "PASS", rows["input door_closed"]
+    # with the lock read correctly the same picture still blames both
+    obs.health = {}
+    rows = {r.name: r for r in commissioning.input_rows(cfg, obs, 0.4)}
+    assert rows["input door_closed"].status == rows["input door_lock"].status == "FAIL"
+
+
 def rtu_config(tmp_path: Path, port: str) -> Any:
     return load_config(config(tmp_path, controller={"enabled": True, "port": port}))
 

@@ -180,6 +180,10 @@ def input_rows(cfg: Any, obs: Observed, watch_s: float) -> list[Row]:
     an event because of it, or shows a picture no lift at rest shows (idle_check)."""
     health = obs.health.get("inputs", {}).get("inputs", {})
     verdict = idle_check.judge(cfg, obs.records, max(obs.t_end, watch_s))
+    # an input that fails on its own (absent, failing, never read) explains any picture
+    # it takes part in: its last level is not the lift's, so its partners are not blamed
+    broken = {name for name in cfg.inputs if name not in obs.levels
+              or health.get(name, {}).get("state") in ("absent", "failing")}
     rows = []
     for name, wiring in cfg.inputs.items():
         h = health.get(name, {})
@@ -195,7 +199,7 @@ def input_rows(cfg: Any, obs: Observed, watch_s: float) -> list[Row]:
         moved = f"changed {n}x" if n else "no change"
         meaning = idle_check.MEANING.get(name, ("active", "inactive"))[0 if level else 1]
         detail = f"{where}: {level} ({meaning}), {moved} in {watch_s:g} s"
-        found = verdict.for_input(name)
+        found = [f for f in verdict.for_input(name) if not broken & set(f.inputs)]
         if found:
             rows.append(Row(f"input {name}", FAIL, f"{detail}; at rest "
                             + "; ".join(f.text for f in found) + "; "
