@@ -48,8 +48,10 @@ def lift_from(header: TraceHeader, cfg: Any | None) -> LiftParams:
     raise SystemExit("replay: the trace has no lift in its header; give --config")
 
 
-def build_pipeline(header: TraceHeader, cfg: Any | None, id_prefix: str = "e") -> Pipeline:
-    """A pipeline for this trace: lift and accelerometer from the header or the config."""
+def build_pipeline(header: TraceHeader, cfg: Any | None, id_prefix: str = "e",
+                   baselines: dict[str, Any] | None = None) -> Pipeline:
+    """A pipeline for this trace: lift and accelerometer from the header or the config;
+    ``baselines`` is a saved ``baselines_state()`` (a terminal's learned state)."""
     lift = lift_from(header, cfg)
     detection = cfg.detection if cfg is not None else DetectionParams()
     fs = lsb = None
@@ -60,7 +62,7 @@ def build_pipeline(header: TraceHeader, cfg: Any | None, id_prefix: str = "e") -
         rotation = cfg.accel.rotation
     return Pipeline(lift, detection, accel_fs=fs, lsb_per_g=lsb,
                     controller_present=header.controller_present, rotation=rotation,
-                    event_id_prefix=id_prefix)
+                    event_id_prefix=id_prefix, baselines=baselines)
 
 
 def replay_records(reader: TraceReader, pipeline: Pipeline,

@@ -28,9 +28,10 @@ How the estimate stays honest over a day of trips:
   (a car leaving a landing it stood level at passes its own vane's edges a few
   decimetres later, where the integrated distance is still exact), then held: the
   vanes do not move, the stops may (leveling wear), and a reference that kept learning
-  from departures would follow them; fixes also correct the speed drift, and at
-  the stop the drift left is taken back out of the position since the last fix, which
-  gives :meth:`MotionTracker.stop_position_error_mm`.
+  from departures would follow them. They are kept across restarts with the baselines
+  (:meth:`MotionTracker.edges_state`), for the same reason. Fixes also correct the
+  speed drift, and at the stop the drift left is taken back out of the position since
+  the last fix, which gives :meth:`MotionTracker.stop_position_error_mm`.
 - **Controller.** When present, a level stop with a floor label anchors the position
   at that sill, and steady cruise speed pulls the integrated speed towards it.
 - **Floor without a controller.** Each move is booked at its stop as a drift-corrected
@@ -815,6 +816,28 @@ class MotionTracker:
                 med = self._median[(sensor, bound)] = float(np.median(obs))
             return med, True
         return self._geom_default[sensor][bound], False
+
+    def edges_state(self) -> dict[str, list[float]]:
+        """The learned zone-edge offsets (m), kept across restarts with the baselines: a
+        restarted agent that learned them again would take a drifted stop for the sill."""
+        return {f"{s}:{b}": [round(x, 5) for x in obs]
+                for (s, b), obs in self._learned.items() if obs}
+
+    def restore_edges(self, state: Any) -> int:
+        """Take offsets saved by :meth:`edges_state`; an entry that is not a list of
+        plausible offsets (within the 1 m a departure learns from) is learned again.
+        Returns how many edges were restored."""
+        n = 0
+        for (s, b), obs in self._learned.items():
+            vals = state.get(f"{s}:{b}") if isinstance(state, dict) else None
+            if isinstance(vals, list) and vals and all(
+                    isinstance(x, int | float) and not isinstance(x, bool)
+                    and math.isfinite(x) and abs(x) < 1.0 for x in vals):
+                obs.clear()
+                obs.extend(float(x) for x in vals[:LEARN_N])
+                self._median.pop((s, b), None)
+                n += 1
+        return n
 
     def _apply_edges(self) -> None:
         if not self._edges or self.t_last is None:

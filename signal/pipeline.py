@@ -18,6 +18,7 @@ the arrival floor and the leveling error are known. Its ``t`` is that decision t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -71,6 +72,11 @@ class Pipeline:
                                        rotation, detection.moving_speed)
         self.state = LiftState(lift, detection, controller_present=controller_present)
         self.state.motion = self.motion
+        edges = baselines.get("zone_edges") if isinstance(baselines, dict) else None
+        #: the vanes' edge offsets to save while no tracker holds them (none, or given up)
+        self._zone_edges: dict[str, Any] = edges if isinstance(edges, dict) else {}
+        if self.motion is not None:
+            self.motion.restore_edges(self._zone_edges)
         self.book = EventBook(detection.max_per_day, event_id_prefix)
         self.doors = DoorTracker(min_open_s=detection.contact_debounce_s)
         self.trips = TripTracker(lift, self.motion)
@@ -246,6 +252,8 @@ class Pipeline:
         """A failure inside the motion tracker must not stop entrapment detection: the
         pipeline goes on from inputs and controller, and health() reports the error."""
         self.motion_error = f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):
+            self._zone_edges = self.motion.edges_state()   # the reference outlives it
         self.motion = self.state.motion = self.trips.motion = None
         self.state.motion_floor = None
 
@@ -451,8 +459,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ views
     def baselines_state(self) -> dict[str, Any]:
-        """The learned state kept across restarts: baselines and wear references."""
-        return {**self.baselines.state(), "trends": self.trends.state()}
+        """The learned state kept across restarts: baselines, wear references and the
+        leveling vanes' edge offsets (the stop-position reference, signal/motion.py)."""
+        edges = self.motion.edges_state() if self.motion is not None else self._zone_edges
+        return {**self.baselines.state(), "trends": self.trends.state(), "zone_edges": edges}
 
     @property
     def stop_error_mm(self) -> tuple[float | None, float | None]:
