@@ -175,10 +175,9 @@ def crossing_day(drift: service.Drift, rise: float, kind: str | None = None,
     Door times scale with the drift: when the drift reaches +15 %. Given ``kind``:
     the trip A95 holds the chip's noise too, so the vibration must rise by more than
     15 % for the A95 to: the drift's value where :func:`a95_ratio` reaches 1.15
-    (interpolated between +15 % and +30 %); the leveling figure is the median |stop
-    error| of a day, which a bias raises by less than the bias while the stops scatter
-    about the sill: the middle of the first day whose true median |stop error| (the
-    same plans, re-planned, which is cheap) is 3 mm above that of the first week."""
+      (interpolated between +15 % and +30 %); the leveling figure is the median of a
+    day's signed stop errors: the middle of the first day whose true median (the same
+    plans, re-planned, which is cheap) is 3 mm off that of the first week."""
     if drift.figure == "vibration" and kind is not None:
         r1, r2 = a95_ratio(kind, 0.15), a95_ratio(kind, 0.30)
         need = 0.15 + 0.15 * (1.0 + rise - r1) / max(r2 - r1, 1e-6)
@@ -196,21 +195,23 @@ def _leveling_crossing(kind: str, seed: int, visit_day: float, rise: float) -> f
     for day in range(int(visit_day) + 1):
         plan = service.plan_day(kind, day, seed, wear=wear, start=start)
         start = (plan.end_floor, plan.end_pos)
-        errs = sorted(abs(tr.stop_err_mm) for tr in plan.trips if tr.mode == 1)
+        errs = sorted(tr.stop_err_mm for tr in plan.trips if tr.mode == 1)
         levels.append(errs[len(errs) // 2])
         ref = sorted(levels[:7])[3] if len(levels) >= 7 else None
-        if ref is not None and day >= 7 and levels[-1] >= ref + rise:
+        if ref is not None and day >= 7 and abs(levels[-1] - ref) >= rise:
             return day + 0.5
     return math.inf
 
 
 def measured_crossing(levels: dict[int, dict[str, Any]], key: str) -> float | None:
     """The middle of the first day whose level of ``key``, as the pipeline measured it,
-    reached the trend rule's limit (reference + rise), from the run's day lines."""
+    reached the trend rule's limit (reference + rise; or - rise, for a figure judged
+    both ways), from the run's day lines."""
     for day in sorted(levels):
         c = levels[day].get(key)
-        if c and c.get("state") != "learning" and c.get("limit") is not None \
-                and c.get("day", -math.inf) >= c["limit"]:
+        if c and c.get("state") != "learning" and c.get("limit") is not None and (
+                c.get("day", -math.inf) >= c["limit"]
+                or c.get("day", math.inf) <= c.get("limit_low", -math.inf)):
             return day + 0.5
     return None
 

@@ -7,9 +7,12 @@ EWMA of the daily level against it, so slow wear is seen while it builds up.
 
 - **Figures** (keys): ``door_open_s``/``door_close_s`` of the car and of each landing
   (``door_close_s@3``), ``reopen_rate`` (reopens per door cycle), ``vib_z``/``vib_xy``
-  (trip A95 peak-to-peak), ``a_max``/``d_max``, ``level_mm`` (|leveling error|),
-  ``run_s@1>5`` (run time of a landing pair: normalising by distance would mix the
-  acceleration phases of short and long runs, so each pair is its own figure).
+  (trip A95 peak-to-peak), ``a_max``/``d_max``, ``level_mm`` (the signed leveling
+  error of the stops, and ``level_mm@up``/``level_mm@down`` by the direction the car
+  arrived in: rope stretch moves every stop, brake wear overshoots in the direction of
+  travel, which the car's figure alone averages away), ``run_s@1>5`` (run time of a
+  landing pair: normalising by distance would mix the acceleration phases of short and
+  long runs, so each pair is its own figure).
 - **Day**: ``DAY_S`` of the pipeline's clock from the first sample (or from the restart
   after a power cut: a partial day is not persisted). A day counts for a figure only
   with at least ``MIN_DAY_N`` values; its level is their median (the mean for
@@ -25,6 +28,11 @@ EWMA of the daily level against it, so slow wear is seen while it builds up.
   (``REL_RISE`` of the reference, at least its absolute floor) and by ``K_SIGMA``
   standard deviations of the EWMA (from the reference days' scatter) at ``HOLD_DAYS``
   day closes in a row; back to normal when below half that rise for ``HOLD_DAYS`` days.
+  A *signed* figure (the leveling error, whose reference sits near zero) is judged both
+  ways, by its absolute floor and ``K_SIGMA`` only: the median of a day's signed stop
+  errors is precise to about half a millimetre, while the median of their sizes hardly
+  moves with a bias of the stops as large as their scatter (about 9 mm at 256 counts/g:
+  found by ``bench/bench_wear.py``).
 
 The state is plain JSON, stored with the baselines (``buffer/baselines.py``).
 """
@@ -60,6 +68,7 @@ class Figure:
     code: str
     abs_rise: float
     daily: str = "median"
+    signed: bool = False    # judged both ways; the rise is absolute only
 
 
 #: key prefix -> family (the key is the prefix, or prefix@landing / prefix@from>to)
@@ -71,7 +80,7 @@ FAMILIES: dict[str, Figure] = {
     "vib_xy": Figure("vibration_trend", 0.02),
     "a_max": Figure("acceleration_trend", 0.05),
     "d_max": Figure("acceleration_trend", 0.05),
-    "level_mm": Figure("leveling_trend", 3.0),
+    "level_mm": Figure("leveling_trend", 3.0, signed=True),
     "run_s": Figure("run_time_trend", 0.5),
 }
 CODES = tuple(sorted({f.code for f in FAMILIES.values()}))
@@ -110,7 +119,8 @@ class Track:
         """The rise over the reference that is wear (see the module doc)."""
         ref, sd = self.reference()
         sd_ewma = sd * math.sqrt(LAMBDA / (2.0 - LAMBDA))
-        return max(REL_RISE * abs(ref), fig.abs_rise, K_SIGMA * sd_ewma)
+        rel = 0.0 if fig.signed else REL_RISE * abs(ref)
+        return max(rel, fig.abs_rise, K_SIGMA * sd_ewma)
 
     def add(self, value: float, learn: bool, gated: bool = True) -> None:
         """A value of today; ``learn=False`` (an anomaly warning open) keeps it out of the
@@ -143,6 +153,8 @@ class Track:
         ref, _sd = self.reference()
         self.ewma = LAMBDA * level + (1.0 - LAMBDA) * (ref if self.ewma is None else self.ewma)
         excess, h = self.ewma - ref, self.threshold(fig)
+        if fig.signed:
+            excess = abs(excess)
         self.above = self.above + 1 if excess >= h else 0
         self.below = self.below + 1 if excess < h / 2.0 else 0
         if not self.trend and self.above >= HOLD_DAYS:
@@ -162,9 +174,12 @@ class Track:
             out["day"] = self.days[-1]
         if self.ready() and self.ewma is not None:
             ref, _ = self.reference()
+            h = self.threshold(fig)
             out.update(ref=round(ref, 4), level=round(self.ewma, 4),
-                       ratio=round(self.ewma / ref, 3) if ref else None,
-                       limit=round(ref + self.threshold(fig), 4))
+                       ratio=round(self.ewma / ref, 3) if ref and not fig.signed else None,
+                       limit=round(ref + h, 4))
+            if fig.signed:
+                out["limit_low"] = round(ref - h, 4)
         return out
 
     def state(self) -> dict[str, Any]:
@@ -218,7 +233,9 @@ class Trends:
             v = rec.get(k)
             self._add(k, abs(v) if isinstance(v, int | float) else None, True)
         if level_mm is not None:
-            self._add("level_mm", abs(level_mm), learn_level)
+            self._add("level_mm", level_mm, learn_level)
+            if rec.get("dir") in ("up", "down"):
+                self._add(f"level_mm@{rec['dir']}", level_mm, learn_level)
         if rec.get("from") is not None and rec.get("to") is not None \
                 and rec.get("from") != rec.get("to"):
             self._add(f"run_s@{rec['from']}>{rec['to']}", rec.get("duration_s"), True)
