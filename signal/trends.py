@@ -84,6 +84,11 @@ FAMILIES: dict[str, Figure] = {
     "run_s": Figure("run_time_trend", 0.5),
 }
 CODES = tuple(sorted({f.code for f in FAMILIES.values()}))
+#: the version of the saved state, and the version each family last changed meaning in:
+#: a track saved before that is learned again (``level_mm`` was |error| in version 1;
+#: judged signed against a reference of sizes, every upgraded lift would be in trend)
+VERSION = 2
+CHANGED_IN = {"level_mm": 2}
 
 
 def family(key: str) -> Figure:
@@ -199,9 +204,11 @@ class Trends:
 
     def __init__(self, state: dict[str, Any] | None = None) -> None:
         s = state if isinstance(state, dict) else {}
+        saved = _num(s.get("version")) or 1
         self.tracks: dict[str, Track] = {}
         for k, v in (s.get("tracks") if isinstance(s.get("tracks"), dict) else {}).items():
-            if isinstance(k, str) and k.split("@", 1)[0] in FAMILIES:
+            fam = k.split("@", 1)[0] if isinstance(k, str) else None
+            if fam in FAMILIES and saved >= CHANGED_IN.get(fam, 1):
                 self.tracks[k] = Track(v)
         self.restarts = int(_num(s.get("restarts")) or 0)
         self.day_start: float | None = None
@@ -288,7 +295,7 @@ class Trends:
                 "restarts": self.restarts}
 
     def state(self) -> dict[str, Any]:
-        return {"version": 1, "restarts": self.restarts,
+        return {"version": VERSION, "restarts": self.restarts,
                 "tracks": {k: tr.state() for k, tr in self.tracks.items()}}
 
 

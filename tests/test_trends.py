@@ -138,6 +138,19 @@ def test_the_leveling_condition_gives_both_limits() -> None:
     assert "limit_low" not in figs["vib_z"]
 
 
+def test_a_leveling_reference_saved_as_sizes_is_learned_again() -> None:
+    """A terminal upgraded from the |error| figure must not judge signed errors against
+    a reference of sizes (every upgraded lift would be in trend): that track starts over,
+    the others are kept."""
+    old = {"version": 1, "tracks": {
+        "level_mm": {"ref_days": [8.0] * 7, "gate": [8.0] * 10, "ewma": 8.0},
+        "door_close_s": {"ref_days": [3.0] * 7, "gate": [3.0] * 10, "ewma": 3.0}}}
+    t = Trends(old)
+    assert list(t.tracks) == ["door_close_s"] and t.tracks["door_close_s"].ready()
+    assert set(Trends(t.state()).tracks) == {"door_close_s"}
+    assert Trends({**old, "version": 2}).tracks["level_mm"].ready()
+
+
 def test_stationary_stops_raise_no_leveling_trend() -> None:
     for seed in range(3):
         assert _raises(60, _leveling_day(lambda _x: 0.0, lambda _x: 0.0), 70 + seed) == []
