@@ -25,8 +25,8 @@ Two runs per lift type, the same seed (the same traffic):
 
 A run writes a JSON line per simulated day to ``--json`` as it goes (``--summarise``
 prints the report of such a file, of finished or interrupted runs). A lift-day costs
-about 85 CPU seconds (400 Hz through the whole pipeline): the 6 runs of 30 days take
-about 2 hours on 2 cores.
+90 (low) to 115 (high) CPU seconds (400 Hz through the whole pipeline): the 6 runs of
+30 days take about 2 h 45 min on 2 idle cores; the worn runs alone about 1 h 20 min.
 
     .venv/bin/python bench/bench_wear.py [--days 30] [--types low,mid,high]
         [--none-days N] [--scenarios none,worn] [--jobs 2] [--json FILE] [--summarise FILE]

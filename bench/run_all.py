@@ -1,5 +1,5 @@
 """Run every benchmark in bench/ one after the other, with its defaults, and print their
-figures (three hours or more: bench_wear streams six 30-day lifts at 400 Hz, about 2 hours on
+figures (three hours or more: bench_wear streams six 30-day lifts at 400 Hz, about 2 h 45 min on
 2 cores, and bench_footprint runs the agent for 10 minutes).
 
     .venv/bin/python bench/run_all.py [--list]
