@@ -180,15 +180,16 @@ def input_rows(cfg: Any, obs: Observed, watch_s: float) -> list[Row]:
     an event because of it, or shows a picture no lift at rest shows (idle_check)."""
     health = obs.health.get("inputs", {}).get("inputs", {})
     verdict = idle_check.judge(cfg, obs.records, max(obs.t_end, watch_s))
+    failing = {name for name in cfg.inputs
+               if health.get(name, {}).get("state") in ("absent", "failing")}
     # an input that fails on its own (absent, failing, never read) explains any picture
     # it takes part in: its last level is not the lift's, so its partners are not blamed
-    broken = {name for name in cfg.inputs if name not in obs.levels
-              or health.get(name, {}).get("state") in ("absent", "failing")}
+    broken = failing | {name for name in cfg.inputs if name not in obs.levels}
     rows = []
     for name, wiring in cfg.inputs.items():
         h = health.get(name, {})
         where = f"pin {wiring.pin}"
-        if h.get("state") in ("absent", "failing"):
+        if name in failing:
             rows.append(Row(f"input {name}", FAIL, f"{where} {h['state']}: {h.get('error')}"))
             continue
         if name not in obs.levels:
