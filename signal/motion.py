@@ -823,11 +823,9 @@ class MotionTracker:
         return {f"{s}:{b}": [round(x, 5) for x in obs]
                 for (s, b), obs in self._learned.items() if obs}
 
-    def restore_edges(self, state: Any) -> int:
+    def restore_edges(self, state: Any) -> None:
         """Take offsets saved by :meth:`edges_state`; an entry that is not a list of
-        plausible offsets (within the 1 m a departure learns from) is learned again.
-        Returns how many edges were restored."""
-        n = 0
+        plausible offsets (within the 1 m a departure learns from) is learned again."""
         for (s, b), obs in self._learned.items():
             vals = state.get(f"{s}:{b}") if isinstance(state, dict) else None
             if isinstance(vals, list) and vals and all(
@@ -836,8 +834,6 @@ class MotionTracker:
                 obs.clear()
                 obs.extend(float(x) for x in vals[:LEARN_N])
                 self._median.pop((s, b), None)
-                n += 1
-        return n
 
     def _apply_edges(self) -> None:
         if not self._edges or self.t_last is None:
