@@ -44,7 +44,8 @@ def test_every_stop_drifting_off_the_sill_shows_in_the_leveling_error() -> None:
 def _stop_errors(recs: Iterable[Any], pipes: dict[str, Any], t_end: float
                  ) -> dict[str, list[tuple[float, float]]]:
     """Feed ``recs`` up to ``t_end`` to every pipeline (timers on the replay's tick grid);
-    the stop errors each gives, by name."""
+    the stop errors each gives, by name. Not ``replay_records``: that one ends the input
+    (``finish``), and here the same pipeline goes on after ``t_end``, or two are fed."""
     errs: dict[str, list[tuple[float, float]]] = {k: [] for k in pipes}
     next_tick = None
     for rec in recs:

@@ -29,15 +29,17 @@ def _trip(vib_z: float, a_max: float = 0.8, level: float | None = 2.0) -> dict[s
             "vib_pp_a95": {"z": vib_z, "x": vib_z / 2, "y": vib_z / 3}}
 
 
-def _run_days(days: int, day_fn: Any, seed: int) -> list[tuple[float, str, str]]:
-    """Feed ``day_fn(rng, day, trends)`` for each day, close the days; (day, action, code)."""
+def _run_days(days: int, day_fn: Any, seed: int
+              ) -> list[tuple[float, str, str, dict[str, Any]]]:
+    """Feed ``day_fn(rng, day, trends)`` for each day, close the days;
+    (day, action, code, detail)."""
     rng = random.Random(seed)
     trends, out = Trends(), []
     trends.tick(0.0)
     for d in range(days):
         day_fn(rng, d, trends)
-        for action, code, _detail in trends.tick((d + 1) * DAY_S):
-            out.append((d + 1.0, action, code))
+        for action, code, detail in trends.tick((d + 1) * DAY_S):
+            out.append((d + 1.0, action, code, detail))
     return out
 
 
@@ -61,7 +63,7 @@ def test_door_close_drift_over_three_weeks_is_raised_within_the_documented_delay
     crossing = 14 + 0.75 * 21
     for seed in range(3):
         ev = _run_days(40, lambda r, d, t: _ordinary_day(r, d, t, close_of), seed)
-        raised = [(d, c) for d, a, c in ev if a == "raise"]
+        raised = [(d, c) for d, a, c, _det in ev if a == "raise"]
         assert raised and raised[0][1] == "door_close_trend", ev
         assert all(c == "door_close_trend" for _d, c in raised), raised
         delay = raised[0][0] - crossing
@@ -92,17 +94,6 @@ def _ramp(rise: float, start: float = 8.0, days: float = 21.0) -> Any:
     return lambda x: rise * min(max(0.0, x - start) / days, 1.0)
 
 
-def _raises(days: int, day_fn: Any, seed: int) -> list[tuple[float, str, dict[str, Any]]]:
-    """(day, code, detail) of each raise."""
-    rng, trends, out = random.Random(seed), Trends(), []
-    trends.tick(0.0)
-    for d in range(days):
-        day_fn(rng, d, trends)
-        out += [(d + 1.0, code, det) for action, code, det in trends.tick((d + 1) * DAY_S)
-                if action == "raise"]
-    return out
-
-
 @pytest.mark.parametrize(("up", "down", "figures"), [
     (9.0, 9.0, {"level_mm", "level_mm@up", "level_mm@down"}),   # rope stretch: all high
     (-9.0, -9.0, {"level_mm", "level_mm@up", "level_mm@down"}),  # every stop low
@@ -115,7 +106,9 @@ def test_a_leveling_drift_hidden_in_the_stops_scatter_is_raised(
     by arrival direction, see it within the documented delay of its reaching 3 mm."""
     crossing = 8.0 + 21.0 * 3.0 / 9.0
     for seed in range(3):
-        raised = _raises(35, _leveling_day(_ramp(up), _ramp(down)), 40 + seed)
+        raised = [(d, c, det) for d, a, c, det in
+                  _run_days(35, _leveling_day(_ramp(up), _ramp(down)), 40 + seed)
+                  if a == "raise"]
         assert [c for _d, c, _det in raised] == ["leveling_trend"], raised
         day, _code, detail = raised[0]
         assert -1.0 <= day - crossing <= MAX_DELAY_DAYS, (seed, day)
@@ -153,7 +146,7 @@ def test_a_leveling_reference_saved_as_sizes_is_learned_again() -> None:
 
 def test_stationary_stops_raise_no_leveling_trend() -> None:
     for seed in range(3):
-        assert _raises(60, _leveling_day(lambda _x: 0.0, lambda _x: 0.0), 70 + seed) == []
+        assert _run_days(60, _leveling_day(lambda _x: 0.0, lambda _x: 0.0), 70 + seed) == []
 
 
 def test_a_single_bad_day_is_not_a_trend() -> None:
@@ -229,7 +222,7 @@ def test_reopens_count_in_the_reference_and_a_rising_reopen_rate_is_raised() -> 
         return fill
     assert _run_days(40, day(lambda d: 0.15), 11) == []
     ev = _run_days(40, day(lambda d: 0.15 if d < 20 else 0.4), 12)
-    assert [(a, c) for _d, a, c in ev] == [("raise", "reopen_trend")]
+    assert [(a, c) for _d, a, c, _det in ev] == [("raise", "reopen_trend")]
     assert 21 <= ev[0][0] <= 24
 
 
